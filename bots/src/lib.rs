@@ -1,0 +1,1 @@
+//! Load generators, history recorder and linearizability check (work in progress).

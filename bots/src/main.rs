@@ -1,0 +1,3 @@
+//! The `bots` binary.
+
+fn main() {}

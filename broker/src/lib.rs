@@ -1,0 +1,1 @@
+//! Round-robin request broker (ROUTER frontend, ROUTER backend) (work in progress).

@@ -1,0 +1,3 @@
+//! The `broker` binary.
+
+fn main() {}

@@ -1,0 +1,1 @@
+//! One-shot CLI and interactive chat client (work in progress).

@@ -1,0 +1,3 @@
+//! The `client` binary.
+
+fn main() {}

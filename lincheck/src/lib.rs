@@ -1,0 +1,1 @@
+//! History format and per-key linearizability checker (work in progress).

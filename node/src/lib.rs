@@ -1,0 +1,1 @@
+//! The paxos-zmq replica process (work in progress).

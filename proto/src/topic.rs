@@ -1,0 +1,42 @@
+//! Topic names on the proxy. The first frame of every published message is its topic.
+//!
+//! SUB sockets filter by *prefix*, so `to.node-1` would also let `to.node-10` through:
+//! receivers compare the whole topic with [`is`] before they trust a message.
+
+/// Phase 1a: a leader candidate's `Prepare`, to every node.
+pub const PAXOS_PREPARE: &str = "paxos.prepare";
+/// Phase 2a: the leader's `Accept`, to every node.
+pub const PAXOS_ACCEPT: &str = "paxos.accept";
+/// Commit: the leader's `Decide`, to every node.
+pub const PAXOS_DECIDE: &str = "paxos.decide";
+/// Catch-up requests (`Fetch`), to every node.
+pub const REPL: &str = "repl";
+/// Leader announcements (Bully election), to every node.
+pub const ELECTION: &str = "election";
+/// Peer heartbeats, to every node.
+pub const HEARTBEAT: &str = "heartbeat";
+/// Berkeley clock polls and corrections.
+pub const CLOCK: &str = "clock";
+/// Membership changes, from the reference service.
+pub const MEMBERSHIP: &str = "membership";
+
+/// Topic of messages addressed to one node (promise, accepted, nack, forwarded
+/// requests, catch-up answers).
+pub fn to(node: &str) -> String {
+    format!("to.{node}")
+}
+
+/// Topic of a channel's live messages.
+pub fn channel(name: &str) -> String {
+    format!("chan.{name}")
+}
+
+/// Topic of a user's live private messages.
+pub fn user(name: &str) -> String {
+    format!("user.{name}")
+}
+
+/// Whether a received topic frame is exactly `topic` (not merely prefixed by it).
+pub fn is(frame: &[u8], topic: &str) -> bool {
+    frame == topic.as_bytes()
+}

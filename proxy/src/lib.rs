@@ -1,0 +1,1 @@
+//! XSUB/XPUB forwarder for the Paxos and chat topics (work in progress).

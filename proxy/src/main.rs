@@ -1,0 +1,3 @@
+//! The `proxy` binary.
+
+fn main() {}

@@ -1,0 +1,1 @@
+//! Registry of node ranks, heartbeats and membership (work in progress).

@@ -1,0 +1,3 @@
+//! The `reference` binary.
+
+fn main() {}

@@ -1,0 +1,1 @@
+//! ZeroMQ sockets bridged to tokio: the only code that touches ZeroMQ (work in progress).
