@@ -1,2 +1,570 @@
-//! Node ↔ node messages of Multi-Paxos, carried over the proxy. Filled in with the
-//! Paxos core.
+//! Node ↔ node messages of Multi-Paxos, carried over the proxy.
+//!
+//! One [`Envelope`] per published message: who sent it, to whom (`None` = every node),
+//! the sender's Lamport clock, and one [`Message`]. The vocabulary is the paper's:
+//! phase 1 is [`Message::Prepare`] / [`Message::Promise`], phase 2 is
+//! [`Message::Accept`] / [`Message::Accepted`], a refusal is [`Message::Nack`] carrying
+//! the higher ballot, and a chosen value is announced with [`Message::Decide`]. The rest
+//! is liveness and catch-up: heartbeats, forwarded client commands, fetching decided
+//! slots, and snapshot transfer in chunks.
+//!
+//! ## Limits
+//! Every list in a message is bounded by a named constant here or in
+//! [`crate::limits`], so that a decoded envelope always fits in one frame
+//! ([`crate::limits::MAX_FRAME_BYTES`]) and [`Wire::validate`] can refuse anything
+//! bigger. Producers (the `paxos` core) cut their messages with the same constants and
+//! the same size estimate ([`command_size_bytes`]).
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+use crate::LimitError;
+use crate::client::Command;
+use crate::codec::Wire;
+use crate::limits::{MAX_BATCH_BYTES, MAX_BATCH_COMMANDS, MAX_MEMBERS};
+
+/// A position in the replicated log. Slot 0 is "nothing yet"; the first command goes to
+/// slot 1.
+pub type Slot = u64;
+/// The round part of a [`Ballot`]; a candidate picks one higher than any it has seen.
+pub type Round = u64;
+/// A node's rank in the cluster (its stable id from the reference service). The live
+/// node with the highest rank leads.
+pub type Rank = u32;
+
+/// Most entries in one [`Message::Promise`]; a longer answer is cut and continued by
+/// another `Prepare` from the slot it names.
+pub const MAX_PROMISE_ENTRIES: usize = 256;
+/// Most entries in one [`Message::Decided`] answer to a [`Message::Fetch`].
+pub const MAX_DECIDED_ENTRIES: usize = 256;
+/// Most estimated command bytes ([`command_size_bytes`]) of all values in one
+/// `Promise` or `Decided` message, except that one entry is always allowed (a single
+/// value is at most [`MAX_BATCH_BYTES`]). Half a frame, like a batch.
+pub const MAX_ENTRIES_BYTES: usize = MAX_BATCH_BYTES;
+/// Largest piece of a snapshot in one [`Message::SnapshotChunk`].
+pub const MAX_SNAPSHOT_CHUNK_BYTES: usize = 512 * 1024;
+/// Largest snapshot a node accepts to assemble from chunks: bounds the memory a peer can
+/// make us reserve.
+pub const MAX_SNAPSHOT_BYTES: u64 = 1024 * 1024 * 1024;
+
+/// A proposal number: `(round, rank)`, ordered lexicographically (round first), so that
+/// ballots of different nodes never collide. `Ballot::default()` (round 0) is below every
+/// ballot a candidate uses.
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
+)]
+pub struct Ballot {
+    /// Compared first.
+    pub round: Round,
+    /// Breaks ties between nodes that picked the same round.
+    pub rank: Rank,
+}
+
+impl Ballot {
+    /// A ballot of `rank` in `round`.
+    pub fn new(round: Round, rank: Rank) -> Self {
+        Ballot { round, rank }
+    }
+}
+
+impl fmt::Display for Ballot {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}.{}", self.round, self.rank)
+    }
+}
+
+/// What one slot holds: a batch of client commands, stamped with the proposing leader's
+/// Lamport clock. An empty batch is a no-op (it fills a hole in the log).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Value {
+    /// Lamport clock of the leader when it proposed this value; recorded by the store in
+    /// the applied entries.
+    pub lamport: u64,
+    /// The commands, applied in this order. Empty = no-op.
+    pub commands: Vec<Command>,
+}
+
+impl Value {
+    /// A no-op value (fills a hole).
+    pub fn noop(lamport: u64) -> Self {
+        Value {
+            lamport,
+            commands: Vec::new(),
+        }
+    }
+
+    /// Whether this is a no-op.
+    pub fn is_noop(&self) -> bool {
+        self.commands.is_empty()
+    }
+
+    /// Estimated encoded size of the commands ([`command_size_bytes`] summed).
+    pub fn size_bytes(&self) -> usize {
+        self.commands.iter().map(command_size_bytes).sum()
+    }
+
+    fn validate(&self) -> Result<(), LimitError> {
+        check_count("commands", self.commands.len(), MAX_BATCH_COMMANDS)?;
+        check_bytes("commands", self.size_bytes(), MAX_BATCH_BYTES)?;
+        self.commands.iter().try_for_each(|c| c.op.validate())
+    }
+}
+
+/// An upper-bound estimate of a command's MessagePack size with named fields: a fixed
+/// allowance for the map keys, tags and integers, plus every string's bytes and header.
+/// Cheap enough to run on every proposal; used to cut batches and catch-up messages so
+/// that they fit in a frame.
+pub fn command_size_bytes(command: &Command) -> usize {
+    use crate::client::{Op, Target};
+    const FIXED_BYTES: usize = 96;
+    const STRING_HEADER_BYTES: usize = 5;
+    let s = |text: &str| text.len() + STRING_HEADER_BYTES;
+    FIXED_BYTES
+        + match &command.op {
+            Op::Get { key } | Op::Delete { key } => s(key),
+            Op::Put { key, value } => s(key) + s(value),
+            Op::Cas { key, expected, new } => {
+                s(key) + expected.as_deref().map_or(1, s) + s(new)
+            }
+            Op::Login { user } => s(user),
+            Op::CreateChannel { channel } => s(channel),
+            Op::Subscribe { user, channel } => s(user) + s(channel),
+            Op::Publish {
+                user,
+                channel,
+                text,
+            } => s(user) + s(channel) + s(text),
+            Op::PrivateMessage { from, to, text } => s(from) + s(to) + s(text),
+            Op::History { target, .. } => match target {
+                Target::Channel(name) | Target::User(name) => s(name),
+            },
+            Op::ListUsers | Op::ListChannels | Op::Noop => 0,
+        }
+}
+
+/// One slot an acceptor reports in a [`Message::Promise`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PromiseEntry {
+    /// The slot.
+    pub slot: Slot,
+    /// The ballot the acceptor accepted `value` in; `None` when the acceptor knows the
+    /// slot is decided with `value` (it keeps decided values instead of accepted ones).
+    pub ballot: Option<Ballot>,
+    /// The value.
+    pub value: Value,
+}
+
+/// One decided slot, in a [`Message::Decided`] answer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DecidedEntry {
+    /// The slot.
+    pub slot: Slot,
+    /// Its decided value.
+    pub value: Value,
+}
+
+/// The messages of Multi-Paxos.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Message {
+    /// Phase 1a: a candidate asks every acceptor to promise `ballot` for every slot from
+    /// `from_slot` on, and to report what it accepted there. Also sent to one acceptor to
+    /// continue a cut `Promise`.
+    Prepare {
+        /// The candidate's ballot.
+        ballot: Ballot,
+        /// First slot the candidate does not know to be decided.
+        from_slot: Slot,
+    },
+    /// Phase 1b: the acceptor promised `ballot` and reports what it holds in
+    /// `from_slot..`. When `next_slot` is set the report was cut at the entry limits:
+    /// the slots from `next_slot` on are not covered yet.
+    Promise {
+        /// The promised ballot.
+        ballot: Ballot,
+        /// First slot this report covers (the `Prepare`'s `from_slot`).
+        from_slot: Slot,
+        /// Accepted (or decided) values in the covered slots, in slot order.
+        entries: Vec<PromiseEntry>,
+        /// `Some(n)`: slots `n..` are not covered; ask again from `n`.
+        next_slot: Option<Slot>,
+        /// All slots up to this one are decided at the acceptor.
+        decided_upto: Slot,
+        /// The acceptor's log starts after this slot (it is covered by a snapshot), so it
+        /// cannot report slots up to here.
+        truncated_upto: Slot,
+    },
+    /// Phase 2a: the leader asks every acceptor to accept `value` in `slot`.
+    Accept {
+        /// The leader's ballot.
+        ballot: Ballot,
+        /// The slot.
+        slot: Slot,
+        /// The proposed value.
+        value: Value,
+        /// All slots up to this one are decided at the leader (lets followers see gaps).
+        decided_upto: Slot,
+    },
+    /// Phase 2b: the acceptor accepted (and persisted) the leader's value for `slot`.
+    Accepted {
+        /// The ballot accepted in.
+        ballot: Ballot,
+        /// The slot.
+        slot: Slot,
+    },
+    /// `slot` is decided with `value` (a quorum accepted it).
+    Decide {
+        /// The slot.
+        slot: Slot,
+        /// The chosen value.
+        value: Value,
+    },
+    /// The acceptor refused `ballot` because it promised the higher `promised`.
+    Nack {
+        /// The refused ballot.
+        ballot: Ballot,
+        /// The acceptor's promise; the sender's next round must beat it.
+        promised: Ballot,
+    },
+    /// Periodic liveness beacon of every node; the Bully election runs on these.
+    Heartbeat {
+        /// The sender's ballot when it leads, else the ballot it promised.
+        ballot: Ballot,
+        /// Who the sender follows (itself when it leads), if anyone.
+        leader: Option<Rank>,
+        /// All slots up to this one are decided at the sender.
+        decided_upto: Slot,
+        /// The sender's log starts after this slot.
+        truncated_upto: Slot,
+    },
+    /// Client commands a follower hands to the leader.
+    Forward {
+        /// The commands, in arrival order.
+        commands: Vec<Command>,
+    },
+    /// Ask for decided slots `from_slot..=to_slot`.
+    Fetch {
+        /// First slot wanted.
+        from_slot: Slot,
+        /// Last slot wanted.
+        to_slot: Slot,
+    },
+    /// Decided slots, the answer to a [`Message::Fetch`].
+    Decided {
+        /// The entries, in slot order.
+        entries: Vec<DecidedEntry>,
+    },
+    /// Ask for the piece of the sender's snapshot at `slot` that starts at `offset`.
+    FetchSnapshot {
+        /// The snapshot being assembled.
+        slot: Slot,
+        /// Bytes already received.
+        offset: u64,
+    },
+    /// A piece of a snapshot of the applied state at `slot`, the answer to a `Fetch` of
+    /// truncated slots or to a [`Message::FetchSnapshot`].
+    SnapshotChunk {
+        /// The snapshot's applied slot.
+        slot: Slot,
+        /// Where `data` starts.
+        offset: u64,
+        /// The snapshot's whole length.
+        total_len: u64,
+        /// The bytes (MessagePack `bin`, not an array of integers).
+        #[serde(with = "bin")]
+        data: Vec<u8>,
+    },
+}
+
+impl Message {
+    /// A short stable name for logs and metrics labels.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Message::Prepare { .. } => "prepare",
+            Message::Promise { .. } => "promise",
+            Message::Accept { .. } => "accept",
+            Message::Accepted { .. } => "accepted",
+            Message::Decide { .. } => "decide",
+            Message::Nack { .. } => "nack",
+            Message::Heartbeat { .. } => "heartbeat",
+            Message::Forward { .. } => "forward",
+            Message::Fetch { .. } => "fetch",
+            Message::Decided { .. } => "decided",
+            Message::FetchSnapshot { .. } => "fetch_snapshot",
+            Message::SnapshotChunk { .. } => "snapshot_chunk",
+        }
+    }
+
+    /// Checks every list and value against the limits.
+    pub fn validate(&self) -> Result<(), LimitError> {
+        match self {
+            Message::Promise { entries, .. } => {
+                check_count("entries", entries.len(), MAX_PROMISE_ENTRIES)?;
+                check_entries_bytes(entries.iter().map(|e| e.value.size_bytes()))?;
+                entries.iter().try_for_each(|e| e.value.validate())
+            }
+            Message::Accept { value, .. } | Message::Decide { value, .. } => value.validate(),
+            Message::Forward { commands } => {
+                check_count("commands", commands.len(), MAX_BATCH_COMMANDS)?;
+                let bytes = commands.iter().map(command_size_bytes).sum();
+                check_bytes("commands", bytes, MAX_BATCH_BYTES)?;
+                commands.iter().try_for_each(|c| c.op.validate())
+            }
+            Message::Decided { entries } => {
+                check_count("entries", entries.len(), MAX_DECIDED_ENTRIES)?;
+                check_entries_bytes(entries.iter().map(|e| e.value.size_bytes()))?;
+                entries.iter().try_for_each(|e| e.value.validate())
+            }
+            Message::SnapshotChunk {
+                offset,
+                total_len,
+                data,
+                ..
+            } => {
+                check_bytes("data", data.len(), MAX_SNAPSHOT_CHUNK_BYTES)?;
+                if *total_len > MAX_SNAPSHOT_BYTES
+                    || offset.saturating_add(data.len() as u64) > *total_len
+                {
+                    return Err(LimitError::TooLong {
+                        field: "snapshot",
+                        len: usize::try_from(*total_len).unwrap_or(usize::MAX),
+                        max: usize::try_from(MAX_SNAPSHOT_BYTES).unwrap_or(usize::MAX),
+                    });
+                }
+                Ok(())
+            }
+            Message::Prepare { .. }
+            | Message::Accepted { .. }
+            | Message::Nack { .. }
+            | Message::Heartbeat { .. }
+            | Message::Fetch { .. }
+            | Message::FetchSnapshot { .. } => Ok(()),
+        }
+    }
+}
+
+/// One Paxos message on the wire: sender, addressee, Lamport clock, message.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Envelope {
+    /// Sender's rank.
+    pub from: Rank,
+    /// Addressee's rank; `None` = every node (published on a broadcast topic).
+    pub to: Option<Rank>,
+    /// The sender's Lamport clock when it sent this.
+    pub lamport: u64,
+    /// The message.
+    pub message: Message,
+}
+
+impl Wire for Envelope {
+    fn validate(&self) -> Result<(), LimitError> {
+        let ranks = [Some(self.from), self.to];
+        if ranks.iter().flatten().any(|&r| r as usize > MAX_RANK) {
+            return Err(LimitError::TooLong {
+                field: "rank",
+                len: self.from as usize,
+                max: MAX_RANK,
+            });
+        }
+        self.message.validate()
+    }
+}
+
+/// Highest rank a node can have: the reference service hands out ranks 1..=[`MAX_MEMBERS`]
+/// (a rank may be reused by a returning node, never exceed the member limit by much);
+/// we allow a generous margin so that a re-registered node keeps working.
+pub const MAX_RANK: usize = MAX_MEMBERS * 1024;
+
+fn check_count(field: &'static str, len: usize, max: usize) -> Result<(), LimitError> {
+    if len > max {
+        return Err(LimitError::TooMany { field, len, max });
+    }
+    Ok(())
+}
+
+fn check_bytes(field: &'static str, len: usize, max: usize) -> Result<(), LimitError> {
+    if len > max {
+        return Err(LimitError::TooLong { field, len, max });
+    }
+    Ok(())
+}
+
+/// One entry may be as large as a batch; more than one must fit in [`MAX_ENTRIES_BYTES`].
+fn check_entries_bytes(sizes: impl Iterator<Item = usize>) -> Result<(), LimitError> {
+    let (count, total) = sizes.fold((0usize, 0usize), |(n, t), s| (n + 1, t + s));
+    if count > 1 {
+        check_bytes("entries", total, MAX_ENTRIES_BYTES)?;
+    }
+    Ok(())
+}
+
+/// Serialises a byte vector as a MessagePack `bin` (serde's default for `Vec<u8>` is an
+/// array of integers, up to twice as large), and accepts either form when decoding.
+mod bin {
+    use serde::de::{Error, SeqAccess, Visitor};
+    use serde::{Deserializer, Serializer};
+    use std::fmt;
+
+    pub(super) fn serialize<S: Serializer>(data: &[u8], serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_bytes(data)
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(
+        deserializer: D,
+    ) -> Result<Vec<u8>, D::Error> {
+        deserializer.deserialize_byte_buf(BytesVisitor)
+    }
+
+    struct BytesVisitor;
+
+    impl<'de> Visitor<'de> for BytesVisitor {
+        type Value = Vec<u8>;
+
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("bytes")
+        }
+
+        fn visit_bytes<E: Error>(self, v: &[u8]) -> Result<Vec<u8>, E> {
+            Ok(v.to_vec())
+        }
+
+        fn visit_byte_buf<E: Error>(self, v: Vec<u8>) -> Result<Vec<u8>, E> {
+            Ok(v)
+        }
+
+        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Vec<u8>, A::Error> {
+            // The decoder already bounds the input by the frame size; cap the reservation
+            // by the chunk limit as well.
+            let hint = seq.size_hint().unwrap_or(0).min(super::MAX_SNAPSHOT_CHUNK_BYTES);
+            let mut data = Vec::with_capacity(hint);
+            while let Some(byte) = seq.next_element::<u8>()? {
+                if data.len() >= super::MAX_SNAPSHOT_CHUNK_BYTES {
+                    return Err(A::Error::custom("snapshot chunk over the limit"));
+                }
+                data.push(byte);
+            }
+            Ok(data)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::client::Op;
+    use crate::codec::{decode, encode};
+
+    fn put(i: u64, value_len: usize) -> Command {
+        Command {
+            client_id: 7,
+            seq: i,
+            op: Op::Put {
+                key: format!("k{i}"),
+                value: "v".repeat(value_len),
+            },
+        }
+    }
+
+    #[test]
+    fn ballots_order_by_round_then_rank() {
+        assert!(Ballot::new(1, 9) < Ballot::new(2, 1));
+        assert!(Ballot::new(2, 1) < Ballot::new(2, 2));
+        assert!(Ballot::default() < Ballot::new(1, 0));
+    }
+
+    #[test]
+    fn envelope_round_trips_through_the_codec() {
+        let envelope = Envelope {
+            from: 2,
+            to: None,
+            lamport: 42,
+            message: Message::Accept {
+                ballot: Ballot::new(3, 2),
+                slot: 9,
+                value: Value {
+                    lamport: 41,
+                    commands: vec![put(1, 10), put(2, 20)],
+                },
+                decided_upto: 8,
+            },
+        };
+        let frame = encode(&envelope).unwrap();
+        assert_eq!(decode::<Envelope>(&frame).unwrap(), envelope);
+    }
+
+    #[test]
+    fn snapshot_chunk_is_encoded_as_bin() {
+        let data: Vec<u8> = (0..=255u8).cycle().take(100_000).collect();
+        let envelope = Envelope {
+            from: 1,
+            to: Some(2),
+            lamport: 1,
+            message: Message::SnapshotChunk {
+                slot: 5,
+                offset: 0,
+                total_len: 100_000,
+                data,
+            },
+        };
+        let frame = encode(&envelope).unwrap();
+        // An array of integers would take ~1.5 bytes per byte here.
+        assert!(frame.len() < 100_200, "frame is {} bytes", frame.len());
+        assert_eq!(decode::<Envelope>(&frame).unwrap(), envelope);
+    }
+
+    #[test]
+    fn a_full_batch_fits_in_a_frame() {
+        // The largest values a batch may hold, in the largest message that carries one.
+        let mut commands = Vec::new();
+        let mut bytes = 0;
+        loop {
+            let command = put(commands.len() as u64, 60 * 1024);
+            if bytes + command_size_bytes(&command) > MAX_BATCH_BYTES {
+                break;
+            }
+            bytes += command_size_bytes(&command);
+            commands.push(command);
+        }
+        let envelope = Envelope {
+            from: 1,
+            to: None,
+            lamport: 1,
+            message: Message::Accept {
+                ballot: Ballot::new(1, 1),
+                slot: 1,
+                value: Value {
+                    lamport: 1,
+                    commands,
+                },
+                decided_upto: 0,
+            },
+        };
+        let frame = encode(&envelope).unwrap();
+        assert!(decode::<Envelope>(&frame).is_ok());
+    }
+
+    #[test]
+    fn oversized_lists_are_refused() {
+        let envelope = Envelope {
+            from: 1,
+            to: None,
+            lamport: 1,
+            message: Message::Forward {
+                commands: (0..=MAX_BATCH_COMMANDS as u64).map(|i| put(i, 1)).collect(),
+            },
+        };
+        let frame = encode(&envelope).unwrap();
+        assert!(matches!(
+            decode::<Envelope>(&frame),
+            Err(crate::DecodeError::Invalid(LimitError::TooMany { .. }))
+        ));
+        let chunk = Message::SnapshotChunk {
+            slot: 1,
+            offset: 10,
+            total_len: 5,
+            data: vec![0; 10],
+        };
+        assert!(chunk.validate().is_err());
+    }
+}
