@@ -11,6 +11,11 @@ use crate::history::{OpKind, Operation, Outcome, Output, ParseError, parse_histo
 /// more than any correct history of the bots or the simulator needs.
 pub const DEFAULT_MAX_STEPS_PER_KEY: u64 = 50_000_000;
 
+/// Memory the memo of one key's search may take (estimated) before the verdict is
+/// [`Verdict::Inconclusive`]: the step budget alone would let a hard history fill the
+/// machine's memory first.
+pub const MAX_MEMO_BYTES_PER_KEY: usize = 256 * 1024 * 1024;
+
 /// How hard to search.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct CheckOptions {
@@ -212,7 +217,12 @@ fn prepare<'a>(key_ops: &[&'a Operation]) -> Result<Prepared<'a>, String> {
             continue;
         }
         op.validate().map_err(|reason| {
-            format!("client {}'s {} called at {}: {reason}", op.client, op.op_name(), op.call)
+            format!(
+                "client {}'s {} called at {}: {reason}",
+                op.client,
+                op.op_name(),
+                op.call
+            )
         })?;
         let unknown = op.outcome == Outcome::Unknown;
         let value = op.value.as_deref();
@@ -226,9 +236,7 @@ fn prepare<'a>(key_ops: &[&'a Operation]) -> Result<Prepared<'a>, String> {
                 Some(Output::Value(seen)) => Step::Get(intern(seen.as_deref())),
                 _ => unreachable!("validated: an ok get has a value output"),
             },
-            (OpKind::Cas, true) | (OpKind::Cas, false)
-                if unknown || op.output == Some(Output::Bool(true)) =>
-            {
+            (OpKind::Cas, _) if unknown || op.output == Some(Output::Bool(true)) => {
                 Step::CasTakes {
                     expected: intern(op.expected.as_deref()),
                     new: intern(value),
@@ -283,7 +291,11 @@ fn build_events(prepared: &Prepared<'_>) -> Vec<Event> {
             matching: NONE,
             is_call: kind == 0,
             prev: index - 1,
-            next: if index == order.len() { NONE } else { index + 1 },
+            next: if index == order.len() {
+                NONE
+            } else {
+                index + 1
+            },
         });
     }
     for event in events.iter_mut().skip(1) {
@@ -355,6 +367,8 @@ fn check_key(key: &str, key_ops: &[&Operation], options: &CheckOptions) -> KeyRe
     };
 
     let mut linearized = Bits::new(prepared.ops.len());
+    // A memo entry: the bit words, the value, and the hash table's own overhead.
+    let memo_entry_bytes = linearized.0.len() * 8 + 64;
     let mut seen: HashSet<(Bits, Value)> = HashSet::new();
     // (call event, register before it) of every linearized operation, in order.
     let mut stack: Vec<(usize, Value)> = Vec::new();
@@ -369,6 +383,13 @@ fn check_key(key: &str, key_ops: &[&Operation], options: &CheckOptions) -> KeyRe
             return KeyResult::Inconclusive(format!(
                 "search over its budget of {} steps ({} operations, {} configurations seen)",
                 options.max_steps_per_key,
+                prepared.ops.len(),
+                seen.len()
+            ));
+        }
+        if seen.len().saturating_mul(memo_entry_bytes) > MAX_MEMO_BYTES_PER_KEY {
+            return KeyResult::Inconclusive(format!(
+                "search memo over {MAX_MEMO_BYTES_PER_KEY} bytes ({} operations, {} configurations seen)",
                 prepared.ops.len(),
                 seen.len()
             ));
@@ -417,9 +438,13 @@ fn check_key(key: &str, key_ops: &[&Operation], options: &CheckOptions) -> KeyRe
             cursor = events[call].next;
         }
     }
+    if events[HEAD].next == NONE {
+        // Every operation was linearized.
+        return KeyResult::Linearizable;
+    }
     match stuck {
-        None => KeyResult::Linearizable,
         Some(stuck) => KeyResult::Violation(explain(key, &prepared, &stuck)),
+        None => unreachable!("the search only gives up at a return event, which records it"),
     }
 }
 
@@ -446,11 +471,22 @@ fn explain(key: &str, prepared: &Prepared<'_>, stuck: &Stuck) -> Violation {
         let mut text = format!("client {}'s {}", op.client, op.op_name());
         match (op.op, &op.output) {
             (OpKind::Get, Some(Output::Value(seen))) => {
-                text += &format!(" that read {}", seen.as_deref().map_or("absent".to_owned(), |s| format!("{s:?}")));
+                text += &format!(
+                    " that read {}",
+                    seen.as_deref()
+                        .map_or("absent".to_owned(), |s| format!("{s:?}"))
+                );
             }
             (OpKind::Cas, Some(output)) => {
-                let expected = op.expected.as_deref().map_or("absent".to_owned(), |s| format!("{s:?}"));
-                let verb = if *output == Output::Bool(true) { "succeeded" } else { "failed" };
+                let expected = op
+                    .expected
+                    .as_deref()
+                    .map_or("absent".to_owned(), |s| format!("{s:?}"));
+                let verb = if *output == Output::Bool(true) {
+                    "succeeded"
+                } else {
+                    "failed"
+                };
                 text += &format!(" expecting {expected} that {verb}");
             }
             (OpKind::Put, _) => {
@@ -458,7 +494,11 @@ fn explain(key: &str, prepared: &Prepared<'_>, stuck: &Stuck) -> Violation {
             }
             _ => {}
         }
-        text += &format!(" [{}, {}]", op.call, op.return_.map_or("?".to_owned(), |r| r.to_string()));
+        text += &format!(
+            " [{}, {}]",
+            op.call,
+            op.return_.map_or("?".to_owned(), |r| r.to_string())
+        );
         text
     };
     let mut operations = Vec::new();
@@ -479,7 +519,11 @@ fn explain(key: &str, prepared: &Prepared<'_>, stuck: &Stuck) -> Violation {
         format!(
             ", nor can any of the {} other pending operations ({}) come first and explain it",
             pending.len(),
-            pending.iter().map(|&op| show_op(op)).collect::<Vec<_>>().join("; ")
+            pending
+                .iter()
+                .map(|&op| show_op(op))
+                .collect::<Vec<_>>()
+                .join("; ")
         )
     };
     let explanation = format!(

@@ -120,7 +120,10 @@ impl Operation {
             match self.return_ {
                 None => return Err("an ok operation needs a return time".to_owned()),
                 Some(return_) if return_ < self.call => {
-                    return Err(format!("returns at {return_}, before its call at {}", self.call));
+                    return Err(format!(
+                        "returns at {return_}, before its call at {}",
+                        self.call
+                    ));
                 }
                 Some(_) => {}
             }
@@ -184,12 +187,11 @@ pub fn parse_history(mut reader: impl BufRead) -> Result<Vec<Operation>, ParseEr
         if buffer.iter().all(u8::is_ascii_whitespace) {
             continue;
         }
-        let operation: Operation = serde_json::from_slice(&buffer).map_err(|error| {
-            ParseError::Line {
+        let operation: Operation =
+            serde_json::from_slice(&buffer).map_err(|error| ParseError::Line {
                 line,
                 message: error.to_string(),
-            }
-        })?;
+            })?;
         operation
             .validate()
             .map_err(|message| ParseError::Line { line, message })?;

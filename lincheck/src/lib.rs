@@ -27,8 +27,8 @@
 //! threads. Each key is a Wing & Gong search over the call/return events, with Lowe's
 //! memoisation of every (set of linearized operations, register value) configuration
 //! already explored — the algorithm of Porcupine. A budget of search steps per key
-//! ([`CheckOptions::max_steps_per_key`]) bounds the time: over it, the verdict is
-//! [`Verdict::Inconclusive`], never a guess.
+//! ([`CheckOptions::max_steps_per_key`]) bounds the time and [`MAX_MEMO_BYTES_PER_KEY`] the
+//! memory: over either, the verdict is [`Verdict::Inconclusive`], never a guess.
 //!
 //! ## Invariants kept here
 //! - A verdict of [`Verdict::NotLinearizable`] is a proof: the whole search space of that
@@ -39,7 +39,10 @@
 mod check;
 mod history;
 
-pub use check::{CheckOptions, DEFAULT_MAX_STEPS_PER_KEY, Verdict, Violation, check, check_file};
+pub use check::{
+    CheckOptions, DEFAULT_MAX_STEPS_PER_KEY, MAX_MEMO_BYTES_PER_KEY, Verdict, Violation, check,
+    check_file,
+};
 pub use history::{
     MAX_LINE_BYTES, OpKind, Operation, Outcome, Output, ParseError, parse_history, write_operation,
 };
