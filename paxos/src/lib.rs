@@ -1,1 +1,98 @@
-//! Sans-I/O Multi-Paxos replica core (work in progress).
+//! # paxos — a sans-I/O Multi-Paxos replica core
+//!
+//! One [`Replica`] per node: acceptor, learner and, when elected, the distinguished
+//! proposer (leader). It is a deterministic state machine in the style of `raft-rs`:
+//!
+//! ```text
+//!   step(envelope) ─┐                      ┌─ persist:  records, durable BEFORE sending
+//!   tick()         ─┼─▶ Replica ─ ready() ─┼─ messages: envelopes to peers
+//!   propose(cmd)   ─┘                      ├─ install_snapshot, then decided: apply in order
+//!                                          └─ rejected: commands that never reached the log
+//! ```
+//!
+//! It owns no socket, file, clock or unseeded randomness: the node process drives it over
+//! ZeroMQ and a write-ahead log, and the simulator in `tests/` drives it over a faulty
+//! simulated network with crashes. Time is counted in [`Ticks`]; randomness (election
+//! back-off) comes from a ChaCha generator seeded by [`Config::seed`].
+//!
+//! ## Layout
+//! - [`config`]: [`Config`] and its [`Config::validate`].
+//! - [`persist`]: the durable [`Record`]s and their fold [`Persisted`] (WAL replay and the
+//!   simulator's crash-restart use the same fold).
+//! - [`replica`]: [`Replica`], [`Ready`], [`Status`].
+//! - The wire types ([`Envelope`], [`Message`], [`Ballot`], [`Value`]) live in
+//!   [`proto::paxos`] and are re-exported here.
+//!
+//! ## Protocol
+//! - **Ballots** are `(round, rank)`, compared round first. A candidate persists its round
+//!   ([`Record::Round`]) before sending a `Prepare`, so a node never reuses a ballot, and
+//!   a ballot names at most one value per slot.
+//! - **Acceptor**: its promise never decreases (persisted with [`Record::Promise`]); it
+//!   accepts an `Accept` whose ballot is at least its promise and records it
+//!   ([`Record::Accept`]) before the `Accepted` leaves (the driver persists `Ready::persist`
+//!   before sending `Ready::messages`); anything lower gets a `Nack` carrying the promise.
+//! - **Election (Bully)**: every node heartbeats. A follower that has not heard its leader
+//!   for `election_timeout_ticks` runs for leader if no live member (heard within the
+//!   timeout) has a higher rank — or, after three timeouts without a leader, anyway, so
+//!   that a higher node that hears nobody cannot stall the cluster. A node that starts or
+//!   returns first listens for a timeout, and follows the leader whose heartbeats it
+//!   hears, even if its own rank is higher. A candidate that fails (timeout or `Nack`)
+//!   backs off for a seeded random number of ticks, so duelling candidates separate.
+//! - **Phase 1 once for all slots**: the candidate asks for every slot from its first
+//!   undecided one. Acceptors report their accepted values (and decided ones) in chunks
+//!   of at most [`proto::paxos::MAX_PROMISE_ENTRIES`]; the candidate asks again for the
+//!   rest. With a quorum of complete reports, the new leader re-proposes in every slot up
+//!   to the highest reported one the value with the **highest** ballot, fills the other
+//!   holes with no-ops, and only then gives slots to new commands. An acceptor that
+//!   truncated its log behind a snapshot cannot report those slots; the candidate first
+//!   catches up to them.
+//! - **Steady state**: pending commands are batched into one slot per [`Replica::ready`]
+//!   call (bounded by `max_batch_commands` / `max_batch_bytes`), with up to
+//!   `window_slots` slots in flight; `Accept`s of undecided slots are retransmitted every
+//!   `retransmit_ticks`; a quorum of `Accepted` decides the slot and the leader broadcasts
+//!   `Decide`. A leader that has not heard a majority for a timeout steps down. A `Nack`
+//!   or a heartbeat of a higher-ballot leader makes a leader step down.
+//! - **Learning**: decided slots are handed out strictly in order without gaps
+//!   ([`Ready::decided`]). Heartbeats and `Accept`s carry the sender's decided prefix; a
+//!   replica behind asks for the missing slots (`Fetch`), and a peer that truncated them
+//!   answers with its snapshot in chunks ([`Ready::install_snapshot`]). The log is
+//!   truncated when the driver reports a durable snapshot ([`Replica::snapshot_taken`]).
+//! - **Lamport clock**: every envelope carries the sender's clock; a receiver moves to
+//!   `max(local, received) + 1`; the leader stamps each value with its clock when it
+//!   proposes it, and the store records it with the applied entries.
+//! - **Reads** go through the log like every command, so they are linearizable; a
+//!   `local` read is the driver's business (it answers from its applied state at once).
+//! - **Clients**: a follower forwards commands to the leader it knows; without one it
+//!   buffers them (bounded) and rejects them with `unavailable` after
+//!   `pending_timeout_ticks`. Exactly-once effects come from the store's session table:
+//!   a command may appear in the log twice (a client retry), and takes effect once.
+//!
+//! ## Invariants
+//! - Agreement: one value per slot per replica — learning a second, different value for a
+//!   slot is an `assert!` (it would mean the protocol is broken; stop before spreading it).
+//! - The promise never decreases, across restarts too ([`Persisted::apply`] keeps the
+//!   maximum).
+//! - Persist before send: every message that depends on a record is in the same or a
+//!   later [`Ready`] than the record.
+//! - In-order apply: [`Ready::decided`] continues exactly where the last one stopped, or
+//!   right after [`Ready::install_snapshot`].
+//! - Bounded: the pending queue, the window, batches, promise and fetch answers, snapshot
+//!   chunks and snapshot size all have named limits.
+
+pub mod config;
+pub mod persist;
+pub mod replica;
+
+pub use config::{Config, ConfigError, MAX_PENDING_COMMANDS, MAX_WINDOW_SLOTS};
+pub use persist::{Persisted, Record};
+#[cfg(feature = "bug-injection")]
+pub use replica::Bug;
+pub use replica::{PeerStatus, Ready, Replica, Role, Status};
+
+pub use proto::paxos::{Ballot, Envelope, Message, Rank, Round, Slot, Value};
+
+/// Logical time: the driver calls [`Replica::tick`] once per tick.
+pub type Ticks = u32;
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,595 @@
+//! Unit tests of the acceptor rules, phase 1, batching and catch-up, on hand-made
+//! messages. Whole-cluster behaviour is tested in `tests/` (scenarios and simulator).
+
+use std::sync::Arc;
+
+use proto::paxos::{MAX_PROMISE_ENTRIES, PromiseEntry};
+use proto::{Command, ErrorCode, Op};
+
+use crate::*;
+
+fn config(rank: Rank, members: &[Rank]) -> Config {
+    Config {
+        rank,
+        members: members.to_vec(),
+        heartbeat_interval_ticks: 2,
+        election_timeout_ticks: 10,
+        retransmit_ticks: 3,
+        window_slots: 4,
+        max_pending_commands: 8,
+        log_retain_slots: 0,
+        seed: u64::from(rank),
+        ..Config::default()
+    }
+}
+
+fn replica(rank: Rank) -> Replica {
+    Replica::new(config(rank, &[1, 2, 3]), Persisted::default()).unwrap()
+}
+
+fn put(seq: u64) -> Command {
+    Command {
+        client_id: 1,
+        seq,
+        op: Op::Put {
+            key: "k".into(),
+            value: format!("v{seq}"),
+        },
+    }
+}
+
+fn value(tag: u64) -> Value {
+    Value {
+        lamport: tag,
+        commands: vec![put(tag)],
+    }
+}
+
+fn env(from: Rank, message: Message) -> Envelope {
+    Envelope {
+        from,
+        to: None,
+        lamport: 0,
+        message,
+    }
+}
+
+fn only_message(ready: &Ready) -> &Message {
+    assert_eq!(ready.messages.len(), 1, "{:?}", ready.messages);
+    &ready.messages[0].message
+}
+
+#[test]
+fn acceptor_promises_a_higher_ballot_durably() {
+    let mut r = replica(1);
+    r.step(env(
+        3,
+        Message::Prepare {
+            ballot: Ballot::new(2, 3),
+            from_slot: 1,
+        },
+    ));
+    let ready = r.ready();
+    assert_eq!(
+        ready.persist,
+        vec![Record::Promise {
+            ballot: Ballot::new(2, 3)
+        }]
+    );
+    assert!(matches!(
+        only_message(&ready),
+        Message::Promise { ballot, next_slot: None, .. } if *ballot == Ballot::new(2, 3)
+    ));
+    assert_eq!(ready.messages[0].to, Some(3));
+}
+
+#[test]
+fn acceptor_never_goes_back_on_a_promise() {
+    let mut r = replica(1);
+    r.step(env(
+        3,
+        Message::Prepare {
+            ballot: Ballot::new(5, 3),
+            from_slot: 1,
+        },
+    ));
+    let _ = r.ready();
+    // A lower Prepare and a lower Accept are refused with the promise.
+    r.step(env(
+        2,
+        Message::Prepare {
+            ballot: Ballot::new(4, 2),
+            from_slot: 1,
+        },
+    ));
+    r.step(env(
+        2,
+        Message::Accept {
+            ballot: Ballot::new(5, 2),
+            slot: 1,
+            value: value(1),
+            decided_upto: 0,
+        },
+    ));
+    let ready = r.ready();
+    assert!(ready.persist.is_empty());
+    assert_eq!(ready.messages.len(), 2);
+    for m in &ready.messages {
+        assert!(
+            matches!(m.message, Message::Nack { promised, .. } if promised == Ballot::new(5, 3))
+        );
+    }
+    assert_eq!(r.status().promised, Ballot::new(5, 3));
+}
+
+#[test]
+fn acceptor_persists_an_accept_before_answering_it() {
+    let mut r = replica(1);
+    let accept = Message::Accept {
+        ballot: Ballot::new(1, 3),
+        slot: 1,
+        value: value(1),
+        decided_upto: 0,
+    };
+    r.step(env(3, accept.clone()));
+    let ready = r.ready();
+    // The record and the answer come in the same Ready: the driver persists first.
+    assert_eq!(
+        ready.persist,
+        vec![Record::Accept {
+            slot: 1,
+            ballot: Ballot::new(1, 3),
+            value: value(1)
+        }]
+    );
+    assert!(matches!(only_message(&ready), Message::Accepted { slot: 1, .. }));
+    // A retransmitted Accept is answered again without a new record.
+    r.step(env(3, accept));
+    let ready = r.ready();
+    assert!(ready.persist.is_empty());
+    assert!(matches!(only_message(&ready), Message::Accepted { slot: 1, .. }));
+    assert_eq!(r.status().leader, Some(3));
+}
+
+#[test]
+fn promise_reports_accepted_and_decided_values() {
+    let mut r = replica(1);
+    r.step(env(
+        3,
+        Message::Accept {
+            ballot: Ballot::new(1, 3),
+            slot: 2,
+            value: value(2),
+            decided_upto: 0,
+        },
+    ));
+    r.step(env(
+        3,
+        Message::Decide {
+            slot: 1,
+            value: value(1),
+        },
+    ));
+    let ready = r.ready();
+    assert_eq!(ready.decided, vec![(1, value(1))]);
+    r.step(env(
+        2,
+        Message::Prepare {
+            ballot: Ballot::new(2, 2),
+            from_slot: 1,
+        },
+    ));
+    let ready = r.ready();
+    let Message::Promise {
+        entries,
+        decided_upto,
+        ..
+    } = only_message(&ready)
+    else {
+        panic!("not a promise");
+    };
+    assert_eq!(*decided_upto, 1);
+    assert_eq!(
+        entries,
+        &vec![
+            PromiseEntry {
+                slot: 1,
+                ballot: None,
+                value: value(1)
+            },
+            PromiseEntry {
+                slot: 2,
+                ballot: Some(Ballot::new(1, 3)),
+                value: value(2)
+            },
+        ]
+    );
+}
+
+#[test]
+fn a_long_promise_is_cut_and_continued() {
+    let mut r = replica(1);
+    let n = MAX_PROMISE_ENTRIES as u64 + 10;
+    for slot in 1..=n {
+        r.step(env(
+            3,
+            Message::Accept {
+                ballot: Ballot::new(1, 3),
+                slot,
+                value: value(slot),
+                decided_upto: 0,
+            },
+        ));
+    }
+    let _ = r.ready();
+    r.step(env(
+        2,
+        Message::Prepare {
+            ballot: Ballot::new(2, 2),
+            from_slot: 1,
+        },
+    ));
+    let ready = r.ready();
+    let Message::Promise {
+        entries, next_slot, ..
+    } = only_message(&ready)
+    else {
+        panic!("not a promise");
+    };
+    assert_eq!(entries.len(), MAX_PROMISE_ENTRIES);
+    let next = next_slot.unwrap();
+    assert_eq!(next, MAX_PROMISE_ENTRIES as u64 + 1);
+    r.step(env(
+        2,
+        Message::Prepare {
+            ballot: Ballot::new(2, 2),
+            from_slot: next,
+        },
+    ));
+    let ready = r.ready();
+    let Message::Promise {
+        entries, next_slot, ..
+    } = only_message(&ready)
+    else {
+        panic!("not a promise");
+    };
+    assert_eq!(entries.len(), 10);
+    assert_eq!(*next_slot, None);
+}
+
+/// Makes replica 3 a candidate with ballot (1, 3) and returns it with its Prepare.
+fn candidate() -> Replica {
+    let mut r = replica(3);
+    for _ in 0..10 {
+        r.tick();
+    }
+    assert_eq!(r.status().role, Role::Candidate);
+    let ready = r.ready();
+    // The round and the self-promise are durable before the Prepare leaves.
+    assert_eq!(
+        ready.persist,
+        vec![
+            Record::Round { round: 1 },
+            Record::Promise {
+                ballot: Ballot::new(1, 3)
+            }
+        ]
+    );
+    assert!(
+        ready
+            .messages
+            .iter()
+            .any(|m| matches!(m.message, Message::Prepare { from_slot: 1, .. }))
+    );
+    r
+}
+
+fn promise(from: Rank, entries: Vec<PromiseEntry>) -> Envelope {
+    env(
+        from,
+        Message::Promise {
+            ballot: Ballot::new(1, 3),
+            from_slot: 1,
+            entries,
+            next_slot: None,
+            decided_upto: 0,
+            truncated_upto: 0,
+        },
+    )
+}
+
+#[test]
+fn new_leader_reproposes_the_highest_ballot_value_and_fills_holes() {
+    let mut r = candidate();
+    // Two acceptors report different values for slot 3; nothing for slot 2.
+    r.step(promise(
+        1,
+        vec![
+            PromiseEntry {
+                slot: 1,
+                ballot: Some(Ballot::new(0, 2)),
+                value: value(10),
+            },
+            PromiseEntry {
+                slot: 3,
+                ballot: Some(Ballot::new(0, 1)),
+                value: value(31),
+            },
+        ],
+    ));
+    assert_eq!(r.status().role, Role::Leader);
+    let mut r2 = candidate();
+    r2.step(promise(
+        2,
+        vec![PromiseEntry {
+            slot: 3,
+            ballot: Some(Ballot::new(0, 2)),
+            value: value(32),
+        }],
+    ));
+    r2.step(promise(
+        1,
+        vec![PromiseEntry {
+            slot: 3,
+            ballot: Some(Ballot::new(0, 1)),
+            value: value(31),
+        }],
+    ));
+    // r2 became leader with the first promise (quorum of 2 with itself): slot 3 gets 32.
+    let ready = r2.ready();
+    let accepts: Vec<(Slot, Value)> = ready
+        .messages
+        .iter()
+        .filter_map(|m| match &m.message {
+            Message::Accept { slot, value, .. } => Some((*slot, value.clone())),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(accepts.len(), 3);
+    assert!(accepts[0].1.is_noop() && accepts[1].1.is_noop());
+    assert_eq!(accepts[2], (3, value(32)));
+
+    let ready = r.ready();
+    let accepts: Vec<(Slot, Value)> = ready
+        .messages
+        .iter()
+        .filter_map(|m| match &m.message {
+            Message::Accept { slot, value, .. } => Some((*slot, value.clone())),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(accepts[0], (1, value(10)));
+    assert!(accepts[1].1.is_noop());
+    assert_eq!(accepts[2], (3, value(31)));
+}
+
+#[test]
+fn the_highest_ballot_wins_whatever_the_order_of_promises() {
+    // Three-ballot race on one slot in a five-node cluster: the candidate needs two
+    // promises besides its own, and must pick the highest ballot of all of them.
+    let members = [1, 2, 3, 4, 5];
+    let mut r = Replica::new(config(5, &members), Persisted::default()).unwrap();
+    for _ in 0..10 {
+        r.tick();
+    }
+    let ballot = r.status().ballot.unwrap();
+    let _ = r.ready();
+    let entry = |b: Ballot, tag| PromiseEntry {
+        slot: 1,
+        ballot: Some(b),
+        value: value(tag),
+    };
+    for (from, e) in [
+        (2, entry(Ballot::new(0, 4), 4)),
+        (1, entry(Ballot::new(0, 1), 1)),
+    ] {
+        r.step(env(
+            from,
+            Message::Promise {
+                ballot,
+                from_slot: 1,
+                entries: vec![e],
+                next_slot: None,
+                decided_upto: 0,
+                truncated_upto: 0,
+            },
+        ));
+    }
+    assert_eq!(r.status().role, Role::Leader);
+    let ready = r.ready();
+    assert!(ready.messages.iter().any(
+        |m| matches!(&m.message, Message::Accept { slot: 1, value: v, .. } if *v == value(4))
+    ));
+}
+
+#[test]
+fn a_nack_makes_the_leader_step_down_and_learn_the_round() {
+    let mut r = candidate();
+    r.step(promise(1, vec![]));
+    assert_eq!(r.status().role, Role::Leader);
+    r.step(env(
+        2,
+        Message::Nack {
+            ballot: Ballot::new(1, 3),
+            promised: Ballot::new(7, 2),
+        },
+    ));
+    assert_eq!(r.status().role, Role::Follower);
+    // Its next candidacy beats the ballot it was refused for.
+    for _ in 0..100 {
+        r.tick();
+        if r.status().role == Role::Candidate {
+            break;
+        }
+    }
+    assert!(r.status().ballot.unwrap() > Ballot::new(7, 2));
+}
+
+#[test]
+fn a_healthy_leader_is_followed_even_by_a_higher_rank() {
+    let mut r = replica(3);
+    for _ in 0..50 {
+        r.step(env(
+            2,
+            Message::Heartbeat {
+                ballot: Ballot::new(4, 2),
+                leader: Some(2),
+                decided_upto: 0,
+                truncated_upto: 0,
+            },
+        ));
+        r.tick();
+    }
+    let status = r.status();
+    assert_eq!(status.role, Role::Follower);
+    assert_eq!(status.leader, Some(2));
+}
+
+#[test]
+fn the_highest_live_rank_runs_and_the_others_wait() {
+    let mut low = replica(1);
+    let mut high = replica(3);
+    for _ in 0..12 {
+        // Both hear rank 2 (and low hears high) but no leader.
+        let hb = |from| {
+            env(
+                from,
+                Message::Heartbeat {
+                    ballot: Ballot::default(),
+                    leader: None,
+                    decided_upto: 0,
+                    truncated_upto: 0,
+                },
+            )
+        };
+        low.step(hb(2));
+        low.step(hb(3));
+        high.step(hb(2));
+        low.tick();
+        high.tick();
+    }
+    assert_eq!(low.status().role, Role::Follower);
+    assert_eq!(high.status().role, Role::Candidate);
+}
+
+#[test]
+fn commands_are_batched_into_one_slot_per_ready() {
+    let mut r = Replica::new(config(1, &[1]), Persisted::default()).unwrap();
+    for _ in 0..10 {
+        r.tick();
+    }
+    assert_eq!(r.status().role, Role::Leader);
+    let _ = r.ready();
+    for seq in 1..=3 {
+        r.propose(put(seq)).unwrap();
+    }
+    let ready = r.ready();
+    assert_eq!(ready.decided.len(), 1);
+    assert_eq!(ready.decided[0].1.commands.len(), 3);
+    // Bounded queue.
+    for seq in 0..8 {
+        r.propose(put(seq)).unwrap();
+    }
+    assert_eq!(r.propose(put(9)).unwrap_err().code, ErrorCode::Overloaded);
+    let huge = Command {
+        client_id: 1,
+        seq: 1,
+        op: Op::Put {
+            key: "k".into(),
+            value: "x".repeat(proto::limits::MAX_BATCH_BYTES),
+        },
+    };
+    assert_eq!(r.propose(huge).unwrap_err().code, ErrorCode::TooLarge);
+}
+
+#[test]
+fn restart_keeps_promise_and_replays_decided_slots() {
+    let mut r = replica(1);
+    r.step(env(
+        3,
+        Message::Accept {
+            ballot: Ballot::new(3, 3),
+            slot: 1,
+            value: value(1),
+            decided_upto: 0,
+        },
+    ));
+    r.step(env(
+        3,
+        Message::Decide {
+            slot: 1,
+            value: value(1),
+        },
+    ));
+    r.step(env(
+        3,
+        Message::Accept {
+            ballot: Ballot::new(3, 3),
+            slot: 2,
+            value: value(2),
+            decided_upto: 1,
+        },
+    ));
+    let ready = r.ready();
+    let persisted = Persisted::from_records(&ready.persist);
+    let mut again = Replica::new(config(1, &[1, 2, 3]), persisted).unwrap();
+    assert_eq!(again.status().promised, Ballot::new(3, 3));
+    assert_eq!(again.ready().decided, vec![(1, value(1))]);
+    again.step(env(
+        2,
+        Message::Prepare {
+            ballot: Ballot::new(2, 2),
+            from_slot: 2,
+        },
+    ));
+    let ready = again.ready();
+    assert!(matches!(only_message(&ready), Message::Nack { .. }));
+}
+
+#[test]
+fn a_lagging_replica_installs_a_snapshot_from_a_truncated_peer() {
+    let mut ahead = replica(2);
+    for slot in 1..=5 {
+        ahead.step(env(
+            3,
+            Message::Decide {
+                slot,
+                value: value(slot),
+            },
+        ));
+    }
+    let _ = ahead.ready();
+    let bytes = Arc::new(vec![7u8; proto::paxos::MAX_SNAPSHOT_CHUNK_BYTES + 100]);
+    ahead.snapshot_taken(5, bytes.clone());
+    assert_eq!(ahead.ready().persist, vec![Record::Truncate { upto: 5 }]);
+    let mut behind = replica(1);
+    behind.step(env(
+        2,
+        Message::Heartbeat {
+            ballot: Ballot::default(),
+            leader: None,
+            decided_upto: 5,
+            truncated_upto: 5,
+        },
+    ));
+    // Shuttle messages between the two until the snapshot is in.
+    let mut installed = None;
+    for _ in 0..20 {
+        behind.tick();
+        let ready = behind.ready();
+        if let Some(snapshot) = ready.install_snapshot {
+            installed = Some(snapshot);
+            break;
+        }
+        for m in ready.messages.into_iter().filter(|m| m.to == Some(2)) {
+            ahead.step(m);
+        }
+        for m in ahead.ready().messages.into_iter().filter(|m| m.to == Some(1)) {
+            behind.step(m);
+        }
+    }
+    let (slot, got) = installed.expect("snapshot installed");
+    assert_eq!(slot, 5);
+    assert_eq!(got, bytes);
+    assert_eq!(behind.status().decided_upto, 5);
+}
