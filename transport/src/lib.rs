@@ -1,1 +1,499 @@
-//! ZeroMQ sockets bridged to tokio: the only code that touches ZeroMQ (work in progress).
+//! # transport — the only code of paxos-zmq that touches ZeroMQ
+//!
+//! A [`Socket`] is one ZeroMQ socket of a [`Kind`] (ROUTER, DEALER, PUB, SUB, XPUB,
+//! XSUB) whose multipart messages are sent and received through **bounded** tokio
+//! channels. [`Forwarder`] is the XSUB/XPUB device of the proxy.
+//!
+//! ## Backends
+//! - [`Backend::Libzmq`] (default, feature `libzmq`): libzmq through the `zmq` crate,
+//!   built from source and linked statically. libzmq sockets are not thread-safe, so each
+//!   socket lives on its own I/O thread, which polls the socket and a wake-up pipe and
+//!   moves messages between the socket and the channels.
+//! - [`Backend::ZeromqRs`] (feature `zeromq-rs`): the pure-Rust `zeromq` crate, driven
+//!   by a tokio task. It passes the functional tests but has known limits that make it
+//!   unfit for servers (no frame-size limit, unbounded PUB queues, no reconnect); see
+//!   `docs/transport.md`.
+//!
+//! ## Invariants kept here
+//! - Every queue is bounded: the channels by [`Options::channel_capacity`], the ZeroMQ
+//!   pipes by the high-water marks, inbound frames by `ZMQ_MAXMSGSIZE`
+//!   ([`proto::limits::MAX_FRAME_BYTES`]). A full outbound pipe makes `send` wait (or
+//!   `try_send` fail); a PUB/XPUB socket drops for the slow subscriber only.
+//! - A peer cannot crash the process: a bad frame is dropped by libzmq, a closed peer is
+//!   reconnected with the named intervals, and ZMTP heartbeats detect dead connections.
+
+use std::fmt;
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+
+#[cfg(feature = "libzmq")]
+mod libzmq;
+#[cfg(feature = "zeromq-rs")]
+mod zeromq_rs;
+
+#[cfg(not(any(feature = "libzmq", feature = "zeromq-rs")))]
+compile_error!("transport needs a backend: enable feature `libzmq` or `zeromq-rs`");
+
+/// One ZeroMQ message: its frames in order.
+pub type Multipart = Vec<Vec<u8>>;
+
+/// Messages buffered between a socket and its user, each way.
+pub const CHANNEL_CAPACITY: usize = 4096;
+/// ZeroMQ send high-water mark, in messages per peer.
+pub const SEND_HWM: i32 = 10_000;
+/// ZeroMQ receive high-water mark, in messages per peer.
+pub const RECV_HWM: i32 = 10_000;
+/// First reconnect delay after a connection is lost.
+pub const RECONNECT_INTERVAL: Duration = Duration::from_millis(100);
+/// Longest reconnect delay (exponential back-off up to this).
+pub const RECONNECT_INTERVAL_MAX: Duration = Duration::from_secs(1);
+/// Interval of ZMTP PING heartbeats on every connection.
+pub const HEARTBEAT_INTERVAL: Duration = Duration::from_secs(1);
+/// A connection that answers no PING for this long is closed (and reconnected).
+pub const HEARTBEAT_TIMEOUT: Duration = Duration::from_secs(3);
+/// How long closing a socket may wait to flush queued messages.
+pub const LINGER: Duration = Duration::from_millis(200);
+/// Most messages the I/O thread moves one way before it serves the other way.
+pub const BATCH_MAX: usize = 256;
+
+/// The ZeroMQ socket kinds paxos-zmq uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Kind {
+    /// Addressed replies: the first frame of every message is the peer's identity.
+    Router,
+    /// Round-robin out, fair-queued in.
+    Dealer,
+    /// Publish: the first frame is the topic; drops for slow subscribers.
+    Pub,
+    /// Subscribe by topic prefix.
+    Sub,
+    /// Publish side of a proxy: also receives the subscriptions of its subscribers.
+    XPub,
+    /// Subscribe side of a proxy: subscriptions are sent as messages.
+    XSub,
+}
+
+impl fmt::Display for Kind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Kind::Router => "ROUTER",
+            Kind::Dealer => "DEALER",
+            Kind::Pub => "PUB",
+            Kind::Sub => "SUB",
+            Kind::XPub => "XPUB",
+            Kind::XSub => "XSUB",
+        })
+    }
+}
+
+/// Which ZeroMQ implementation carries the socket.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Backend {
+    /// libzmq through the `zmq` crate (the default).
+    #[cfg(feature = "libzmq")]
+    Libzmq,
+    /// The pure-Rust `zeromq` crate (see `docs/transport.md` for its limits).
+    #[cfg(feature = "zeromq-rs")]
+    ZeromqRs,
+}
+
+impl Backend {
+    /// Every backend compiled into this build, default first.
+    pub fn all() -> Vec<Backend> {
+        vec![
+            #[cfg(feature = "libzmq")]
+            Backend::Libzmq,
+            #[cfg(feature = "zeromq-rs")]
+            Backend::ZeromqRs,
+        ]
+    }
+}
+
+impl Default for Backend {
+    fn default() -> Self {
+        #[cfg(feature = "libzmq")]
+        return Backend::Libzmq;
+        #[cfg(not(feature = "libzmq"))]
+        return Backend::ZeromqRs;
+    }
+}
+
+/// Socket options. `Options::default()` holds the named constants above.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// The identity a ROUTER peer sees (DEALER); `None`: chosen by ZeroMQ.
+    pub identity: Option<Vec<u8>>,
+    /// Topic prefixes a SUB socket subscribes to at creation.
+    pub subscriptions: Vec<Vec<u8>>,
+    /// Capacity of each bridging channel.
+    pub channel_capacity: usize,
+    /// ZeroMQ send high-water mark.
+    pub send_hwm: i32,
+    /// ZeroMQ receive high-water mark.
+    pub recv_hwm: i32,
+    /// Largest inbound frame; larger ones close the connection.
+    pub max_msg_bytes: usize,
+    /// ZMTP heartbeat interval.
+    pub heartbeat_interval: Duration,
+    /// ZMTP heartbeat timeout.
+    pub heartbeat_timeout: Duration,
+    /// Reconnect delay, first and longest.
+    pub reconnect_interval: Duration,
+    /// Longest reconnect delay.
+    pub reconnect_interval_max: Duration,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            identity: None,
+            subscriptions: Vec::new(),
+            channel_capacity: CHANNEL_CAPACITY,
+            send_hwm: SEND_HWM,
+            recv_hwm: RECV_HWM,
+            max_msg_bytes: proto::limits::MAX_FRAME_BYTES,
+            heartbeat_interval: HEARTBEAT_INTERVAL,
+            heartbeat_timeout: HEARTBEAT_TIMEOUT,
+            reconnect_interval: RECONNECT_INTERVAL,
+            reconnect_interval_max: RECONNECT_INTERVAL_MAX,
+        }
+    }
+}
+
+impl Options {
+    /// Sets the identity (DEALER).
+    pub fn identity(mut self, identity: impl Into<Vec<u8>>) -> Self {
+        self.identity = Some(identity.into());
+        self
+    }
+
+    /// Adds a subscription (SUB).
+    pub fn subscribe(mut self, prefix: impl Into<Vec<u8>>) -> Self {
+        self.subscriptions.push(prefix.into());
+        self
+    }
+}
+
+/// Operating errors of the transport.
+#[derive(Debug, thiserror::Error)]
+pub enum TransportError {
+    /// Creating, binding or connecting the socket failed.
+    #[error("cannot {action} {kind} socket on {endpoint}: {reason}")]
+    Setup {
+        /// What was being done.
+        action: &'static str,
+        /// Socket kind.
+        kind: Kind,
+        /// The endpoint.
+        endpoint: String,
+        /// Why.
+        reason: String,
+    },
+    /// The socket's I/O thread or task has stopped.
+    #[error("socket closed")]
+    Closed,
+    /// The outbound channel is full (only from `try_send`).
+    #[error("send queue full")]
+    Full,
+    /// The operation does not exist for this kind of socket.
+    #[error("{0}")]
+    Unsupported(String),
+}
+
+/// Whether the socket binds or connects.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// Listen on the endpoint.
+    Bind,
+    /// Connect to the endpoint (and reconnect when the peer returns).
+    Connect,
+}
+
+/// What the user of a socket asks its I/O thread or task to do.
+#[derive(Debug)]
+pub(crate) enum Outbound {
+    Message(Multipart),
+    Subscribe(Vec<u8>),
+    Unsubscribe(Vec<u8>),
+}
+
+/// Wakes a backend's I/O loop after something was queued for it.
+pub(crate) trait Wake: Send + Sync {
+    fn wake(&self);
+}
+
+/// The sending half of a [`Socket`]; cheap to clone.
+#[derive(Clone)]
+pub struct Sender {
+    tx: mpsc::Sender<Outbound>,
+    waker: std::sync::Arc<dyn Wake>,
+    kind: Kind,
+}
+
+impl fmt::Debug for Sender {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Sender").field("kind", &self.kind).finish()
+    }
+}
+
+impl Sender {
+    /// Queues a message, waiting while the bounded queue is full.
+    pub async fn send(&self, message: Multipart) -> Result<(), TransportError> {
+        self.tx
+            .send(Outbound::Message(message))
+            .await
+            .map_err(|_| TransportError::Closed)?;
+        self.waker.wake();
+        Ok(())
+    }
+
+    /// Queues a message if there is room now.
+    pub fn try_send(&self, message: Multipart) -> Result<(), TransportError> {
+        self.tx
+            .try_send(Outbound::Message(message))
+            .map_err(|e| match e {
+                mpsc::error::TrySendError::Full(_) => TransportError::Full,
+                mpsc::error::TrySendError::Closed(_) => TransportError::Closed,
+            })?;
+        self.waker.wake();
+        Ok(())
+    }
+
+    /// Adds a topic prefix to a SUB socket.
+    pub async fn subscribe(&self, prefix: impl Into<Vec<u8>>) -> Result<(), TransportError> {
+        self.control(Outbound::Subscribe(prefix.into())).await
+    }
+
+    /// Removes a topic prefix from a SUB socket.
+    pub async fn unsubscribe(&self, prefix: impl Into<Vec<u8>>) -> Result<(), TransportError> {
+        self.control(Outbound::Unsubscribe(prefix.into())).await
+    }
+
+    async fn control(&self, command: Outbound) -> Result<(), TransportError> {
+        if self.kind != Kind::Sub {
+            return Err(TransportError::Unsupported(format!(
+                "subscriptions are for SUB sockets, not {}",
+                self.kind
+            )));
+        }
+        self.tx
+            .send(command)
+            .await
+            .map_err(|_| TransportError::Closed)?;
+        self.waker.wake();
+        Ok(())
+    }
+}
+
+/// The receiving half of a [`Socket`].
+#[derive(Debug)]
+pub struct Receiver {
+    rx: mpsc::Receiver<Multipart>,
+}
+
+impl Receiver {
+    /// The next message; `None` once the socket is closed.
+    pub async fn recv(&mut self) -> Option<Multipart> {
+        self.rx.recv().await
+    }
+
+    /// Up to `limit` messages at once (at least one unless closed): fewer wake-ups under load.
+    pub async fn recv_many(&mut self, buffer: &mut Vec<Multipart>, limit: usize) -> usize {
+        self.rx.recv_many(buffer, limit).await
+    }
+
+    /// A message if one is waiting now.
+    pub fn try_recv(&mut self) -> Option<Multipart> {
+        self.rx.try_recv().ok()
+    }
+}
+
+/// A ZeroMQ socket bridged to tokio. Drop both halves to close it.
+#[derive(Debug)]
+pub struct Socket {
+    /// Queue messages to send.
+    pub sender: Sender,
+    /// Messages received.
+    pub receiver: Receiver,
+    endpoint: String,
+    kind: Kind,
+}
+
+impl Socket {
+    /// Creates a socket of `kind` that binds (or connects) to `endpoint` with the default
+    /// backend. Binding to port 0 picks a free port: see [`Socket::endpoint`].
+    pub async fn open(
+        kind: Kind,
+        mode: Mode,
+        endpoint: &str,
+        options: Options,
+    ) -> Result<Socket, TransportError> {
+        Socket::open_with(Backend::default(), kind, mode, endpoint, options).await
+    }
+
+    /// Binds a socket with the default backend and options.
+    pub async fn bind(kind: Kind, endpoint: &str) -> Result<Socket, TransportError> {
+        Socket::open(kind, Mode::Bind, endpoint, Options::default()).await
+    }
+
+    /// Connects a socket with the default backend and options.
+    pub async fn connect(kind: Kind, endpoint: &str) -> Result<Socket, TransportError> {
+        Socket::open(kind, Mode::Connect, endpoint, Options::default()).await
+    }
+
+    /// Like [`Socket::open`] with an explicit backend.
+    pub async fn open_with(
+        backend: Backend,
+        kind: Kind,
+        mode: Mode,
+        endpoint: &str,
+        options: Options,
+    ) -> Result<Socket, TransportError> {
+        let (out_tx, out_rx) = mpsc::channel(options.channel_capacity.max(1));
+        let (in_tx, in_rx) = mpsc::channel(options.channel_capacity.max(1));
+        let (endpoint, waker) = match backend {
+            #[cfg(feature = "libzmq")]
+            Backend::Libzmq => libzmq::spawn(kind, mode, endpoint, &options, out_rx, in_tx)?,
+            #[cfg(feature = "zeromq-rs")]
+            Backend::ZeromqRs => {
+                zeromq_rs::spawn(kind, mode, endpoint, &options, out_rx, in_tx).await?
+            }
+        };
+        Ok(Socket {
+            sender: Sender {
+                tx: out_tx,
+                waker,
+                kind,
+            },
+            receiver: Receiver { rx: in_rx },
+            endpoint,
+            kind,
+        })
+    }
+
+    /// The endpoint as bound or connected, with a port 0 resolved to the real port.
+    pub fn endpoint(&self) -> &str {
+        &self.endpoint
+    }
+
+    /// The socket kind.
+    pub fn kind(&self) -> Kind {
+        self.kind
+    }
+
+    /// Queues a message (see [`Sender::send`]).
+    pub async fn send(&self, message: Multipart) -> Result<(), TransportError> {
+        self.sender.send(message).await
+    }
+
+    /// Receives a message (see [`Receiver::recv`]).
+    pub async fn recv(&mut self) -> Option<Multipart> {
+        self.receiver.recv().await
+    }
+
+    /// Splits the socket so that sending and receiving can live in different tasks.
+    pub fn split(self) -> (Sender, Receiver) {
+        (self.sender, self.receiver)
+    }
+}
+
+/// Counters of a [`Forwarder`].
+#[derive(Debug, Default)]
+pub struct ForwardStats {
+    /// Messages forwarded from publishers to subscribers.
+    pub messages: std::sync::atomic::AtomicU64,
+    /// Bytes of those messages.
+    pub bytes: std::sync::atomic::AtomicU64,
+    /// Subscription messages forwarded upstream.
+    pub subscriptions: std::sync::atomic::AtomicU64,
+}
+
+impl ForwardStats {
+    /// `(messages, bytes, subscriptions)` now.
+    pub fn snapshot(&self) -> (u64, u64, u64) {
+        use std::sync::atomic::Ordering::Relaxed;
+        (
+            self.messages.load(Relaxed),
+            self.bytes.load(Relaxed),
+            self.subscriptions.load(Relaxed),
+        )
+    }
+}
+
+/// The XSUB/XPUB device: publishers connect to its frontend (XSUB), subscribers to its
+/// backend (XPUB). Subscriptions flow upstream; messages flow downstream; a stalled
+/// subscriber loses its own messages once its high-water mark is reached and never slows
+/// the others (libzmq backend).
+pub struct Forwarder {
+    frontend: String,
+    backend: String,
+    stats: std::sync::Arc<ForwardStats>,
+    stop: tokio_util::sync::CancellationToken,
+    done: tokio::sync::oneshot::Receiver<()>,
+}
+
+impl Forwarder {
+    /// Binds both sockets and starts forwarding.
+    pub async fn start(
+        backend: Backend,
+        frontend_endpoint: &str,
+        backend_endpoint: &str,
+        options: Options,
+    ) -> Result<Forwarder, TransportError> {
+        let stats = std::sync::Arc::new(ForwardStats::default());
+        let stop = tokio_util::sync::CancellationToken::new();
+        let (done_tx, done) = tokio::sync::oneshot::channel();
+        let (frontend, backend_ep) = match backend {
+            #[cfg(feature = "libzmq")]
+            Backend::Libzmq => libzmq::forward(
+                frontend_endpoint,
+                backend_endpoint,
+                &options,
+                stats.clone(),
+                stop.clone(),
+                done_tx,
+            )?,
+            #[cfg(feature = "zeromq-rs")]
+            Backend::ZeromqRs => {
+                zeromq_rs::forward(
+                    frontend_endpoint,
+                    backend_endpoint,
+                    &options,
+                    stats.clone(),
+                    stop.clone(),
+                    done_tx,
+                )
+                .await?
+            }
+        };
+        Ok(Forwarder {
+            frontend,
+            backend: backend_ep,
+            stats,
+            stop,
+            done,
+        })
+    }
+
+    /// The XSUB endpoint publishers connect to.
+    pub fn frontend_endpoint(&self) -> &str {
+        &self.frontend
+    }
+
+    /// The XPUB endpoint subscribers connect to.
+    pub fn backend_endpoint(&self) -> &str {
+        &self.backend
+    }
+
+    /// The live counters.
+    pub fn stats(&self) -> std::sync::Arc<ForwardStats> {
+        self.stats.clone()
+    }
+
+    /// Stops forwarding and waits until both sockets are closed.
+    pub async fn stop(self) {
+        self.stop.cancel();
+        let _ = self.done.await;
+    }
+}

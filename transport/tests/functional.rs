@@ -1,0 +1,333 @@
+//! Functional tests of the transport, run over every backend compiled in
+//! (`cargo test -p transport --features zeromq-rs` runs both).
+
+use std::time::{Duration, Instant};
+
+use transport::{Backend, Forwarder, Kind, Mode, Multipart, Options, Socket};
+
+const DEADLINE: Duration = Duration::from_secs(10);
+
+async fn open(
+    backend: Backend,
+    kind: Kind,
+    mode: Mode,
+    endpoint: &str,
+    options: Options,
+) -> Socket {
+    Socket::open_with(backend, kind, mode, endpoint, options)
+        .await
+        .unwrap()
+}
+
+async fn recv_within(socket: &mut Socket, within: Duration) -> Option<Multipart> {
+    tokio::time::timeout(within, socket.recv())
+        .await
+        .ok()
+        .flatten()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn router_dealer_round_trip_with_identity() {
+    for backend in Backend::all() {
+        let mut router = open(
+            backend,
+            Kind::Router,
+            Mode::Bind,
+            "tcp://127.0.0.1:0",
+            Options::default(),
+        )
+        .await;
+        assert!(
+            !router.endpoint().ends_with(":0"),
+            "port 0 resolved: {}",
+            router.endpoint()
+        );
+        let mut dealer = open(
+            backend,
+            Kind::Dealer,
+            Mode::Connect,
+            router.endpoint(),
+            Options::default().identity(b"node-7".to_vec()),
+        )
+        .await;
+        dealer.send(vec![b"hello".to_vec()]).await.unwrap();
+        let message = recv_within(&mut router, DEADLINE)
+            .await
+            .expect("router receives");
+        assert_eq!(
+            message,
+            vec![b"node-7".to_vec(), b"hello".to_vec()],
+            "{backend:?}"
+        );
+        router
+            .send(vec![b"node-7".to_vec(), b"world".to_vec()])
+            .await
+            .unwrap();
+        let reply = recv_within(&mut dealer, DEADLINE)
+            .await
+            .expect("dealer receives");
+        assert_eq!(reply, vec![b"world".to_vec()], "{backend:?}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn many_messages_arrive_in_order() {
+    for backend in Backend::all() {
+        let mut router = open(
+            backend,
+            Kind::Router,
+            Mode::Bind,
+            "tcp://127.0.0.1:0",
+            Options::default(),
+        )
+        .await;
+        let dealer = open(
+            backend,
+            Kind::Dealer,
+            Mode::Connect,
+            router.endpoint(),
+            Options::default(),
+        )
+        .await;
+        let count = 20_000u32;
+        let sender = dealer.sender.clone();
+        let producer = tokio::spawn(async move {
+            for i in 0..count {
+                sender.send(vec![i.to_be_bytes().to_vec()]).await.unwrap();
+            }
+        });
+        for expected in 0..count {
+            let message = recv_within(&mut router, DEADLINE)
+                .await
+                .expect("message arrives");
+            assert_eq!(message[1], expected.to_be_bytes().to_vec(), "{backend:?}");
+        }
+        producer.await.unwrap();
+    }
+}
+
+/// Publishes `message` until `subscriber` receives something, to get past the
+/// "slow joiner" window of pub/sub (a subscription takes a moment to reach the publisher).
+async fn publish_until_received(
+    publisher: &Socket,
+    subscriber: &mut Socket,
+    message: Multipart,
+) -> Multipart {
+    let start = Instant::now();
+    loop {
+        publisher.send(message.clone()).await.unwrap();
+        if let Some(received) = recv_within(subscriber, Duration::from_millis(50)).await {
+            return received;
+        }
+        assert!(start.elapsed() < DEADLINE, "subscriber never received");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forwarder_delivers_subscribed_topics_only() {
+    for backend in Backend::all() {
+        let forwarder = Forwarder::start(
+            backend,
+            "tcp://127.0.0.1:0",
+            "tcp://127.0.0.1:0",
+            Options::default(),
+        )
+        .await
+        .unwrap();
+        let publisher = open(
+            backend,
+            Kind::Pub,
+            Mode::Connect,
+            forwarder.frontend_endpoint(),
+            Options::default(),
+        )
+        .await;
+        let mut subscriber = open(
+            backend,
+            Kind::Sub,
+            Mode::Connect,
+            forwarder.backend_endpoint(),
+            Options::default().subscribe(b"chan.general".to_vec()),
+        )
+        .await;
+        let received = publish_until_received(
+            &publisher,
+            &mut subscriber,
+            vec![b"chan.general".to_vec(), b"hi".to_vec()],
+        )
+        .await;
+        assert_eq!(received[0], b"chan.general");
+        // Drain repeats of the warm-up message, then check that another topic is filtered
+        // out while the subscribed one still flows.
+        while recv_within(&mut subscriber, Duration::from_millis(100))
+            .await
+            .is_some()
+        {}
+        publisher
+            .send(vec![b"chan.other".to_vec(), b"no".to_vec()])
+            .await
+            .unwrap();
+        publisher
+            .send(vec![b"chan.general".to_vec(), b"yes".to_vec()])
+            .await
+            .unwrap();
+        let next = recv_within(&mut subscriber, DEADLINE)
+            .await
+            .expect("subscribed topic");
+        assert_eq!(
+            next,
+            vec![b"chan.general".to_vec(), b"yes".to_vec()],
+            "{backend:?}"
+        );
+        // `chan.other` never left the publisher: the subscription filter travelled upstream.
+        let (messages, bytes, subscriptions) = forwarder.stats().snapshot();
+        assert!(
+            messages >= 2 && bytes > 0 && subscriptions >= 1,
+            "{messages} {bytes} {subscriptions}"
+        );
+        forwarder.stop().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn subscribe_and_unsubscribe_at_run_time() {
+    for backend in Backend::all() {
+        let publisher = open(
+            backend,
+            Kind::Pub,
+            Mode::Bind,
+            "tcp://127.0.0.1:0",
+            Options::default(),
+        )
+        .await;
+        let mut subscriber = open(
+            backend,
+            Kind::Sub,
+            Mode::Connect,
+            publisher.endpoint(),
+            Options::default(),
+        )
+        .await;
+        subscriber
+            .sender
+            .subscribe(b"user.ana".to_vec())
+            .await
+            .unwrap();
+        let received = publish_until_received(
+            &publisher,
+            &mut subscriber,
+            vec![b"user.ana".to_vec(), b"x".to_vec()],
+        )
+        .await;
+        assert_eq!(received[0], b"user.ana");
+        subscriber
+            .sender
+            .unsubscribe(b"user.ana".to_vec())
+            .await
+            .unwrap();
+        // After the unsubscription reaches the publisher, nothing more arrives.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        while recv_within(&mut subscriber, Duration::from_millis(50))
+            .await
+            .is_some()
+        {}
+        for _ in 0..10 {
+            publisher
+                .send(vec![b"user.ana".to_vec(), b"y".to_vec()])
+                .await
+                .unwrap();
+        }
+        assert!(
+            recv_within(&mut subscriber, Duration::from_millis(300))
+                .await
+                .is_none(),
+            "{backend:?}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn subscriptions_are_only_for_sub_sockets() {
+    let router = Socket::bind(Kind::Router, "tcp://127.0.0.1:0")
+        .await
+        .unwrap();
+    assert!(router.sender.subscribe(b"x".to_vec()).await.is_err());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_endpoint_is_a_typed_error() {
+    for backend in Backend::all() {
+        let error = Socket::open_with(
+            backend,
+            Kind::Router,
+            Mode::Bind,
+            "nonsense",
+            Options::default(),
+        )
+        .await
+        .unwrap_err();
+        assert!(error.to_string().contains("nonsense"), "{error}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dealer_reconnects_after_the_router_restarts() {
+    // libzmq only: the pure-Rust backend never reconnects (docs/transport.md).
+    #[cfg(feature = "libzmq")]
+    {
+        let backend = Backend::Libzmq;
+        let router = open(
+            backend,
+            Kind::Router,
+            Mode::Bind,
+            "tcp://127.0.0.1:0",
+            Options::default(),
+        )
+        .await;
+        let endpoint = router.endpoint().to_owned();
+        let mut dealer = open(
+            backend,
+            Kind::Dealer,
+            Mode::Connect,
+            &endpoint,
+            Options::default(),
+        )
+        .await;
+        drop(router);
+        // Rebinding the same port may take a moment while the old socket closes.
+        let start = Instant::now();
+        let mut router = loop {
+            match Socket::open_with(
+                backend,
+                Kind::Router,
+                Mode::Bind,
+                &endpoint,
+                Options::default(),
+            )
+            .await
+            {
+                Ok(router) => break router,
+                Err(_) if start.elapsed() < DEADLINE => {
+                    tokio::time::sleep(Duration::from_millis(50)).await
+                }
+                Err(e) => panic!("rebind: {e}"),
+            }
+        };
+        let start = Instant::now();
+        loop {
+            dealer.send(vec![b"ping".to_vec()]).await.unwrap();
+            if let Some(message) = recv_within(&mut router, Duration::from_millis(100)).await {
+                router
+                    .send(vec![message[0].clone(), b"pong".to_vec()])
+                    .await
+                    .unwrap();
+                break;
+            }
+            assert!(start.elapsed() < DEADLINE, "dealer never reconnected");
+        }
+        let reply = recv_within(&mut dealer, DEADLINE)
+            .await
+            .expect("reply after reconnect");
+        assert_eq!(reply, vec![b"pong".to_vec()]);
+    }
+}
