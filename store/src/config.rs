@@ -64,7 +64,11 @@ impl StoreConfig {
     /// Checks every bound: at least 1 and at most its sanity cap.
     pub fn validate(&self) -> Result<(), ConfigError> {
         let fields = [
-            ("history_per_channel", self.history_per_channel, MAX_HISTORY_LIMIT),
+            (
+                "history_per_channel",
+                self.history_per_channel,
+                MAX_HISTORY_LIMIT,
+            ),
             ("history_per_user", self.history_per_user, MAX_HISTORY_LIMIT),
             ("max_sessions", self.max_sessions, MAX_SESSIONS_LIMIT),
         ];

@@ -102,7 +102,11 @@ impl<'de> Deserialize<'de> for Digest {
             type Value = Digest;
 
             fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                write!(f, "{DIGEST_BYTES} bytes or {} hex characters", DIGEST_BYTES * 2)
+                write!(
+                    f,
+                    "{DIGEST_BYTES} bytes or {} hex characters",
+                    DIGEST_BYTES * 2
+                )
             }
 
             fn visit_str<E: de::Error>(self, text: &str) -> Result<Digest, E> {

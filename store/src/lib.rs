@@ -20,7 +20,7 @@
 //!   states and equal [`Digest`]s (invariant 6).
 //! - **Exactly once** (invariant 4): per client, the session table keeps the last request
 //!   number and its result. A retry of that number gets the same result without effect;
-//!   an older number gets [`ErrorCode::StaleRequest`](proto::ErrorCode::StaleRequest).
+//!   an older number gets [`ErrorCode::StaleRequest`].
 //!   Commands of client 0 are internal and have no session. The table holds at most
 //!   [`StoreConfig::max_sessions`] entries; beyond it the session applied in the oldest
 //!   slot (ties: the smallest client id) is evicted, the same one on every replica.
@@ -254,11 +254,7 @@ impl Store {
         command: &Command,
         posted: &mut Vec<ChatMessage>,
     ) -> AppliedReply {
-        let Command {
-            client_id,
-            seq,
-            op,
-        } = command;
+        let Command { client_id, seq, op } = command;
         let answer = |result, duplicate| AppliedReply {
             client_id: *client_id,
             seq: *seq,
@@ -345,7 +341,11 @@ impl Store {
             Op::Cas { key, expected, new } => {
                 let current = state.keys.get(key);
                 if current.map(String::as_str) != expected.as_deref() {
-                    return Err(cas_mismatch(key, expected.as_deref(), current.map(String::as_str)));
+                    return Err(cas_mismatch(
+                        key,
+                        expected.as_deref(),
+                        current.map(String::as_str),
+                    ));
                 }
                 state.keys.insert(key.clone(), new.clone());
                 Ok(Reply::Done)
@@ -373,7 +373,10 @@ impl Store {
                 text,
             } => {
                 require_user(&state.users, user)?;
-                let channel = state.channels.get_mut(name).ok_or_else(|| no_channel(name))?;
+                let channel = state
+                    .channels
+                    .get_mut(name)
+                    .ok_or_else(|| no_channel(name))?;
                 let message = ChatMessage {
                     id: channel.next_id,
                     from: user.clone(),
@@ -455,7 +458,11 @@ impl Store {
             Op::History { target, since } => {
                 let messages = match target {
                     Target::Channel(name) => {
-                        &state.channels.get(name).ok_or_else(|| no_channel(name))?.messages
+                        &state
+                            .channels
+                            .get(name)
+                            .ok_or_else(|| no_channel(name))?
+                            .messages
                     }
                     Target::User(user) => {
                         require_user(&state.users, user)?;
@@ -586,7 +593,10 @@ fn require_user(users: &BTreeSet<String>, user: &str) -> Result<(), Error> {
 }
 
 fn no_channel(channel: &str) -> Error {
-    Error::new(ErrorCode::NotFound, format!("no channel {}", quote(channel)))
+    Error::new(
+        ErrorCode::NotFound,
+        format!("no channel {}", quote(channel)),
+    )
 }
 
 fn cas_mismatch(key: &str, expected: Option<&str>, current: Option<&str>) -> Error {
@@ -600,7 +610,10 @@ fn cas_mismatch(key: &str, expected: Option<&str>, current: Option<&str>) -> Err
     };
     Error::new(
         ErrorCode::CasMismatch,
-        format!("cas on key {} expected {expected} but {current}", quote(key)),
+        format!(
+            "cas on key {} expected {expected} but {current}",
+            quote(key)
+        ),
     )
 }
 

@@ -191,20 +191,28 @@ fn check_consistent(state: &State, config: &StoreConfig) -> Result<(), String> {
     }
     for (name, channel) in &state.channels {
         if let Some(user) = channel.subscribers.difference(&state.users).next() {
-            return Err(format!("channel {name:?} has subscriber {user:?} who never logged in"));
+            return Err(format!(
+                "channel {name:?} has subscriber {user:?} who never logged in"
+            ));
         }
-        check_history(&channel.messages, channel.next_id, state.applied_slot, |to| {
-            matches!(to, Target::Channel(c) if c == name)
-        })
+        check_history(
+            &channel.messages,
+            channel.next_id,
+            state.applied_slot,
+            |to| matches!(to, Target::Channel(c) if c == name),
+        )
         .map_err(|e| format!("channel {name:?}: {e}"))?;
     }
     for (user, inbox) in &state.inboxes {
         if !state.users.contains(user) {
             return Err(format!("inbox of {user:?} who never logged in"));
         }
-        check_history(&inbox.messages, inbox.next_id, state.applied_slot, |to| {
-            matches!(to, Target::User(u) if u == user)
-        })
+        check_history(
+            &inbox.messages,
+            inbox.next_id,
+            state.applied_slot,
+            |to| matches!(to, Target::User(u) if u == user),
+        )
         .map_err(|e| format!("inbox of {user:?}: {e}"))?;
     }
     if state.sessions.len() > config.max_sessions {
@@ -237,7 +245,10 @@ fn check_history(
     let mut previous_id = 0;
     for message in messages {
         if message.id <= previous_id || message.id >= next_id {
-            return Err(format!("message id {} out of order (next id {next_id})", message.id));
+            return Err(format!(
+                "message id {} out of order (next id {next_id})",
+                message.id
+            ));
         }
         if message.slot == 0 || message.slot > applied_slot || !addressed_here(&message.to) {
             return Err(format!("message {} is not from this history", message.id));
@@ -248,4 +259,19 @@ fn check_history(
         return Err("next id 0".to_owned());
     }
     Ok(())
+}
+
+#[cfg(test)]
+pub(crate) mod tests_support {
+    use super::*;
+
+    /// A snapshot of `store` that claims another format version.
+    pub(crate) fn with_format(store: &Store, format: u32) -> Vec<u8> {
+        let out = SnapshotOut {
+            format,
+            digest: store.digest(),
+            state: &store.state,
+        };
+        rmp_serde::to_vec(&out).unwrap()
+    }
 }
