@@ -16,6 +16,9 @@ pub const DEFAULT_MAX_STEPS_PER_KEY: u64 = 50_000_000;
 /// machine's memory first.
 pub const MAX_MEMO_BYTES_PER_KEY: usize = 256 * 1024 * 1024;
 
+/// Histories shorter than this are checked on the calling thread.
+const PARALLEL_MIN_OPERATIONS: usize = 2_000;
+
 /// How hard to search.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct CheckOptions {
@@ -72,28 +75,38 @@ pub fn check(ops: &[Operation], options: &CheckOptions) -> Verdict {
     let keys: Vec<(&str, Vec<&Operation>)> = by_key.into_iter().collect();
     let results: Mutex<Vec<Option<KeyResult>>> = Mutex::new(vec![None; keys.len()]);
     let next = AtomicUsize::new(0);
-    let workers = std::thread::available_parallelism()
-        .map_or(1, |n| n.get())
-        .min(keys.len())
-        .max(1);
-    std::thread::scope(|scope| {
-        for _ in 0..workers {
-            scope.spawn(|| {
-                loop {
-                    let index = next.fetch_add(1, Ordering::Relaxed);
-                    let Some((key, key_ops)) = keys.get(index) else {
-                        return;
-                    };
-                    let result = check_key(key, key_ops, options);
-                    // A poisoned lock means another worker panicked; the scope re-raises
-                    // that panic, so this result no longer matters.
-                    if let Ok(mut results) = results.lock() {
-                        results[index] = Some(result);
-                    }
-                }
-            });
+    // Threads only pay off on big histories; the simulator checks many small ones.
+    let workers = if ops.len() < PARALLEL_MIN_OPERATIONS {
+        1
+    } else {
+        std::thread::available_parallelism()
+            .map_or(1, |n| n.get())
+            .min(keys.len())
+            .max(1)
+    };
+    let work = || {
+        loop {
+            let index = next.fetch_add(1, Ordering::Relaxed);
+            let Some((key, key_ops)) = keys.get(index) else {
+                return;
+            };
+            let result = check_key(key, key_ops, options);
+            // A poisoned lock means another worker panicked; the scope re-raises that
+            // panic, so this result no longer matters.
+            if let Ok(mut results) = results.lock() {
+                results[index] = Some(result);
+            }
         }
-    });
+    };
+    if workers == 1 {
+        work();
+    } else {
+        std::thread::scope(|scope| {
+            for _ in 0..workers {
+                scope.spawn(work);
+            }
+        });
+    }
     let results = match results.into_inner() {
         Ok(results) => results,
         Err(poisoned) => poisoned.into_inner(),

@@ -174,3 +174,145 @@ fn large_history_checks_quickly() {
     );
     assert_eq!(verdict, Verdict::Linearizable);
 }
+
+/// Every order of the operations that respects real time, every subset of the unknown
+/// ones: the definition of linearizability, checked by enumeration.
+fn brute_force_linearizable(ops: &[Operation]) -> bool {
+    let candidates: Vec<&Operation> = ops
+        .iter()
+        .filter(|op| op.outcome != Outcome::Fail)
+        .filter(|op| !(op.outcome == Outcome::Unknown && op.op == OpKind::Get))
+        .collect();
+    let unknown: Vec<usize> = (0..candidates.len())
+        .filter(|&i| candidates[i].outcome == Outcome::Unknown)
+        .collect();
+    for mask in 0..(1u32 << unknown.len()) {
+        let chosen: Vec<&Operation> = (0..candidates.len())
+            .filter(|i| match unknown.iter().position(|u| u == i) {
+                Some(bit) => mask & (1 << bit) != 0,
+                None => true,
+            })
+            .map(|i| candidates[i])
+            .collect();
+        let mut order: Vec<usize> = (0..chosen.len()).collect();
+        if permutations_any(&mut order, 0, &mut |order| legal(&chosen, order)) {
+            return true;
+        }
+    }
+    false
+}
+
+fn permutations_any(
+    order: &mut Vec<usize>,
+    from: usize,
+    test: &mut impl FnMut(&[usize]) -> bool,
+) -> bool {
+    if from == order.len() {
+        return test(order);
+    }
+    for i in from..order.len() {
+        order.swap(from, i);
+        if permutations_any(order, from + 1, test) {
+            return true;
+        }
+        order.swap(from, i);
+    }
+    false
+}
+
+/// Whether executing `chosen` in `order` respects real time and explains every output.
+fn legal(chosen: &[&Operation], order: &[usize]) -> bool {
+    let returns = |op: &Operation| match op.outcome {
+        Outcome::Ok => op.return_.unwrap_or(u64::MAX),
+        _ => u64::MAX,
+    };
+    for (position, &a) in order.iter().enumerate() {
+        for &b in &order[position + 1..] {
+            // b comes after a, so b must not have returned before a was called.
+            if returns(chosen[b]) < chosen[a].call {
+                return false;
+            }
+        }
+    }
+    let mut register: Option<String> = None;
+    for &index in order {
+        let op = chosen[index];
+        match op.op {
+            OpKind::Put => register = op.value.clone(),
+            OpKind::Delete => register = None,
+            OpKind::Get => {
+                if op.output != Some(Output::Value(register.clone())) {
+                    return false;
+                }
+            }
+            OpKind::Cas => {
+                let matches = register == op.expected;
+                if op.outcome == Outcome::Ok && op.output != Some(Output::Bool(matches)) {
+                    return false;
+                }
+                if matches {
+                    register = op.value.clone();
+                }
+            }
+        }
+    }
+    true
+}
+
+fn random_small_history(rng: &mut ChaCha8Rng) -> Vec<Operation> {
+    let values = [None, Some("1"), Some("2")];
+    let pick = |rng: &mut ChaCha8Rng| values[rng.random_range(0..values.len())].map(str::to_owned);
+    let count = rng.random_range(1..=6);
+    (0..count)
+        .map(|client| {
+            let call = rng.random_range(0..20);
+            let return_ = call + rng.random_range(0..10);
+            let op =
+                [OpKind::Put, OpKind::Get, OpKind::Cas, OpKind::Delete][rng.random_range(0..4)];
+            let outcome = match rng.random_range(0..10) {
+                0..=6 => Outcome::Ok,
+                7..=8 => Outcome::Unknown,
+                _ => Outcome::Fail,
+            };
+            let value = matches!(op, OpKind::Put | OpKind::Cas)
+                .then(|| pick(rng).unwrap_or_else(|| "1".to_owned()));
+            let output = match (op, outcome) {
+                (OpKind::Get, Outcome::Ok) => Some(Output::Value(pick(rng))),
+                (OpKind::Cas, Outcome::Ok) => Some(Output::Bool(rng.random_bool(0.5))),
+                _ => None,
+            };
+            Operation {
+                client,
+                op,
+                key: "k".to_owned(),
+                value,
+                expected: if op == OpKind::Cas { pick(rng) } else { None },
+                output,
+                outcome,
+                call,
+                return_: (outcome != Outcome::Unknown).then_some(return_),
+            }
+        })
+        .collect()
+}
+
+#[test]
+fn checker_agrees_with_brute_force_on_small_histories() {
+    let mut rng = ChaCha8Rng::seed_from_u64(7);
+    let (mut linearizable, mut not) = (0, 0);
+    for round in 0..3_000 {
+        let ops = random_small_history(&mut rng);
+        let expected = brute_force_linearizable(&ops);
+        let verdict = check(&ops, &CheckOptions::default());
+        match (&verdict, expected) {
+            (Verdict::Linearizable, true) => linearizable += 1,
+            (Verdict::NotLinearizable(_), false) => not += 1,
+            _ => panic!(
+                "round {round}: checker says {verdict:?}, enumeration says {expected}: {ops:#?}"
+            ),
+        }
+    }
+    // Both kinds of history were exercised.
+    println!("lincheck vs enumeration: {linearizable} linearizable, {not} not");
+    assert!(linearizable > 300 && not > 300, "{linearizable} / {not}");
+}

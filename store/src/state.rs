@@ -91,9 +91,9 @@ pub(crate) struct Session {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub(crate) enum SessionResult {
-    /// A write (or an invalid command) succeeded with this reply.
+    /// A write succeeded with this reply.
     Ok(Reply),
-    /// A write (or an invalid command) failed with this error.
+    /// A write failed with this error (an invalid write included).
     Err(proto::Error),
     /// A read-only command. Its reply is not kept: a list or history reply can be up to half
     /// a frame, and `max_sessions` of them would not be bounded memory. A retry of a read
