@@ -41,10 +41,10 @@ fn from_zmq(message: ZmqMessage) -> Multipart {
 fn socket_options(options: &Options) -> SocketOptions {
     let mut zmq_options = SocketOptions::default();
     zmq_options.connect_timeout(CONNECT_TIMEOUT);
-    if let Some(identity) = &options.identity {
-        if let Ok(identity) = zeromq::util::PeerIdentity::try_from(identity.as_slice()) {
-            zmq_options.peer_identity(identity);
-        }
+    if let Some(identity) = &options.identity
+        && let Ok(identity) = zeromq::util::PeerIdentity::try_from(identity.as_slice())
+    {
+        zmq_options.peer_identity(identity);
     }
     zmq_options
 }
@@ -151,10 +151,10 @@ async fn duplex<S>(
         tokio::select! {
             outbound = out_rx.recv() => match outbound {
                 Some(Outbound::Message(message)) => {
-                    if let Some(message) = to_zmq(message) {
-                        if let Err(e) = socket.send(message).await {
-                            tracing::debug!(error = %e, "send dropped");
-                        }
+                    if let Some(message) = to_zmq(message)
+                        && let Err(e) = socket.send(message).await
+                    {
+                        tracing::debug!(error = %e, "send dropped");
                     }
                 }
                 Some(Outbound::Subscribe(_) | Outbound::Unsubscribe(_)) => {}
@@ -186,12 +186,11 @@ async fn duplex<S>(
 
 async fn publisher(mut socket: zeromq::PubSocket, mut out_rx: mpsc::Receiver<Outbound>) {
     while let Some(outbound) = out_rx.recv().await {
-        if let Outbound::Message(message) = outbound {
-            if let Some(message) = to_zmq(message) {
-                if let Err(e) = socket.send(message).await {
-                    tracing::debug!(error = %e, "publish dropped");
-                }
-            }
+        if let Outbound::Message(message) = outbound
+            && let Some(message) = to_zmq(message)
+            && let Err(e) = socket.send(message).await
+        {
+            tracing::debug!(error = %e, "publish dropped");
         }
     }
 }

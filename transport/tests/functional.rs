@@ -1,6 +1,8 @@
 //! Functional tests of the transport, run over every backend compiled in
 //! (`cargo test -p transport --features zeromq-rs` runs both).
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a panic in a test is a failed test
+
 use std::time::{Duration, Instant};
 
 use transport::{Backend, Forwarder, Kind, Mode, Multipart, Options, Socket};

@@ -4,6 +4,8 @@
 //! The same scenarios against the pure-Rust backend are `#[ignore]`d reproductions of its
 //! defects: `cargo test -p transport --features zeromq-rs --test hostile -- --ignored`.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a panic in a test is a failed test
+
 use std::io::Write;
 use std::time::{Duration, Instant};
 
