@@ -142,6 +142,9 @@ pub struct Options {
     pub reconnect_interval: Duration,
     /// Longest reconnect delay.
     pub reconnect_interval_max: Duration,
+    /// ROUTER: a new connection with an identity already in use takes it over (a
+    /// restarted node that reconnects before its old connection timed out). libzmq only.
+    pub router_handover: bool,
 }
 
 impl Default for Options {
@@ -157,6 +160,7 @@ impl Default for Options {
             heartbeat_timeout: HEARTBEAT_TIMEOUT,
             reconnect_interval: RECONNECT_INTERVAL,
             reconnect_interval_max: RECONNECT_INTERVAL_MAX,
+            router_handover: false,
         }
     }
 }
@@ -165,6 +169,12 @@ impl Options {
     /// Sets the identity (DEALER).
     pub fn identity(mut self, identity: impl Into<Vec<u8>>) -> Self {
         self.identity = Some(identity.into());
+        self
+    }
+
+    /// Lets a reconnecting peer take over its identity (ROUTER).
+    pub fn router_handover(mut self) -> Self {
+        self.router_handover = true;
         self
     }
 

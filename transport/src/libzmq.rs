@@ -78,6 +78,9 @@ fn open(
         if let Some(identity) = &options.identity {
             socket.set_identity(identity)?;
         }
+        if kind == Kind::Router && options.router_handover {
+            socket.set_router_handover(true)?;
+        }
         if kind == Kind::Sub {
             for prefix in &options.subscriptions {
                 socket.set_subscribe(prefix)?;
