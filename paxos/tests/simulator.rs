@@ -18,7 +18,7 @@ use sim::{RunStats, SimBug, SimConfig};
 /// Seeds per replica count when `SIM_SEEDS` is not set.
 const DEFAULT_SEEDS: u64 = 1_000;
 /// A broken rule must be caught within this many seeds.
-const TEETH_MAX_SEEDS: u64 = 1_000;
+const TEETH_MAX_SEEDS: u64 = 5_000;
 
 fn env_u64(name: &str) -> Option<u64> {
     let text = std::env::var(name).ok()?;
@@ -50,12 +50,14 @@ fn sweep(replicas: usize, test: &str) {
     }
     println!(
         "simulator: {replicas} replicas, {count} seeds from {start}: {} events, {} slots decided, \
-         {} client ops ({} unknown), {} crashes, in {:.1} s",
+         {} client ops ({} unknown), {} crashes, {} elections, {} snapshot installs, in {:.1} s",
         total.events,
         total.slots,
         total.ops,
         total.unknown,
         total.crashes,
+        total.elections,
+        total.installs,
         began.elapsed().as_secs_f64()
     );
     assert!(total.ops > 0, "the clients did nothing");

@@ -86,10 +86,10 @@ impl SimConfig {
     pub(crate) fn new(replicas: usize) -> Self {
         SimConfig {
             replicas,
-            clients: 3,
-            ops_per_client: 8,
-            keys: 2,
-            fault_units: 3_000,
+            clients: 4,
+            ops_per_client: 100,
+            keys: 3,
+            fault_units: 15_000,
             settle_units: 30_000,
             bug: None,
         }
@@ -109,6 +109,10 @@ pub(crate) struct RunStats {
     pub unknown: usize,
     /// Crashes.
     pub crashes: u64,
+    /// Times a replica became leader.
+    pub elections: u64,
+    /// Snapshots installed from a peer.
+    pub installs: u64,
 }
 
 impl std::ops::AddAssign for RunStats {
@@ -118,6 +122,8 @@ impl std::ops::AddAssign for RunStats {
         self.ops += other.ops;
         self.unknown += other.unknown;
         self.crashes += other.crashes;
+        self.elections += other.elections;
+        self.installs += other.installs;
     }
 }
 
@@ -211,6 +217,8 @@ struct Node {
     announced: Ballot,
     /// Its promise after the last event (within one incarnation).
     last_promised: Ballot,
+    /// Its role after the last event.
+    last_role: Role,
 }
 
 struct Pending {
@@ -276,6 +284,7 @@ impl Sim {
                 effects: BTreeMap::new(),
                 announced: Ballot::default(),
                 last_promised: Ballot::default(),
+                last_role: Role::Follower,
             })
             .collect();
         let clients = (0..config.clients)
@@ -603,6 +612,7 @@ impl Sim {
             ));
         }
         n.last_promised = promised;
+        n.last_role = Role::Follower;
         n.replica = Some(replica);
         self.process_ready(node)
     }
@@ -648,7 +658,12 @@ impl Sim {
             return Ok(());
         };
         let ready = replica.ready();
-        let promised = replica.status().promised;
+        let status = replica.status();
+        if status.role == Role::Leader && n.last_role != Role::Leader {
+            self.stats.elections += 1;
+        }
+        n.last_role = status.role;
+        let promised = status.promised;
         if promised < n.last_promised {
             return Err(format!(
                 "node {}: promise went back from {} to {promised}",
@@ -671,6 +686,7 @@ impl Sim {
         }
 
         if let Some((slot, bytes)) = ready.install_snapshot {
+            self.stats.installs += 1;
             n.store = Store::restore(&bytes, StoreConfig::default())
                 .map_err(|e| format!("node {}: snapshot at {slot} unreadable: {e}", node + 1))?;
             if n.store.applied_slot() != slot {
