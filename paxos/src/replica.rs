@@ -5,8 +5,8 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::Arc;
 
 use proto::paxos::{
-    DecidedEntry, MAX_DECIDED_ENTRIES, MAX_ENTRIES_BYTES, MAX_PROMISE_ENTRIES,
-    MAX_SNAPSHOT_BYTES, MAX_SNAPSHOT_CHUNK_BYTES, PromiseEntry, command_size_bytes,
+    DecidedEntry, MAX_DECIDED_ENTRIES, MAX_ENTRIES_BYTES, MAX_PROMISE_ENTRIES, MAX_SNAPSHOT_BYTES,
+    MAX_SNAPSHOT_CHUNK_BYTES, PromiseEntry, command_size_bytes,
 };
 use proto::{Command, Error, ErrorCode};
 use rand::{Rng, SeedableRng};
@@ -888,9 +888,7 @@ impl Replica {
                 self.leader = None;
             }
             self.leaderless_ticks = 0;
-            self.backoff_ticks = self
-                .rng
-                .random_range(0..self.config.election_timeout_ticks);
+            self.backoff_ticks = self.rng.random_range(0..self.config.election_timeout_ticks);
         }
     }
 
@@ -915,10 +913,7 @@ impl Replica {
         // Bully: the live member with the highest rank runs. Should it fail to win for
         // long (it hears nobody, say), anyone runs, after a random back-off.
         let rank = self.config.rank;
-        let higher_live = self
-            .peers
-            .iter()
-            .any(|(&r, p)| r > rank && self.is_live(p));
+        let higher_live = self.peers.iter().any(|(&r, p)| r > rank && self.is_live(p));
         if !higher_live || self.leaderless_ticks >= timeout.saturating_mul(3) {
             self.start_candidacy();
         }
@@ -1027,9 +1022,10 @@ impl Replica {
             match entry.ballot {
                 None => decided.push((entry.slot, entry.value)),
                 Some(b) => {
-                    let replace = c.reported.get(&entry.slot).is_none_or(|(known, _)| {
-                        if lowest { b < *known } else { b > *known }
-                    });
+                    let replace = c
+                        .reported
+                        .get(&entry.slot)
+                        .is_none_or(|(known, _)| if lowest { b < *known } else { b > *known });
                     if replace {
                         c.reported.insert(entry.slot, (b, entry.value));
                     }
@@ -1259,7 +1255,8 @@ impl Replica {
         if self.pending.is_empty() {
             return;
         }
-        let (max_commands, max_bytes) = (self.config.max_batch_commands, self.config.max_batch_bytes);
+        let (max_commands, max_bytes) =
+            (self.config.max_batch_commands, self.config.max_batch_bytes);
         match &self.state {
             State::Leader(_) => loop {
                 let State::Leader(l) = &self.state else {

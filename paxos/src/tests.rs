@@ -142,12 +142,18 @@ fn acceptor_persists_an_accept_before_answering_it() {
             value: value(1)
         }]
     );
-    assert!(matches!(only_message(&ready), Message::Accepted { slot: 1, .. }));
+    assert!(matches!(
+        only_message(&ready),
+        Message::Accepted { slot: 1, .. }
+    ));
     // A retransmitted Accept is answered again without a new record.
     r.step(env(3, accept));
     let ready = r.ready();
     assert!(ready.persist.is_empty());
-    assert!(matches!(only_message(&ready), Message::Accepted { slot: 1, .. }));
+    assert!(matches!(
+        only_message(&ready),
+        Message::Accepted { slot: 1, .. }
+    ));
     assert_eq!(r.status().leader, Some(3));
 }
 
@@ -584,7 +590,12 @@ fn a_lagging_replica_installs_a_snapshot_from_a_truncated_peer() {
         for m in ready.messages.into_iter().filter(|m| m.to == Some(2)) {
             ahead.step(m);
         }
-        for m in ahead.ready().messages.into_iter().filter(|m| m.to == Some(1)) {
+        for m in ahead
+            .ready()
+            .messages
+            .into_iter()
+            .filter(|m| m.to == Some(1))
+        {
             behind.step(m);
         }
     }

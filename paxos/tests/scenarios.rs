@@ -74,7 +74,9 @@ fn a_new_leader_fills_holes_with_noops() {
         Message::Accepted { .. } => to == 3,
         _ => false,
     });
-    let commands: Vec<Command> = (1..=3).map(|seq| put(1, seq, "k", &format!("v{seq}"))).collect();
+    let commands: Vec<Command> = (1..=3)
+        .map(|seq| put(1, seq, "k", &format!("v{seq}")))
+        .collect();
     for command in &commands {
         c.propose(3, command.clone());
     }

@@ -90,7 +90,9 @@ fn first_failure(bug: SimBug, replicas: usize) -> (u64, u64, String) {
 fn teeth(bug: SimBug, replicas: usize) {
     let (seed, runs, message) = first_failure(bug, replicas);
     let first_line = message.lines().next().unwrap_or_default();
-    println!("teeth: {bug:?} ({replicas} replicas) caught at seed {seed}, after {runs} seeds: {first_line}");
+    println!(
+        "teeth: {bug:?} ({replicas} replicas) caught at seed {seed}, after {runs} seeds: {first_line}"
+    );
     // The same seed fails the same way again: runs replay exactly.
     let config = SimConfig {
         bug: Some(bug),

@@ -124,9 +124,7 @@ pub fn command_size_bytes(command: &Command) -> usize {
         + match &command.op {
             Op::Get { key } | Op::Delete { key } => s(key),
             Op::Put { key, value } => s(key) + s(value),
-            Op::Cas { key, expected, new } => {
-                s(key) + expected.as_deref().map_or(1, s) + s(new)
-            }
+            Op::Cas { key, expected, new } => s(key) + expected.as_deref().map_or(1, s) + s(new),
             Op::Login { user } => s(user),
             Op::CreateChannel { channel } => s(channel),
             Op::Subscribe { user, channel } => s(user) + s(channel),
@@ -436,7 +434,10 @@ mod bin {
         fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Vec<u8>, A::Error> {
             // The decoder already bounds the input by the frame size; cap the reservation
             // by the chunk limit as well.
-            let hint = seq.size_hint().unwrap_or(0).min(super::MAX_SNAPSHOT_CHUNK_BYTES);
+            let hint = seq
+                .size_hint()
+                .unwrap_or(0)
+                .min(super::MAX_SNAPSHOT_CHUNK_BYTES);
             let mut data = Vec::with_capacity(hint);
             while let Some(byte) = seq.next_element::<u8>()? {
                 if data.len() >= super::MAX_SNAPSHOT_CHUNK_BYTES {

@@ -3,6 +3,9 @@
 //! drops them. Each replica applies its decided slots to its own [`Store`]; the cluster
 //! checks agreement across replicas on every applied slot.
 
+// A test harness: a panic here is a failed test, which is what an unwrap should be.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 use paxos::{Config, Envelope, Message, Persisted, Rank, Replica, Role, Slot, Status, Value};
@@ -140,9 +143,9 @@ impl Cluster {
         replica.step(envelope);
         let ready = replica.ready();
         let messages = ready.messages.clone();
-        self.durable
-            .get_mut(&to)
-            .map(|d| ready.persist.iter().for_each(|r| d.apply(r)));
+        if let Some(durable) = self.durable.get_mut(&to) {
+            ready.persist.iter().for_each(|r| durable.apply(r));
+        }
         messages
     }
 

@@ -172,9 +172,21 @@ enum Event {
     Snapshot,
     Heal,
     ClientStart(usize),
-    ClientArrive { node: usize, client: usize, command: Command },
-    ClientReply { client: usize, seq: u64, result: Result<Reply, Error> },
-    ClientTimeout { client: usize, seq: u64, attempt: u32 },
+    ClientArrive {
+        node: usize,
+        client: usize,
+        command: Command,
+    },
+    ClientReply {
+        client: usize,
+        seq: u64,
+        result: Result<Reply, Error>,
+    },
+    ClientTimeout {
+        client: usize,
+        seq: u64,
+        attempt: u32,
+    },
 }
 
 struct Scheduled {
@@ -392,9 +404,9 @@ impl Sim {
                 "history not linearizable on key {}: {}\n{:#?}",
                 violation.key, violation.explanation, violation.operations
             )),
-            Verdict::Inconclusive { key, reason } => {
-                Err(format!("linearizability check inconclusive on {key}: {reason}"))
-            }
+            Verdict::Inconclusive { key, reason } => Err(format!(
+                "linearizability check inconclusive on {key}: {reason}"
+            )),
         }
     }
 
@@ -751,7 +763,9 @@ impl Sim {
                 }
             }
         }
-        if applied_any || n.store.applied_slot() > 0 && !self.digests.contains_key(&n.store.applied_slot()) {
+        if applied_any
+            || n.store.applied_slot() > 0 && !self.digests.contains_key(&n.store.applied_slot())
+        {
             let slot = n.store.applied_slot();
             let digest = n.store.digest();
             match self.digests.get(&slot) {
@@ -804,7 +818,11 @@ impl Sim {
             if self.blocked.contains(&(from, to)) || self.rng.random_bool(self.loss) {
                 continue;
             }
-            let copies = if self.rng.random_bool(self.duplicate) { 2 } else { 1 };
+            let copies = if self.rng.random_bool(self.duplicate) {
+                2
+            } else {
+                1
+            };
             for _ in 0..copies {
                 let delay = self.rng.random_range(1..=self.max_delay);
                 self.schedule(delay, Event::Deliver(to, envelope.clone()));
@@ -907,7 +925,12 @@ impl Sim {
         );
     }
 
-    fn client_arrive(&mut self, node: usize, client: usize, command: Command) -> Result<(), String> {
+    fn client_arrive(
+        &mut self,
+        node: usize,
+        client: usize,
+        command: Command,
+    ) -> Result<(), String> {
         let bug = self.config.bug;
         let n = &mut self.nodes[node];
         let Some(replica) = n.replica.as_mut() else {
@@ -971,7 +994,10 @@ impl Sim {
         };
         let client_id = c.client_id;
         let unexpected = |result: &Result<Reply, Error>| {
-            format!("client {client_id} seq {seq}: unexpected answer {result:?} to {:?}", p.op)
+            format!(
+                "client {client_id} seq {seq}: unexpected answer {result:?} to {:?}",
+                p.op
+            )
         };
         let (kind, key, value, expected, output) = match &p.op {
             Op::Put { key, value } => {
