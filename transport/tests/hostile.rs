@@ -251,3 +251,136 @@ async fn stalled_subscriber(backend: Backend) {
     }
     forwarder.stop().await;
 }
+
+/// Publishes 1 KiB messages as fast as possible to one subscriber that never reads, and
+/// returns how much the process grew.
+async fn memory_behind_a_stalled_subscriber(backend: Backend) -> u64 {
+    let publisher = Socket::open_with(
+        backend,
+        Kind::Pub,
+        Mode::Bind,
+        "tcp://127.0.0.1:0",
+        Options::default(),
+    )
+    .await
+    .unwrap();
+    let stalled_options = Options {
+        channel_capacity: 8,
+        recv_hwm: 8,
+        ..Options::default()
+    }
+    .subscribe(b"t".to_vec());
+    let mut stalled = Socket::open_with(
+        backend,
+        Kind::Sub,
+        Mode::Connect,
+        publisher.endpoint(),
+        stalled_options,
+    )
+    .await
+    .unwrap();
+    // Past the slow-joiner window: one message arrives, then the subscriber stops reading.
+    let start = Instant::now();
+    loop {
+        publisher
+            .send(vec![b"t".to_vec(), b"warm".to_vec()])
+            .await
+            .unwrap();
+        if tokio::time::timeout(Duration::from_millis(50), stalled.recv())
+            .await
+            .is_ok()
+        {
+            break;
+        }
+        assert!(start.elapsed() < DEADLINE, "subscriber never joined");
+    }
+    let before = rss_bytes();
+    let payload = vec![7u8; 1024];
+    for i in 0..300_000u32 {
+        publisher
+            .send(vec![b"t".to_vec(), payload.clone()])
+            .await
+            .unwrap();
+        if i % 1000 == 0 {
+            tokio::task::yield_now().await;
+        }
+    }
+    // Let the queues settle, then measure.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    rss_bytes().saturating_sub(before)
+}
+
+#[cfg(feature = "libzmq")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_subscriber_costs_bounded_memory() {
+    // 300 MB were published; the high-water marks bound what is queued.
+    let grown = memory_behind_a_stalled_subscriber(Backend::Libzmq).await;
+    assert!(
+        grown < 96 * 1024 * 1024,
+        "memory grew by {} MiB",
+        grown >> 20
+    );
+}
+
+#[cfg(feature = "zeromq-rs")]
+#[ignore = "reproduces a known defect of zeromq 0.7: a PUB queue grows without bound (docs/transport.md)"]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn zeromq_rs_a_stalled_subscriber_costs_unbounded_memory() {
+    let grown = memory_behind_a_stalled_subscriber(Backend::ZeromqRs).await;
+    assert!(
+        grown < 96 * 1024 * 1024,
+        "memory grew by {} MiB",
+        grown >> 20
+    );
+}
+
+#[cfg(feature = "zeromq-rs")]
+#[ignore = "reproduces a known defect of zeromq 0.7: a DEALER never reconnects (docs/transport.md)"]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn zeromq_rs_dealer_reconnects_after_the_router_restarts() {
+    let backend = Backend::ZeromqRs;
+    let router = Socket::open_with(
+        backend,
+        Kind::Router,
+        Mode::Bind,
+        "tcp://127.0.0.1:0",
+        Options::default(),
+    )
+    .await
+    .unwrap();
+    let endpoint = router.endpoint().to_owned();
+    let dealer = Socket::open_with(
+        backend,
+        Kind::Dealer,
+        Mode::Connect,
+        &endpoint,
+        Options::default(),
+    )
+    .await
+    .unwrap();
+    drop(router);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let mut router = Socket::open_with(
+        backend,
+        Kind::Router,
+        Mode::Bind,
+        &endpoint,
+        Options::default(),
+    )
+    .await
+    .unwrap();
+    let start = Instant::now();
+    loop {
+        let _ = dealer.sender.try_send(vec![b"ping".to_vec()]);
+        if tokio::time::timeout(Duration::from_millis(100), router.recv())
+            .await
+            .is_ok()
+        {
+            break;
+        }
+        assert!(
+            start.elapsed() < DEADLINE,
+            "the DEALER never reconnected to the restarted ROUTER"
+        );
+    }
+}
