@@ -511,12 +511,10 @@ impl Replica {
     /// Raises the promise to `ballot` (the caller checked `ballot >= promised`). A
     /// candidate or leader whose own ballot is now beaten steps down: it could no longer
     /// accept its own proposals.
-    fn promise(&mut self, ballot: Ballot, record: bool) {
+    fn promise(&mut self, ballot: Ballot) {
         if ballot > self.promised {
             self.promised = ballot;
-            if record {
-                self.persist(Record::Promise { ballot });
-            }
+            self.persist(Record::Promise { ballot });
         }
         let own = match &self.state {
             State::Candidate(c) => Some(c.ballot),
@@ -539,7 +537,7 @@ impl Replica {
             self.leader = None;
             self.leaderless_ticks = 0;
         }
-        self.promise(ballot, true);
+        self.promise(ballot);
         let (entries, next_slot) = self.promise_entries(from_slot);
         let message = Message::Promise {
             ballot,
@@ -591,8 +589,11 @@ impl Replica {
             self.send(Some(from), Message::Nack { ballot, promised });
             return;
         }
-        // Accepting in a ballot implies promising it; the Accept record says so durably.
-        self.promise(ballot, false);
+        // Accepting in a ballot implies promising it. The promise gets its own record even
+        // though an Accept record implies it: the Accept may not be recorded (slot already
+        // decided or truncated), and every later Promise, Nack or Accepted states this
+        // ballot — it must survive a crash whatever happens to the Accept.
+        self.promise(ballot);
         self.follow(from, ballot);
         if slot <= self.truncated_upto {
             return;

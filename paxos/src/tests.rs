@@ -133,14 +133,19 @@ fn acceptor_persists_an_accept_before_answering_it() {
     };
     r.step(env(3, accept.clone()));
     let ready = r.ready();
-    // The record and the answer come in the same Ready: the driver persists first.
+    // The records and the answer come in the same Ready: the driver persists first.
     assert_eq!(
         ready.persist,
-        vec![Record::Accept {
-            slot: 1,
-            ballot: Ballot::new(1, 3),
-            value: value(1)
-        }]
+        vec![
+            Record::Promise {
+                ballot: Ballot::new(1, 3)
+            },
+            Record::Accept {
+                slot: 1,
+                ballot: Ballot::new(1, 3),
+                value: value(1)
+            }
+        ]
     );
     assert!(matches!(
         only_message(&ready),
@@ -155,6 +160,34 @@ fn acceptor_persists_an_accept_before_answering_it() {
         Message::Accepted { slot: 1, .. }
     ));
     assert_eq!(r.status().leader, Some(3));
+}
+
+#[test]
+fn a_promise_raised_by_an_unrecorded_accept_is_still_durable() {
+    // Found by the simulator (seed 14846): an Accept in a higher ballot for a slot that is
+    // already decided raises the promise but records no Accept; the promise must still be
+    // recorded, since the next Promise or Nack states it.
+    let mut r = replica(1);
+    r.step(env(
+        3,
+        Message::Decide {
+            slot: 1,
+            value: value(1),
+        },
+    ));
+    let _ = r.ready();
+    r.step(env(
+        2,
+        Message::Accept {
+            ballot: Ballot::new(4, 2),
+            slot: 1,
+            value: value(1),
+            decided_upto: 1,
+        },
+    ));
+    let ready = r.ready();
+    let persisted = Persisted::from_records(&ready.persist);
+    assert_eq!(persisted.promised, Ballot::new(4, 2));
 }
 
 #[test]
