@@ -1,0 +1,122 @@
+#!/usr/bin/env bash
+# Starts a paxos-zmq cluster with load: reference, proxy, broker, N nodes and 2 bots, as
+# background processes (pids, logs and state under data/), then waits for a leader.
+#
+#   ./on.sh                 3 nodes and 2 bots
+#   ./on.sh --nodes 5       5 (or 7) nodes
+#   ./on.sh --no-bots       no load
+#   ./on.sh --docker        the same cluster with docker compose (see docker-compose.yml)
+#
+# Running it again while the cluster runs says so and changes nothing. Stop with ./off.sh.
+set -euo pipefail
+source "$(dirname "$0")/scripts/common.sh"
+
+NODES=3
+BOTS=1
+DOCKER=0
+LEADER_TIMEOUT_S="${LEADER_TIMEOUT_S:-30}"
+while (( $# )); do
+    case "$1" in
+        --nodes) NODES="${2:?--nodes needs a number}"; shift 2 ;;
+        --nodes=*) NODES="${1#*=}"; shift ;;
+        --no-bots) BOTS=0; shift ;;
+        --docker) DOCKER=1; shift ;;
+        -h|--help) sed -n '2,11p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        *) die "unknown option $1 (see ./on.sh --help)" ;;
+    esac
+done
+[[ "$NODES" =~ ^[0-9]+$ ]] && (( NODES >= 1 && NODES <= 9 )) || die "--nodes must be 1..9 (3, 5 or 7 make sense)"
+
+if (( DOCKER )); then
+    exec "$ROOT/scripts/docker-on.sh" "$NODES" "$BOTS"
+fi
+
+cd "$ROOT"
+
+running=()
+for name in $(known_processes); do
+    pid_of "$name" >/dev/null && running+=("$name")
+done
+if (( ${#running[@]} )); then
+    bold "The cluster is already running (${running[*]}): nothing changed."
+    say "  ./status.sh      consistency report"
+    say "  ./off.sh         stop it"
+    exit 0
+fi
+
+bold "==> Building the release binaries (cargo build --release)"
+if [[ -z "${PAXOS_BIN_DIR:-}" ]]; then
+    cargo build --release --bins
+fi
+for binary in reference proxy broker node bots client status; do
+    [[ -x "$BIN/$binary" ]] || die "missing $BIN/$binary after the build"
+done
+
+mkdir -p "$RUN" "$LOGS"
+# The fault drills of off.sh need to know how big the cluster is.
+echo "$NODES" > "$RUN/cluster-size"
+
+bold "==> Starting reference, proxy, broker and $NODES nodes"
+start_process reference "$BIN/reference" --data-dir "$DATA/reference"
+start_process proxy "$BIN/proxy"
+start_process broker "$BIN/broker"
+for n in $(seq 1 "$NODES"); do
+    start_process "node-$n" "$BIN/node" --id "$n" --cluster-size "$NODES" --data-dir "$DATA"
+done
+
+failed() { # name: report a process that died, with the tail of its log
+    local name="$1"
+    printf '\nerror: %s exited. Last lines of %s:\n' "$name" "$LOGS/$name.log" >&2
+    tail -n 20 "$LOGS/$name.log" >&2 || true
+    say "Stop what is left with ./off.sh" >&2
+    exit 1
+}
+
+printf 'Waiting for a leader (up to %ss) ' "$LEADER_TIMEOUT_S"
+deadline=$((SECONDS + LEADER_TIMEOUT_S))
+leader=""
+while [[ -z "$leader" ]]; do
+    for name in reference proxy broker $(seq -f 'node-%g' 1 "$NODES"); do
+        pid_of "$name" >/dev/null || failed "$name"
+    done
+    for n in $(seq 1 "$NODES"); do
+        body="$(http_get 127.0.0.1 $((7000 + n)) /status || true)"
+        if [[ "$body" == *'"role":"leader"'* ]]; then leader="node-$n"; fi
+    done
+    if [[ -z "$leader" ]]; then
+        (( SECONDS < deadline )) || {
+            printf '\nerror: no leader after %ss. Last lines of the node logs:\n' "$LEADER_TIMEOUT_S" >&2
+            for n in $(seq 1 "$NODES"); do say "--- node-$n" >&2; tail -n 8 "$LOGS/node-$n.log" >&2 || true; done
+            exit 1
+        }
+        printf '.'; sleep 0.3
+    fi
+done
+printf ' %s leads\n' "$leader"
+
+if (( BOTS )); then
+    bold "==> Starting 2 bots (steady mixed load and chat)"
+    start_process bot-1 "$BIN/bots" load --clients 4 --duration 24h --rate 100 \
+        --mix put=40,get=40,cas=10,publish=10 --keys 100 --value-size 64 --quiet
+    start_process bot-2 "$BIN/bots" chat --bots 2 --rate 1
+fi
+
+printf '\n%-10s %-8s %-36s %s\n' PROCESS PID ADDRESS LOG
+row() { printf '%-10s %-8s %-36s %s\n' "$1" "$(pid_of "$1" || echo -)" "$2" "data/logs/$1.log"; }
+row reference "tcp://127.0.0.1:5559"
+row proxy "tcp://127.0.0.1:5557 (pub) / :5558 (sub)"
+row broker "tcp://127.0.0.1:5555 (clients) / :5556"
+for n in $(seq 1 "$NODES"); do row "node-$n" "http://127.0.0.1:$((7000 + n))/status"; done
+if (( BOTS )); then row bot-1 "load: 100 ops/s, 4 clients"; row bot-2 "chat: 2 bots"; fi
+
+cat <<TXT
+
+Leader: $leader. Try:
+  ./status.sh                       consistency report (add --watch to follow it)
+  cat data/node-1/store.json        a replica's state (written every few seconds)
+  target/release/client put greeting hello && target/release/client get greeting
+  target/release/client             the interactive chat client
+  ./off.sh --kill $leader           kill -9 the leader, then ./status.sh
+  ./off.sh --pause node-2           SIGSTOP a node (--resume to continue)
+  ./off.sh                          stop everything (--clean also deletes data/)
+TXT

@@ -1,0 +1,89 @@
+# Shared by on.sh and off.sh: where things live and how a process is started and stopped.
+# Every process runs in the background with its pid in data/run/<name>.pid, its command
+# line in data/run/<name>.cmd (so off.sh --restart can start it again) and its log in
+# data/logs/<name>.log.
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+DATA="${DATA_DIR:-$ROOT/data}"
+RUN="$DATA/run"
+LOGS="$DATA/logs"
+BIN="${PAXOS_BIN_DIR:-$ROOT/target/release}"
+COMPOSE_PROJECT="${COMPOSE_PROJECT_NAME:-paxos-zmq}"
+
+bold() { printf '\033[1m%s\033[0m\n' "$*"; }
+say() { printf '%s\n' "$*"; }
+die() { printf 'error: %s\n' "$*" >&2; exit 1; }
+
+pid_of() { # name -> pid if the process is alive
+    local file="$RUN/$1.pid" pid
+    [[ -f "$file" ]] || return 1
+    pid="$(cat "$file")"
+    [[ -n "$pid" ]] && kill -0 "$pid" 2>/dev/null && echo "$pid"
+}
+
+process_state() { # name -> running|paused|dead
+    local pid state
+    pid="$(pid_of "$1")" || { echo dead; return; }
+    state="$(awk '{print $3}' "/proc/$pid/stat" 2>/dev/null || echo "?")"
+    [[ "$state" == "T" ]] && echo paused || echo running
+}
+
+known_processes() { # every name with a pid file, in start order
+    local name
+    for name in reference proxy broker; do [[ -f "$RUN/$name.pid" ]] && echo "$name"; done
+    ls "$RUN" 2>/dev/null | sed -n 's/^\(node-[0-9]*\)\.pid$/\1/p' | sort -t- -k2 -n
+    ls "$RUN" 2>/dev/null | sed -n 's/^\(bot-[0-9]*\)\.pid$/\1/p' | sort -t- -k2 -n
+}
+
+start_process() { # name command... : start in its own session, record pid and command
+    local name="$1"; shift
+    mkdir -p "$RUN" "$LOGS"
+    printf '%q ' "$@" > "$RUN/$name.cmd"
+    # setsid: the process outlives this shell and a Ctrl-C typed in it.
+    setsid "$@" >>"$LOGS/$name.log" 2>&1 < /dev/null &
+    echo $! > "$RUN/$name.pid"
+}
+
+restart_process() { # name: start again with the recorded command line
+    local name="$1" cmd
+    [[ -f "$RUN/$name.cmd" ]] || die "no recorded command line for $name (was it started by ./on.sh?)"
+    cmd="$(cat "$RUN/$name.cmd")"
+    eval "start_process $name $cmd"
+}
+
+stop_process() { # name [timeout_s]: SIGTERM, wait, SIGKILL; prints how it ended
+    local name="$1" timeout="${2:-15}" pid waited=0
+    pid="$(pid_of "$name")" || { echo "not running"; rm -f "$RUN/$name.pid"; return 0; }
+    kill -CONT "$pid" 2>/dev/null || true   # a paused process cannot handle SIGTERM
+    kill -TERM "$pid" 2>/dev/null || true
+    while kill -0 "$pid" 2>/dev/null && (( waited < timeout * 10 )); do
+        sleep 0.1; waited=$((waited + 1))
+    done
+    if kill -0 "$pid" 2>/dev/null; then
+        kill -KILL "$pid" 2>/dev/null || true
+        echo "killed (did not stop within ${timeout}s)"
+    else
+        echo "stopped gracefully ($(awk "BEGIN{printf \"%.1f\", $waited/10}")s)"
+    fi
+    rm -f "$RUN/$name.pid"
+}
+
+status_port() { # node-N -> status port
+    echo $((7000 + ${1#node-}))
+}
+
+docker_compose() {
+    if docker compose version >/dev/null 2>&1; then
+        docker compose -p "$COMPOSE_PROJECT" -f "$ROOT/docker-compose.yml" "$@"
+    else
+        docker-compose -p "$COMPOSE_PROJECT" -f "$ROOT/docker-compose.yml" "$@"
+    fi
+}
+
+http_get() { # host port path -> body on stdout (no curl needed; 1 s timeout)
+    timeout 1 bash -c '
+        exec 3<>"/dev/tcp/$1/$2" || exit 1
+        printf "GET %s HTTP/1.0\r\nHost: %s\r\nConnection: close\r\n\r\n" "$3" "$1" >&3
+        sed "1,/^\r\{0,1\}$/d" <&3
+    ' _ "$1" "$2" "$3" 2>/dev/null
+}
