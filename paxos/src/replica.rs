@@ -55,6 +55,11 @@ pub enum Bug {
 /// 2. only then send `messages` (`to: None` = to every other member);
 /// 3. apply `install_snapshot` if any, then every entry of `decided` in order;
 /// 4. answer the clients of `rejected`.
+///
+/// A message may also depend on records of an *earlier* `Ready` (a `Nack` states a promise
+/// recorded before): make `Ready`s durable in the order they came (an append-only log
+/// does), and a driver that pipelines its fsyncs sends each `Ready`'s messages only once
+/// that `Ready`'s records — and so all earlier ones — are durable.
 #[derive(Debug, Default)]
 #[must_use = "persist the records, then send the messages, then apply"]
 pub struct Ready {
