@@ -357,21 +357,22 @@ pub struct Envelope {
 
 impl Wire for Envelope {
     fn validate(&self) -> Result<(), LimitError> {
-        let ranks = [Some(self.from), self.to];
-        if ranks.iter().flatten().any(|&r| r as usize > MAX_RANK) {
-            return Err(LimitError::TooLong {
-                field: "rank",
-                len: self.from as usize,
-                max: MAX_RANK,
-            });
+        for rank in [Some(self.from), self.to].into_iter().flatten() {
+            if rank as usize > MAX_RANK {
+                return Err(LimitError::TooLong {
+                    field: "rank",
+                    len: rank as usize,
+                    max: MAX_RANK,
+                });
+            }
         }
         self.message.validate()
     }
 }
 
-/// Highest rank a node can have: the reference service hands out ranks 1..=[`MAX_MEMBERS`]
-/// (a rank may be reused by a returning node, never exceed the member limit by much);
-/// we allow a generous margin so that a re-registered node keeps working.
+/// Largest rank accepted on the wire. The reference service hands out ranks from 1 and
+/// gives a returning node its old rank, so ranks stay near [`MAX_MEMBERS`]; the margin
+/// leaves room for the ranks of members that expired for good.
 pub const MAX_RANK: usize = MAX_MEMBERS * 1024;
 
 fn check_count(field: &'static str, len: usize, max: usize) -> Result<(), LimitError> {
