@@ -20,7 +20,7 @@ struct Args {
     #[arg(long, env = "DATA_DIR", default_value = "data")]
     data_dir: PathBuf,
     /// Also look for node-1..=N even without a data folder.
-    #[arg(long, env = "NODES")]
+    #[arg(long, env = "STATUS_NODES")]
     nodes: Option<u32>,
     /// Host of the status endpoints.
     #[arg(long, env = "STATUS_HOST", default_value = "127.0.0.1")]
