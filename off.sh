@@ -7,6 +7,7 @@
 #   ./off.sh --pause node-2     SIGSTOP it (frozen: a slow or partitioned node)
 #   ./off.sh --resume node-2    SIGCONT it
 #   ./off.sh --restart node-2   stop it (if it runs) and start it again with its old flags
+#   ./off.sh --stop bot-1       stop one process gracefully (SIGTERM)
 #   ./off.sh --docker [...]     the same against the docker compose deployment
 set -euo pipefail
 source "$(dirname "$0")/scripts/common.sh"
@@ -17,10 +18,10 @@ CLEAN=0
 DOCKER=0
 while (( $# )); do
     case "$1" in
-        --kill|--pause|--resume|--restart) ACTION="${1#--}"; TARGET="${2:?$1 needs a process name, e.g. node-2}"; shift 2 ;;
+        --kill|--pause|--resume|--restart|--stop) ACTION="${1#--}"; TARGET="${2:?$1 needs a process name, e.g. node-2}"; shift 2 ;;
         --clean) CLEAN=1; shift ;;
         --docker) DOCKER=1; shift ;;
-        -h|--help) sed -n '2,11p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        -h|--help) sed -n '2,12p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
         *) die "unknown option $1 (see ./off.sh --help)" ;;
     esac
 done
@@ -57,6 +58,10 @@ case "$ACTION" in
         say "$TARGET restarted (pid $(cat "$RUN/$TARGET.pid")), log data/logs/$TARGET.log"
         ;;
     stop)
+        if [[ -n "$TARGET" ]]; then
+            say "$TARGET: $(stop_process "$TARGET")"
+            exit 0
+        fi
         names="$(known_processes)"
         if [[ -z "$names" ]]; then
             say "Nothing is running."
