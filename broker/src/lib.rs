@@ -1,1 +1,775 @@
-//! Round-robin request broker (ROUTER frontend, ROUTER backend) (work in progress).
+//! # broker — the round-robin request router of paxos-zmq
+//!
+//! Clients (the `client` CLI, the bots) connect DEALER sockets to the **frontend** ROUTER;
+//! nodes connect DEALER sockets, whose identity is their name (`node-1`), to the
+//! **backend** ROUTER (zguide names). The broker hands each client request to the next
+//! **live** node in round-robin order and returns each reply to the client it names.
+//!
+//! ```text
+//! client DEALER  [body]  →  frontend ROUTER [client_id, body]
+//!                           backend ROUTER  [node, client_id, body]  →  node DEALER [client_id, body]
+//! client DEALER  [body]  ←  frontend ROUTER [client_id, body]
+//!                           backend ROUTER  [node, client_id, body]  ←  node DEALER [client_id, body]
+//! node control:             backend ROUTER  [node, NodeToBroker]     ←  node DEALER [NodeToBroker]
+//! ```
+//!
+//! ## Layout
+//! - [`ring`]: the live nodes and whose turn is next — a plain data structure, time
+//!   passed in, unit-tested without sockets.
+//! - [`Broker`]: what to do with one message from either socket — also without sockets;
+//!   it returns the message to send.
+//! - [`run`]: the only code that owns the sockets and the clock; `main.rs` only parses
+//!   flags, binds and calls it, so tests bind port 0 and run the real thing in-process.
+//! - [`health`]: the probe behind `broker health` (docker healthchecks).
+//!
+//! ## Invariants kept here
+//! - **Never queue forever.** With no live node a request is answered `unavailable` at
+//!   once; the broker keeps no pending request at all, so the only queues are the bounded
+//!   transport channels and libzmq pipes ([`transport::CHANNEL_CAPACITY`], the
+//!   high-water marks) and one receive batch ([`RECV_BATCH_MAX`]).
+//! - **A silent node gets nothing.** Only live nodes get requests: a node silent longer
+//!   than [`Config::liveness_timeout`] is skipped at once and leaves the ring; a READY or
+//!   heartbeat brings it back.
+//! - **Bad input never crashes the broker.** A malformed message (wrong frame count,
+//!   oversize frame, undecodable body) is counted, logged at most once per
+//!   [`Config::malformed_log_interval`], and answered `bad_request` where a reply address
+//!   exists. No input reaches an `unwrap` or an unchecked index.
+//! - **The hot path does not decode requests.** A request is checked lightly (layout,
+//!   size, version byte) and forwarded as it came; only an answer the broker writes itself
+//!   (`unavailable`, `bad_request`) decodes the body, to echo its `seq`. The node decodes
+//!   and validates every request in full.
+
+pub mod ring;
+
+mod ratelimit;
+
+use std::time::{Duration, Instant};
+
+use proto::codec::PROTOCOL_VERSION;
+use proto::fabric::NodeToBroker;
+use proto::limits::{MAX_FRAME_BYTES, MAX_ROUTING_FRAME_BYTES};
+use proto::{Consistency, Error, ErrorCode, Op, Request, Response};
+use serde::{Deserialize, Serialize};
+use tokio_util::sync::CancellationToken;
+use transport::{Kind, Mode, Multipart, Options, Socket, TransportError};
+
+use crate::ratelimit::RateLimitedLog;
+use crate::ring::{Liveness, Ring};
+
+/// Where clients connect, by default.
+pub const DEFAULT_FRONTEND: &str = "tcp://127.0.0.1:5555";
+/// Where nodes connect, by default.
+pub const DEFAULT_BACKEND: &str = "tcp://127.0.0.1:5556";
+/// Most messages taken from one socket before the other gets a turn.
+pub const RECV_BATCH_MAX: usize = 256;
+/// The `node` field of the answers the broker writes itself.
+pub const BROKER_NAME: &str = "broker";
+/// The `client_id` of health probes (no real session uses 0: clients pick theirs at random).
+pub const HEALTH_CLIENT_ID: proto::client::ClientId = 0;
+
+/// Settings of [`run`]. The sockets are passed in already bound.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Config {
+    /// A node silent for longer than this leaves the ring.
+    pub liveness_timeout: Duration,
+    /// How often the counters are logged (at info).
+    pub stats_interval: Duration,
+    /// At most one malformed-message warning per this interval.
+    pub malformed_log_interval: Duration,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            liveness_timeout: Duration::from_secs(1),
+            stats_interval: Duration::from_secs(10),
+            malformed_log_interval: Duration::from_secs(5),
+        }
+    }
+}
+
+/// A [`Config`] that cannot work.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ConfigError {
+    /// A duration is zero.
+    #[error("{0} must be more than zero")]
+    Zero(&'static str),
+}
+
+impl Config {
+    /// Checks the settings.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        for (name, value) in [
+            ("liveness timeout", self.liveness_timeout),
+            ("stats interval", self.stats_interval),
+            ("malformed log interval", self.malformed_log_interval),
+        ] {
+            if value.is_zero() {
+                return Err(ConfigError::Zero(name));
+            }
+        }
+        Ok(())
+    }
+
+    /// How often stale nodes are removed from the ring (and logged as gone). Requests
+    /// never wait for it: [`Ring::next`] skips stale nodes by itself.
+    fn expire_interval(&self) -> Duration {
+        (self.liveness_timeout / 4).clamp(Duration::from_millis(10), Duration::from_millis(250))
+    }
+}
+
+/// Counters of one run of the broker.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Stats {
+    /// Requests forwarded to a node.
+    pub requests: u64,
+    /// Replies returned to a client.
+    pub replies: u64,
+    /// Requests answered `unavailable` (no live node).
+    pub unavailable: u64,
+    /// Malformed messages, on either socket.
+    pub malformed: u64,
+    /// READY and heartbeat messages taken.
+    pub control: u64,
+    /// Nodes that joined the ring (first READY, or back after expiry).
+    pub joined: u64,
+    /// Nodes that left the ring (silent too long).
+    pub left: u64,
+}
+
+/// Why the broker stopped other than by shutdown.
+#[derive(Debug, thiserror::Error)]
+pub enum BrokerError {
+    /// The settings cannot work.
+    #[error("invalid configuration: {0}")]
+    Config(#[from] ConfigError),
+    /// A socket's I/O thread stopped.
+    #[error("the {0} socket closed")]
+    Closed(&'static str),
+    /// Binding a socket failed.
+    #[error(transparent)]
+    Transport(#[from] TransportError),
+}
+
+/// Where a message produced by [`Broker`] goes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outgoing {
+    /// To a node, on the backend: `[node, client_id, body]`.
+    Backend(Multipart),
+    /// To a client, on the frontend: `[client_id, body]`.
+    Frontend(Multipart),
+    /// An answer on the backend to the peer that sent a bad control message:
+    /// `[peer, body]`.
+    BackendAnswer(Multipart),
+    /// Nothing to send.
+    Nothing,
+}
+
+/// Just the `seq` of a request, to echo it in an answer even when the rest of the
+/// request is invalid (rmp-serde skips the other fields).
+#[derive(Debug, Serialize, Deserialize)]
+struct SeqOnly {
+    seq: proto::client::Seq,
+}
+
+impl proto::Wire for SeqOnly {
+    fn validate(&self) -> Result<(), proto::LimitError> {
+        Ok(())
+    }
+}
+
+/// The broker's state and its handling of one message, without sockets or clock: [`run`]
+/// passes each received message and `now` in and sends what comes out.
+#[derive(Debug)]
+pub struct Broker {
+    ring: Ring,
+    stats: Stats,
+    malformed_log: RateLimitedLog,
+}
+
+impl Broker {
+    /// A broker with an empty ring.
+    pub fn new(config: &Config) -> Broker {
+        Broker {
+            ring: Ring::new(config.liveness_timeout),
+            stats: Stats::default(),
+            malformed_log: RateLimitedLog::new(config.malformed_log_interval),
+        }
+    }
+
+    /// The counters so far.
+    pub fn stats(&self) -> Stats {
+        self.stats
+    }
+
+    /// The ring of nodes.
+    pub fn ring(&self) -> &Ring {
+        &self.ring
+    }
+
+    /// A message from a client: `[client_id, body]`.
+    pub fn on_frontend(&mut self, mut message: Multipart, now: Instant) -> Outgoing {
+        if let Err(reason) = check_request_layout(&message) {
+            return self.reject_frontend(message, now, reason);
+        }
+        match self.ring.next(now) {
+            Some(node) => {
+                self.stats.requests += 1;
+                message.insert(0, node.to_vec());
+                Outgoing::Backend(message)
+            }
+            None => {
+                // The client gets `unavailable` now: the command certainly did not take
+                // effect and it may retry. Decoding is fine here; this is not the hot path.
+                let (client, body) = (&message[0], &message[1]);
+                match proto::decode::<Request>(body) {
+                    Ok(request) => {
+                        self.stats.unavailable += 1;
+                        answer(
+                            client,
+                            request.seq,
+                            ErrorCode::Unavailable,
+                            "no live node: retry later",
+                        )
+                        .map_or(Outgoing::Nothing, Outgoing::Frontend)
+                    }
+                    Err(e) => self.reject_frontend(message, now, e.to_string()),
+                }
+            }
+        }
+    }
+
+    /// Counts, logs (rate-limited) and answers `bad_request` to the sender of a malformed
+    /// frontend message. The first frame is always the sender's identity (ROUTER).
+    fn reject_frontend(&mut self, message: Multipart, now: Instant, reason: String) -> Outgoing {
+        self.stats.malformed += 1;
+        self.malformed_log.warn(now, "frontend", &reason);
+        let Some((client, rest)) = message.split_first() else {
+            return Outgoing::Nothing;
+        };
+        if client.is_empty() || client.len() > MAX_ROUTING_FRAME_BYTES {
+            return Outgoing::Nothing;
+        }
+        // Echo the seq of whichever frame holds the request, if any does (a client that
+        // sent its request in several frames). Only a few frames are tried.
+        let seq = rest
+            .iter()
+            .take(proto::limits::MAX_ROUTING_FRAMES + 1)
+            .find_map(|frame| proto::decode::<SeqOnly>(frame).ok())
+            .map_or(0, |s| s.seq);
+        answer(client, seq, ErrorCode::BadRequest, &reason)
+            .map_or(Outgoing::Nothing, Outgoing::Frontend)
+    }
+
+    /// A message from a node: a reply `[node, client_id, body]` or a control message
+    /// `[node, NodeToBroker]`.
+    pub fn on_backend(&mut self, mut message: Multipart, now: Instant) -> Outgoing {
+        match message.len() {
+            3 => {
+                let client = &message[1];
+                if client.is_empty() || client.len() > MAX_ROUTING_FRAME_BYTES {
+                    self.reject_backend(now, "reply with a bad client identity frame");
+                    return Outgoing::Nothing;
+                }
+                // The reply is forwarded as it came: the node wrote it, the client checks it.
+                // A client that is gone is dropped by the ROUTER (unknown identity).
+                self.stats.replies += 1;
+                message.remove(0);
+                Outgoing::Frontend(message)
+            }
+            2 => self.on_control(message, now),
+            count => {
+                self.reject_backend(
+                    now,
+                    &format!("{count} frames from a node (2 or 3 expected)"),
+                );
+                Outgoing::Nothing
+            }
+        }
+    }
+
+    fn on_control(&mut self, message: Multipart, now: Instant) -> Outgoing {
+        let (identity, body) = (&message[0], &message[1]);
+        let control = match proto::decode::<NodeToBroker>(body) {
+            Ok(control) => control,
+            Err(e) => {
+                let reason = format!("control message: {e}");
+                self.reject_backend(now, &reason);
+                // Answer, so that a client that dialled the backend port by mistake learns
+                // why; a node takes a one-frame message as malformed and drops it.
+                return answer(identity, seq_of(body), ErrorCode::BadRequest, &reason)
+                    .map_or(Outgoing::Nothing, Outgoing::BackendAnswer);
+            }
+        };
+        if control.node().as_bytes() != identity.as_slice() {
+            // Requests are routed by identity: a node whose name and identity differ
+            // would announce one node and receive another's traffic.
+            self.reject_backend(
+                now,
+                &format!(
+                    "node {:?} sent its name as {:?}: set the DEALER identity to the node name",
+                    String::from_utf8_lossy(identity),
+                    control.node()
+                ),
+            );
+            return Outgoing::Nothing;
+        }
+        self.stats.control += 1;
+        let result = match control {
+            NodeToBroker::Ready { .. } => self.ring.ready(identity, now),
+            NodeToBroker::Heartbeat { .. } => self.ring.heartbeat(identity, now),
+        };
+        match result {
+            Ok(Liveness::Joined) => {
+                self.stats.joined += 1;
+                tracing::info!(
+                    node = control_name(identity),
+                    live = self.ring.live(now).count(),
+                    "node joined the ring"
+                );
+            }
+            Ok(Liveness::Refreshed) => {}
+            Err(full) => {
+                self.stats.malformed += 1;
+                self.malformed_log.warn(now, "backend", &full);
+            }
+        }
+        Outgoing::Nothing
+    }
+
+    fn reject_backend(&mut self, now: Instant, reason: &str) {
+        self.stats.malformed += 1;
+        self.malformed_log.warn(now, "backend", &reason);
+    }
+
+    /// Removes the nodes that fell silent (they already get no request).
+    pub fn expire(&mut self, now: Instant) {
+        for node in self.ring.expire(now) {
+            self.stats.left += 1;
+            tracing::warn!(
+                node = control_name(&node),
+                timeout_ms = self.ring.liveness_timeout().as_millis() as u64,
+                live = self.ring.live(now).count(),
+                "node left the ring: silent too long"
+            );
+        }
+    }
+}
+
+fn control_name(identity: &[u8]) -> String {
+    String::from_utf8_lossy(identity).into_owned()
+}
+
+/// Light checks of a client request: `[client_id, body]`, sizes within the limits, our
+/// protocol version. The body is not decoded.
+fn check_request_layout(message: &Multipart) -> Result<(), String> {
+    let [client, body] = message.as_slice() else {
+        return Err(format!(
+            "{} frame(s) from a client: send exactly one body frame",
+            message.len().saturating_sub(1)
+        ));
+    };
+    if client.is_empty() || client.len() > MAX_ROUTING_FRAME_BYTES {
+        return Err(format!("client identity of {} bytes", client.len()));
+    }
+    match body.first() {
+        None => Err("empty body frame".into()),
+        Some(_) if body.len() > MAX_FRAME_BYTES => Err(format!(
+            "body of {} bytes is over the limit of {MAX_FRAME_BYTES}",
+            body.len()
+        )),
+        Some(&version) if version != PROTOCOL_VERSION => Err(format!(
+            "unsupported protocol version {version} (this broker speaks {PROTOCOL_VERSION})"
+        )),
+        Some(_) => Ok(()),
+    }
+}
+
+/// The `seq` of a request body, or 0 when it has none.
+fn seq_of(body: &[u8]) -> proto::client::Seq {
+    proto::decode::<SeqOnly>(body).map_or(0, |s| s.seq)
+}
+
+/// `[to, Response { seq, Err(code) }]`, written by the broker itself.
+fn answer(to: &[u8], seq: proto::client::Seq, code: ErrorCode, message: &str) -> Option<Multipart> {
+    let response = Response {
+        seq,
+        result: Err(Error::new(code, message)),
+        node: BROKER_NAME.to_owned(),
+        applied_slot: 0,
+    };
+    match proto::encode(&response) {
+        Ok(body) => Some(vec![to.to_vec(), body]),
+        Err(e) => {
+            // Cannot happen for a short error message; if it does, the client times out.
+            tracing::error!(error = %e, "cannot encode an answer");
+            None
+        }
+    }
+}
+
+/// Binds the frontend and backend ROUTER sockets as [`run`] expects them (the backend
+/// lets a restarted node take over its identity).
+pub async fn bind(frontend: &str, backend: &str) -> Result<(Socket, Socket), TransportError> {
+    let frontend = Socket::open(Kind::Router, Mode::Bind, frontend, Options::default()).await?;
+    let backend = Socket::open(
+        Kind::Router,
+        Mode::Bind,
+        backend,
+        Options::default().router_handover(),
+    )
+    .await?;
+    Ok((frontend, backend))
+}
+
+/// Runs the broker on two bound ROUTER sockets until `shutdown` is cancelled; returns the
+/// counters. The backend socket should have `router_handover` set (see [`bind`]).
+pub async fn run(
+    frontend: Socket,
+    backend: Socket,
+    config: Config,
+    shutdown: CancellationToken,
+) -> Result<Stats, BrokerError> {
+    config.validate()?;
+    tracing::info!(
+        frontend = frontend.endpoint(),
+        backend = backend.endpoint(),
+        liveness_timeout_ms = config.liveness_timeout.as_millis() as u64,
+        "broker running"
+    );
+    let (frontend_tx, mut frontend_rx) = frontend.split();
+    let (backend_tx, mut backend_rx) = backend.split();
+    let mut broker = Broker::new(&config);
+    let mut from_clients = Vec::with_capacity(RECV_BATCH_MAX);
+    let mut from_nodes = Vec::with_capacity(RECV_BATCH_MAX);
+    let mut expire_tick = tokio::time::interval(config.expire_interval());
+    expire_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut stats_tick = tokio::time::interval(config.stats_interval);
+    stats_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    stats_tick.tick().await; // the first tick is immediate: nothing to report yet
+    let mut last_stats = (Instant::now(), Stats::default());
+
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => break,
+            received = frontend_rx.recv_many(&mut from_clients, RECV_BATCH_MAX) => {
+                if received == 0 {
+                    return Err(BrokerError::Closed("frontend"));
+                }
+                let now = Instant::now();
+                for message in from_clients.drain(..) {
+                    send(&frontend_tx, &backend_tx, broker.on_frontend(message, now)).await?;
+                }
+            }
+            received = backend_rx.recv_many(&mut from_nodes, RECV_BATCH_MAX) => {
+                if received == 0 {
+                    return Err(BrokerError::Closed("backend"));
+                }
+                let now = Instant::now();
+                for message in from_nodes.drain(..) {
+                    send(&frontend_tx, &backend_tx, broker.on_backend(message, now)).await?;
+                }
+            }
+            _ = expire_tick.tick() => broker.expire(Instant::now()),
+            _ = stats_tick.tick() => {
+                let now = Instant::now();
+                log_stats(&broker, last_stats, now);
+                last_stats = (now, broker.stats());
+            }
+        }
+    }
+    let stats = broker.stats();
+    tracing::info!(?stats, "broker stopped");
+    Ok(stats)
+}
+
+/// Sends what [`Broker`] produced. Waits only while the socket's I/O thread catches up:
+/// a ROUTER never blocks (libzmq drops for a peer over its high-water mark, or unknown).
+async fn send(
+    frontend: &transport::Sender,
+    backend: &transport::Sender,
+    outgoing: Outgoing,
+) -> Result<(), BrokerError> {
+    match outgoing {
+        Outgoing::Backend(m) | Outgoing::BackendAnswer(m) => backend
+            .send(m)
+            .await
+            .map_err(|_| BrokerError::Closed("backend")),
+        Outgoing::Frontend(m) => frontend
+            .send(m)
+            .await
+            .map_err(|_| BrokerError::Closed("frontend")),
+        Outgoing::Nothing => Ok(()),
+    }
+}
+
+fn log_stats(broker: &Broker, (since, before): (Instant, Stats), now: Instant) {
+    let stats = broker.stats();
+    let seconds = now.saturating_duration_since(since).as_secs_f64().max(1e-3);
+    tracing::info!(
+        requests = stats.requests,
+        replies = stats.replies,
+        unavailable = stats.unavailable,
+        malformed = stats.malformed,
+        live_nodes = broker.ring().live(now).count(),
+        requests_per_s = ((stats.requests - before.requests) as f64 / seconds).round() as u64,
+        "broker counters"
+    );
+}
+
+/// Why a health probe failed.
+#[derive(Debug, thiserror::Error)]
+pub enum HealthError {
+    /// The probe socket could not be opened.
+    #[error(transparent)]
+    Transport(#[from] TransportError),
+    /// No answer in time.
+    #[error("no answer within {0:?}")]
+    Timeout(Duration),
+    /// Something answered, but not a broker.
+    #[error("unexpected answer: {0}")]
+    Unexpected(String),
+}
+
+/// Asks the broker at `endpoint` (a `*` or `0.0.0.0` host means this machine) for a
+/// `Noop` read and returns its answer. Any [`Response`] counts as healthy, even
+/// `unavailable`: the broker itself is up.
+pub async fn health(endpoint: &str, timeout: Duration) -> Result<Response, HealthError> {
+    let endpoint = local_endpoint(endpoint);
+    let seq = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(1, |d| d.as_nanos() as u64);
+    let request = Request {
+        client_id: HEALTH_CLIENT_ID,
+        seq,
+        op: Op::Noop,
+        // A local read is answered by the receiving node at once, never through the log.
+        consistency: Consistency::Local,
+    };
+    let body = proto::encode(&request).map_err(|e| HealthError::Unexpected(e.to_string()))?;
+    let mut socket =
+        Socket::open(Kind::Dealer, Mode::Connect, &endpoint, Options::default()).await?;
+    socket.send(vec![body]).await?;
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        let message = tokio::time::timeout_at(deadline, socket.recv())
+            .await
+            .map_err(|_| HealthError::Timeout(timeout))?
+            .ok_or(HealthError::Transport(TransportError::Closed))?;
+        let [body] = message.as_slice() else {
+            return Err(HealthError::Unexpected(format!("{} frames", message.len())));
+        };
+        let response =
+            proto::decode::<Response>(body).map_err(|e| HealthError::Unexpected(e.to_string()))?;
+        if response.seq == seq {
+            return Ok(response);
+        }
+    }
+}
+
+/// The endpoint to connect to for a bind endpoint: `tcp://*:5555` and
+/// `tcp://0.0.0.0:5555` mean this machine.
+pub fn local_endpoint(endpoint: &str) -> String {
+    for wildcard in ["tcp://*:", "tcp://0.0.0.0:"] {
+        if let Some(port) = endpoint.strip_prefix(wildcard) {
+            return format!("tcp://127.0.0.1:{port}");
+        }
+    }
+    endpoint.to_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn request(seq: u64) -> Vec<u8> {
+        proto::encode(&Request {
+            client_id: 7,
+            seq,
+            op: Op::Get { key: "k".into() },
+            consistency: Consistency::Linearizable,
+        })
+        .unwrap()
+    }
+
+    fn control(message: NodeToBroker) -> Vec<u8> {
+        proto::encode(&message).unwrap()
+    }
+
+    fn response(outgoing: &Outgoing) -> Response {
+        match outgoing {
+            Outgoing::Frontend(m) | Outgoing::BackendAnswer(m) => proto::decode(&m[1]).unwrap(),
+            other => panic!("not an answer: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn no_live_node_means_unavailable_with_the_seq() {
+        let mut broker = Broker::new(&Config::default());
+        let out = broker.on_frontend(vec![b"c1".to_vec(), request(42)], Instant::now());
+        let Outgoing::Frontend(m) = &out else {
+            panic!("{out:?}")
+        };
+        assert_eq!(m[0], b"c1");
+        let r = response(&out);
+        assert_eq!(r.seq, 42);
+        assert_eq!(r.result.unwrap_err().code, ErrorCode::Unavailable);
+        assert_eq!(broker.stats().unavailable, 1);
+    }
+
+    #[test]
+    fn requests_go_to_nodes_and_replies_come_back() {
+        let now = Instant::now();
+        let mut broker = Broker::new(&Config::default());
+        let ready = control(NodeToBroker::Ready {
+            node: "node-1".into(),
+        });
+        assert_eq!(
+            broker.on_backend(vec![b"node-1".to_vec(), ready], now),
+            Outgoing::Nothing
+        );
+        let body = request(1);
+        let out = broker.on_frontend(vec![b"c1".to_vec(), body.clone()], now);
+        assert_eq!(
+            out,
+            Outgoing::Backend(vec![b"node-1".to_vec(), b"c1".to_vec(), body])
+        );
+        let reply = vec![b"node-1".to_vec(), b"c1".to_vec(), b"\x01reply".to_vec()];
+        assert_eq!(
+            broker.on_backend(reply, now),
+            Outgoing::Frontend(vec![b"c1".to_vec(), b"\x01reply".to_vec()])
+        );
+        let stats = broker.stats();
+        assert_eq!((stats.requests, stats.replies, stats.joined), (1, 1, 1));
+    }
+
+    #[test]
+    fn malformed_requests_get_bad_request() {
+        let now = Instant::now();
+        let mut broker = Broker::new(&Config::default());
+        broker.on_backend(
+            vec![
+                b"node-1".to_vec(),
+                control(NodeToBroker::Heartbeat {
+                    node: "node-1".into(),
+                }),
+            ],
+            now,
+        );
+        for message in [
+            vec![b"c1".to_vec(), request(5), b"extra".to_vec()],
+            vec![b"c1".to_vec(), Vec::new()],
+            vec![b"c1".to_vec(), b"\x09garbage".to_vec()],
+            vec![b"c1".to_vec()],
+        ] {
+            let out = broker.on_frontend(message, now);
+            let r = response(&out);
+            assert_eq!(r.result.unwrap_err().code, ErrorCode::BadRequest);
+        }
+        // The seq is echoed when it can be read.
+        let out = broker.on_frontend(vec![b"c1".to_vec(), request(5), b"x".to_vec()], now);
+        assert_eq!(response(&out).seq, 5);
+        assert_eq!(broker.stats().malformed, 5);
+        assert_eq!(broker.stats().requests, 0);
+    }
+
+    #[test]
+    fn with_no_node_an_undecodable_request_is_a_bad_request() {
+        let mut broker = Broker::new(&Config::default());
+        let out = broker.on_frontend(vec![b"c1".to_vec(), b"\x01\xc1".to_vec()], Instant::now());
+        assert_eq!(
+            response(&out).result.unwrap_err().code,
+            ErrorCode::BadRequest
+        );
+    }
+
+    #[test]
+    fn control_messages_must_name_their_sender() {
+        let now = Instant::now();
+        let mut broker = Broker::new(&Config::default());
+        let ready = control(NodeToBroker::Ready {
+            node: "node-2".into(),
+        });
+        assert_eq!(
+            broker.on_backend(vec![b"node-1".to_vec(), ready], now),
+            Outgoing::Nothing
+        );
+        assert!(broker.ring().is_empty());
+        assert_eq!(broker.stats().malformed, 1);
+    }
+
+    #[test]
+    fn bad_backend_messages_are_counted_and_never_forwarded() {
+        let now = Instant::now();
+        let mut broker = Broker::new(&Config::default());
+        let out = broker.on_backend(vec![b"node-1".to_vec(), b"junk".to_vec()], now);
+        assert!(matches!(out, Outgoing::BackendAnswer(ref m) if m.len() == 2 && m[0] == b"node-1"));
+        assert_eq!(
+            broker.on_backend(vec![b"node-1".to_vec()], now),
+            Outgoing::Nothing
+        );
+        assert_eq!(
+            broker.on_backend(vec![b"n".to_vec(); 4], now),
+            Outgoing::Nothing
+        );
+        assert_eq!(
+            broker.on_backend(vec![b"n".to_vec(), Vec::new(), b"x".to_vec()], now),
+            Outgoing::Nothing
+        );
+        assert_eq!(broker.stats().malformed, 4);
+        assert_eq!(broker.stats().replies, 0);
+    }
+
+    #[test]
+    fn expired_nodes_get_nothing_and_return_on_heartbeat() {
+        let t0 = Instant::now();
+        let config = Config::default();
+        let mut broker = Broker::new(&config);
+        let hb = |n: &str| {
+            vec![
+                n.as_bytes().to_vec(),
+                control(NodeToBroker::Heartbeat { node: n.into() }),
+            ]
+        };
+        broker.on_backend(hb("node-1"), t0);
+        broker.on_backend(hb("node-2"), t0);
+        let t1 = t0 + config.liveness_timeout + Duration::from_millis(1);
+        broker.on_backend(hb("node-1"), t1);
+        for _ in 0..10 {
+            let out = broker.on_frontend(vec![b"c".to_vec(), request(1)], t1);
+            assert!(
+                matches!(out, Outgoing::Backend(ref m) if m[0] == b"node-1"),
+                "{out:?}"
+            );
+        }
+        broker.expire(t1);
+        assert_eq!(broker.stats().left, 1);
+        broker.on_backend(hb("node-2"), t1);
+        let targets: Vec<Vec<u8>> = (0..4)
+            .map(
+                |_| match broker.on_frontend(vec![b"c".to_vec(), request(1)], t1) {
+                    Outgoing::Backend(m) => m[0].clone(),
+                    other => panic!("{other:?}"),
+                },
+            )
+            .collect();
+        assert_eq!(targets.iter().filter(|t| *t == b"node-2").count(), 2);
+    }
+
+    #[test]
+    fn config_validation() {
+        assert!(Config::default().validate().is_ok());
+        let zero = Config {
+            liveness_timeout: Duration::ZERO,
+            ..Config::default()
+        };
+        assert_eq!(zero.validate(), Err(ConfigError::Zero("liveness timeout")));
+    }
+
+    #[test]
+    fn wildcard_endpoints_mean_this_machine() {
+        assert_eq!(local_endpoint("tcp://*:5555"), "tcp://127.0.0.1:5555");
+        assert_eq!(local_endpoint("tcp://0.0.0.0:5555"), "tcp://127.0.0.1:5555");
+        assert_eq!(local_endpoint("tcp://broker:5555"), "tcp://broker:5555");
+    }
+}

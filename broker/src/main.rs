@@ -1,3 +1,94 @@
-//! The `broker` binary.
+//! The `broker` binary: flags, logging, bind, [`broker::run`]; or `broker health`.
 
-fn main() {}
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+
+/// Round-robin request broker of paxos-zmq.
+///
+/// Clients (the `client` CLI, the bots) connect DEALER sockets to the frontend; nodes
+/// connect DEALER sockets named after themselves to the backend and announce READY, then
+/// heartbeat. Each request goes to the next live node in turn; a node silent for longer
+/// than the liveness timeout gets nothing until it heartbeats again. With no live node a
+/// request is answered `unavailable` at once. Stops cleanly on Ctrl-C or SIGTERM.
+#[derive(Debug, Parser)]
+#[command(name = "broker", version, about, long_about)]
+struct Cli {
+    /// ROUTER endpoint for clients (bind; `tcp://*:5555` for every interface).
+    #[arg(long, env = "BROKER_FRONTEND", default_value = broker::DEFAULT_FRONTEND, global = true)]
+    frontend: String,
+    /// ROUTER endpoint for nodes (bind).
+    #[arg(long, env = "BROKER_BACKEND", default_value = broker::DEFAULT_BACKEND, global = true)]
+    backend: String,
+    /// A node silent (no READY or heartbeat) for longer than this leaves the ring.
+    #[arg(long, env = "BROKER_LIVENESS_TIMEOUT", default_value = "1s", value_parser = service::parse_duration)]
+    liveness_timeout: Duration,
+    /// How often the counters are logged.
+    #[arg(long, env = "BROKER_STATS_INTERVAL", default_value = "10s", value_parser = service::parse_duration)]
+    stats_interval: Duration,
+    /// At most one warning about malformed messages per this interval (the rest are counted).
+    #[arg(long, env = "BROKER_MALFORMED_LOG_INTERVAL", default_value = "5s", value_parser = service::parse_duration)]
+    malformed_log_interval: Duration,
+    #[command(flatten)]
+    log: service::LogArgs,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the broker (the default).
+    Run,
+    /// Exit 0 if a broker answers on --frontend within --timeout (any answer counts,
+    /// even `unavailable`); for container healthchecks.
+    Health {
+        /// How long to wait for the answer.
+        #[arg(long, env = "BROKER_HEALTH_TIMEOUT", default_value = "1s", value_parser = service::parse_duration)]
+        timeout: Duration,
+    },
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    service::init_logging(&cli.log);
+    match cli.command {
+        Some(Command::Health { timeout }) => match broker::health(&cli.frontend, timeout).await {
+            Ok(response) => {
+                println!("healthy: {} answered seq {}", response.node, response.seq);
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("unhealthy: {e}");
+                ExitCode::FAILURE
+            }
+        },
+        None | Some(Command::Run) => {
+            let config = broker::Config {
+                liveness_timeout: cli.liveness_timeout,
+                stats_interval: cli.stats_interval,
+                malformed_log_interval: cli.malformed_log_interval,
+            };
+            match serve(&cli.frontend, &cli.backend, config).await {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    tracing::error!(error = %e, "broker failed");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+    }
+}
+
+async fn serve(
+    frontend: &str,
+    backend: &str,
+    config: broker::Config,
+) -> Result<(), broker::BrokerError> {
+    config.validate()?;
+    let shutdown = service::shutdown_token();
+    let (frontend, backend) = broker::bind(frontend, backend).await?;
+    broker::run(frontend, backend, config, shutdown).await?;
+    Ok(())
+}
