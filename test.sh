@@ -25,6 +25,9 @@ step "end-to-end tests over real processes (one cluster at a time)"
 export PAXOS_BIN_DIR="$PWD/target/release"
 cargo test -p e2e --release -- --test-threads=1
 
+step "the operator's story through ./on.sh, ./off.sh and ./status.sh"
+tests/ops.sh
+
 if [[ -x tests/docker.sh ]]; then
     step "docker-compose tests"
     if docker info >/dev/null 2>&1; then
