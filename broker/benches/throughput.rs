@@ -141,8 +141,8 @@ async fn bench(measure: Duration, clients: usize, in_flight: usize, nodes: usize
     let ms = |q: f64| latency_us.value_at_quantile(q) as f64 / 1000.0;
     println!();
     println!(
-        "broker throughput ({} backend, {} cores)",
-        transport_name(),
+        "broker throughput ({:?} transport, {} cores)",
+        transport::Backend::default(),
         cores()
     );
     println!(
