@@ -66,6 +66,10 @@ pub struct Persisted {
     pub decided: BTreeMap<Slot, Value>,
     /// Log entries up to here were dropped behind a snapshot.
     pub truncated_upto: Slot,
+    /// Highest Lamport clock of any value folded in. A driver that restores a snapshot
+    /// raises it to the snapshot's clock ([`Persisted::restore_snapshot`]), so that a
+    /// restarted node's clock never runs behind the values it applied.
+    pub lamport: u64,
     /// The snapshot the driver restored its state machine from, if any: `(applied slot,
     /// bytes)`. The core resumes applying after that slot and serves it to peers that
     /// need slots it no longer has.
@@ -84,6 +88,7 @@ impl Persisted {
                 ballot,
                 value,
             } => {
+                self.lamport = self.lamport.max(value.lamport);
                 // Accepting in a ballot implies promising it.
                 self.promised = self.promised.max(*ballot);
                 if *slot <= self.truncated_upto || self.decided.contains_key(slot) {
@@ -98,6 +103,7 @@ impl Persisted {
                 }
             }
             Record::Decide { slot, value } => {
+                self.lamport = self.lamport.max(value.lamport);
                 if *slot <= self.truncated_upto {
                     return;
                 }
@@ -124,9 +130,16 @@ impl Persisted {
 
     /// Tells the core that the driver restored its state machine from a snapshot taken at
     /// `slot`: the replica hands out decided slots from `slot + 1` on, and serves `bytes`
-    /// to peers that need slots before its log.
+    /// to peers that need slots before its log. Decided entries up to `slot` in the log
+    /// are not handed out again.
     pub fn restore_snapshot(&mut self, slot: Slot, bytes: Arc<Vec<u8>>) {
         self.snapshot = Some((slot, bytes));
+    }
+
+    /// Raises the Lamport clock the replica restarts with (e.g. to the restored store's
+    /// clock, when the log entries that carried it were truncated).
+    pub fn observe_lamport(&mut self, lamport: u64) {
+        self.lamport = self.lamport.max(lamport);
     }
 }
 
@@ -225,6 +238,10 @@ mod tests {
         assert_eq!(p.truncated_upto, 4);
         assert!(!p.decided.contains_key(&2));
         assert!(p.accepted.contains_key(&7));
+        // The clock remembers the truncated values too.
+        assert_eq!(p.lamport, 7);
+        p.observe_lamport(3);
+        assert_eq!(p.lamport, 7);
     }
 
     #[test]

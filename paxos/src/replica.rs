@@ -240,12 +240,7 @@ impl Replica {
         accepted = accepted.split_off(&(snapshot_slot + 1));
         // The clock restarts above every value this node persisted, so a value it
         // proposes next is stamped later than those.
-        let lamport = accepted
-            .values()
-            .map(|(_, v)| v.lamport)
-            .chain(decided.values().map(|v| v.lamport))
-            .max()
-            .unwrap_or(0);
+        let lamport = persisted.lamport;
         let peers = config
             .members
             .iter()

@@ -573,6 +573,10 @@ fn restart_keeps_promise_and_replays_decided_slots() {
     let persisted = Persisted::from_records(&ready.persist);
     let mut again = Replica::new(config(1, &[1, 2, 3]), persisted).unwrap();
     assert_eq!(again.status().promised, Ballot::new(3, 3));
+    assert!(
+        again.status().lamport >= 2,
+        "the clock restarts above the values it holds"
+    );
     assert_eq!(again.ready().decided, vec![(1, value(1))]);
     again.step(env(
         2,

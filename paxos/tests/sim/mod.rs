@@ -611,6 +611,7 @@ impl Sim {
             }
             None => Store::new(StoreConfig::default()),
         };
+        persisted.observe_lamport(n.store.lamport());
         let mut replica = Replica::new(config, persisted).map_err(|e| e.to_string())?;
         if self.config.bug == Some(SimBug::AdoptLowestBallot) {
             replica.inject_bug(paxos::Bug::AdoptLowestBallot);
