@@ -1,0 +1,193 @@
+//! Berkeley clock synchronisation: the leader polls the nodes' wall clocks, averages
+//! them (discarding outliers) and sends each node the correction that brings it to the
+//! average. A node never touches the system clock: it keeps an **offset** that it adds
+//! to its wall clock, and reports it on `/status`.
+//!
+//! The messages travel on the `clock` topic ([`proto::topic::CLOCK`]) as
+//! `[topic, sender name, body(ClockMessage)]`. [`Berkeley`] is the leader's side of one
+//! round as a plain data structure with the time passed in, so it is tested without
+//! sockets or clocks.
+
+use std::collections::BTreeMap;
+
+use proto::LimitError;
+use proto::codec::Wire;
+use proto::limits::{MAX_MEMBERS, MAX_NAME_BYTES};
+use serde::{Deserialize, Serialize};
+
+/// Readings further than this from the median are outliers: they get a correction but do
+/// not move the average (a node whose clock is badly off must not drag the others).
+pub const MAX_CLOCK_DEVIATION_MS: i64 = 1000;
+/// Readings that took longer than this to come back are ignored: the round-trip error
+/// would dominate.
+pub const MAX_READING_RTT_MS: i64 = 1000;
+
+/// A clock synchronisation message.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ClockMessage {
+    /// The leader asks every node for its clock.
+    Poll {
+        /// Round number (the leader's; answers name it).
+        round: u64,
+    },
+    /// A node's answer: its corrected wall clock when it answered.
+    Reading {
+        /// The round answered.
+        round: u64,
+        /// The leader that asked.
+        leader: String,
+        /// Wall clock plus current offset, in Unix milliseconds.
+        time_ms: i64,
+    },
+    /// The leader's verdict: each node adds its correction to its offset.
+    Adjust {
+        /// The round.
+        round: u64,
+        /// Node name and correction in milliseconds.
+        corrections: Vec<(String, i64)>,
+    },
+}
+
+impl Wire for ClockMessage {
+    fn validate(&self) -> Result<(), LimitError> {
+        match self {
+            ClockMessage::Poll { .. } => Ok(()),
+            ClockMessage::Reading { leader, .. } => proto::fabric::check_node_name(leader),
+            ClockMessage::Adjust { corrections, .. } => {
+                if corrections.len() > MAX_MEMBERS {
+                    return Err(LimitError::TooMany {
+                        field: "corrections",
+                        len: corrections.len(),
+                        max: MAX_MEMBERS,
+                    });
+                }
+                corrections.iter().try_for_each(|(node, _)| {
+                    if node.len() > MAX_NAME_BYTES {
+                        return Err(LimitError::TooLong {
+                            field: "node",
+                            len: node.len(),
+                            max: MAX_NAME_BYTES,
+                        });
+                    }
+                    proto::fabric::check_node_name(node)
+                })
+            }
+        }
+    }
+}
+
+/// The leader's side of one Berkeley round.
+#[derive(Debug, Clone)]
+pub struct Berkeley {
+    round: u64,
+    polled_at_ms: i64,
+    /// Node name -> its clock minus the leader's, in ms (round trip compensated).
+    offsets: BTreeMap<String, i64>,
+}
+
+impl Berkeley {
+    /// Starts round `round`; `now_ms` is the leader's (corrected) clock when it polls.
+    /// The leader itself takes part with offset 0.
+    pub fn start(round: u64, leader: &str, now_ms: i64) -> Berkeley {
+        let mut offsets = BTreeMap::new();
+        offsets.insert(leader.to_owned(), 0);
+        Berkeley {
+            round,
+            polled_at_ms: now_ms,
+            offsets,
+        }
+    }
+
+    /// This round's number.
+    pub fn round(&self) -> u64 {
+        self.round
+    }
+
+    /// Takes a node's reading `time_ms`, received when the leader's clock said `now_ms`.
+    /// The node read its clock about half a round trip before `now_ms`.
+    pub fn reading(&mut self, round: u64, node: &str, time_ms: i64, now_ms: i64) {
+        let rtt_ms = now_ms - self.polled_at_ms;
+        if round != self.round
+            || !(0..=MAX_READING_RTT_MS).contains(&rtt_ms)
+            || self.offsets.len() >= MAX_MEMBERS
+        {
+            return;
+        }
+        let offset = time_ms + rtt_ms / 2 - now_ms;
+        self.offsets.insert(node.to_owned(), offset);
+    }
+
+    /// Ends the round: the fault-tolerant average of the offsets (those within
+    /// [`MAX_CLOCK_DEVIATION_MS`] of the median), and for every node that answered the
+    /// correction that moves it to that average.
+    pub fn finish(self) -> Vec<(String, i64)> {
+        let mut sorted: Vec<i64> = self.offsets.values().copied().collect();
+        sorted.sort_unstable();
+        let median = sorted[sorted.len() / 2];
+        let kept: Vec<i64> = sorted
+            .into_iter()
+            .filter(|o| (o - median).abs() <= MAX_CLOCK_DEVIATION_MS)
+            .collect();
+        let average = kept.iter().sum::<i64>() / kept.len() as i64;
+        self.offsets
+            .into_iter()
+            .map(|(node, offset)| (node, average - offset))
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn corrections_bring_every_clock_to_the_average() {
+        let mut round = Berkeley::start(1, "node-3", 10_000);
+        // node-1 is 100 ms ahead, node-2 200 ms behind; answers arrive after 20 ms.
+        round.reading(1, "node-1", 10_010 + 100, 10_020);
+        round.reading(1, "node-2", 10_010 - 200, 10_020);
+        let corrections: BTreeMap<_, _> = round.finish().into_iter().collect();
+        // Offsets 0, +100, -200: average -33.
+        assert_eq!(corrections["node-3"], -33);
+        assert_eq!(corrections["node-1"], -133);
+        assert_eq!(corrections["node-2"], 167);
+    }
+
+    #[test]
+    fn an_outlier_is_corrected_but_does_not_move_the_average() {
+        let mut round = Berkeley::start(7, "node-1", 0);
+        round.reading(7, "node-2", 10, 10);
+        round.reading(7, "node-3", 3_600_000, 10);
+        let corrections: BTreeMap<_, _> = round.finish().into_iter().collect();
+        // Offsets 0, +5 (10 ms read half a 10 ms round trip early) and ~+1 h: the
+        // average of the first two is 2.
+        assert_eq!(corrections["node-1"], 2);
+        assert_eq!(corrections["node-2"], -3);
+        assert_eq!(corrections["node-3"], 2 - 3_599_995);
+    }
+
+    #[test]
+    fn stale_and_slow_readings_are_ignored() {
+        let mut round = Berkeley::start(2, "node-1", 0);
+        round.reading(1, "node-2", 50_000, 10);
+        round.reading(2, "node-3", 50_000, MAX_READING_RTT_MS + 1);
+        let corrections = round.finish();
+        assert_eq!(corrections, vec![("node-1".to_owned(), 0)]);
+    }
+
+    #[test]
+    fn messages_round_trip_and_are_validated() {
+        let message = ClockMessage::Adjust {
+            round: 3,
+            corrections: vec![("node-1".to_owned(), -5)],
+        };
+        let frame = proto::encode(&message).unwrap();
+        assert_eq!(proto::decode::<ClockMessage>(&frame).unwrap(), message);
+        let bad = ClockMessage::Adjust {
+            round: 3,
+            corrections: vec![("no such node".to_owned(), 1)],
+        };
+        assert!(bad.validate().is_err());
+    }
+}

@@ -1,0 +1,442 @@
+//! The node's configuration: one clap struct (every flag has an env-var twin), its
+//! [`Config::validate`], and the crash points of the failure drills.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::str::FromStr;
+use std::time::Duration;
+
+use paxos::{MAX_PENDING_COMMANDS, MAX_WINDOW_SLOTS, Rank, Ticks};
+use proto::limits::{MAX_BATCH_BYTES, MAX_BATCH_COMMANDS, MAX_MEMBERS};
+
+use crate::wal::{DEFAULT_SEGMENT_BYTES, MIN_SEGMENT_BYTES};
+
+/// Base of the default status port: node N serves HTTP on `127.0.0.1:7000+N`.
+pub const STATUS_PORT_BASE: u16 = 7000;
+/// Largest node id (`--id`): names and ports must stay in range.
+pub const MAX_NODE_ID: u32 = 999;
+/// Shortest tick accepted: below it the timer costs more than the work.
+pub const MIN_TICK: Duration = Duration::from_millis(1);
+/// Longest tick accepted: above it failure detection is uselessly slow.
+pub const MAX_TICK: Duration = Duration::from_secs(1);
+
+fn duration(text: &str) -> Result<Duration, String> {
+    service::parse_duration(text).map_err(|e| e.to_string())
+}
+
+/// `node --id N`: one replica of the cluster.
+#[derive(Debug, Clone, clap::Args)]
+pub struct Config {
+    /// This node's id: its name is `node-<id>`, its folder `<data-dir>/node-<id>`.
+    #[arg(long, env = "NODE_ID", value_parser = clap::value_parser!(u32).range(1..=MAX_NODE_ID as i64))]
+    pub id: u32,
+    /// The reference service (ROUTER) that hands out ranks.
+    #[arg(long, env = "REFERENCE", default_value = "tcp://127.0.0.1:5559")]
+    pub reference: String,
+    /// The proxy's XSUB frontend, where this node's PUB connects.
+    #[arg(long, env = "PROXY_FRONTEND", default_value = "tcp://127.0.0.1:5557")]
+    pub proxy_frontend: String,
+    /// The proxy's XPUB backend, where this node's SUB connects.
+    #[arg(long, env = "PROXY_BACKEND", default_value = "tcp://127.0.0.1:5558")]
+    pub proxy_backend: String,
+    /// The broker's backend (ROUTER), where this node's DEALER takes client requests.
+    #[arg(long, env = "BROKER_BACKEND", default_value = "tcp://127.0.0.1:5556")]
+    pub broker: String,
+    /// Folder of every node's state; this node uses `<data-dir>/node-<id>`.
+    #[arg(long, env = "DATA_DIR", default_value = "data")]
+    pub data_dir: PathBuf,
+    /// Where `/status`, `/metrics`, `/livez` and `/readyz` are served
+    /// [default: 127.0.0.1:7000+id].
+    #[arg(long, env = "STATUS_ADDR")]
+    pub status_addr: Option<SocketAddr>,
+    /// Number of Paxos members: ranks 1..=N, and a quorum is a majority of N. Fixed:
+    /// the reference's membership only tells who is alive and their names.
+    #[arg(long, env = "CLUSTER_SIZE", default_value_t = 3)]
+    pub cluster_size: u32,
+    /// Length of one tick of the Paxos core.
+    #[arg(long, env = "TICK", default_value = "10ms", value_parser = duration)]
+    pub tick: Duration,
+    /// Heartbeat interval between nodes, in ticks.
+    #[arg(long, env = "HEARTBEAT_TICKS", default_value_t = 5)]
+    pub heartbeat_ticks: Ticks,
+    /// A leader silent this long is presumed dead, in ticks.
+    #[arg(long, env = "ELECTION_TIMEOUT_TICKS", default_value_t = 50)]
+    pub election_timeout_ticks: Ticks,
+    /// Unanswered Paxos requests are sent again this often, in ticks.
+    #[arg(long, env = "RETRANSMIT_TICKS", default_value_t = 10)]
+    pub retransmit_ticks: Ticks,
+    /// A client command that finds no leader for this long is refused (unavailable),
+    /// in ticks.
+    #[arg(long, env = "PENDING_TIMEOUT_TICKS", default_value_t = 300)]
+    pub pending_timeout_ticks: Ticks,
+    /// Slots the leader keeps in flight at once.
+    #[arg(long, env = "WINDOW_SLOTS", default_value_t = 32)]
+    pub window_slots: usize,
+    /// Most commands in one slot.
+    #[arg(long, env = "MAX_BATCH_COMMANDS", default_value_t = MAX_BATCH_COMMANDS)]
+    pub max_batch_commands: usize,
+    /// Decided slots kept in the log behind a snapshot, so that a peer lagging a little
+    /// catches up from the log rather than by a snapshot transfer.
+    #[arg(long, env = "LOG_RETAIN_SLOTS", default_value_t = 1000)]
+    pub log_retain_slots: u64,
+    /// Write store.json after this many applied slots...
+    #[arg(long, env = "SNAPSHOT_EVERY_SLOTS", default_value_t = 10_000)]
+    pub snapshot_every_slots: u64,
+    /// ... or this long after the last one, if anything was applied since.
+    #[arg(long, env = "SNAPSHOT_INTERVAL", default_value = "30s", value_parser = duration)]
+    pub snapshot_interval: Duration,
+    /// A WAL segment past this size is closed and a new one begun.
+    #[arg(long, env = "WAL_SEGMENT_BYTES", default_value_t = DEFAULT_SEGMENT_BYTES)]
+    pub wal_segment_bytes: u64,
+    /// READY/heartbeat interval towards the broker.
+    #[arg(long, env = "BROKER_HEARTBEAT", default_value = "200ms", value_parser = duration)]
+    pub broker_heartbeat: Duration,
+    /// Heartbeat interval towards the reference service.
+    #[arg(long, env = "REFERENCE_HEARTBEAT", default_value = "1s", value_parser = duration)]
+    pub reference_heartbeat: Duration,
+    /// How often the leader runs a Berkeley clock round.
+    #[arg(long, env = "CLOCK_INTERVAL", default_value = "5s", value_parser = duration)]
+    pub clock_interval: Duration,
+    /// Skews this node's wall clock by this many ms (drills of the clock
+    /// synchronisation; never touches the system clock).
+    #[arg(
+        long,
+        env = "CLOCK_SKEW_MS",
+        default_value_t = 0,
+        allow_negative_numbers = true
+    )]
+    pub clock_skew_ms: i64,
+    /// Chat messages kept per channel (same on every node).
+    #[arg(long, env = "HISTORY_PER_CHANNEL", default_value_t = store::DEFAULT_HISTORY_PER_CHANNEL)]
+    pub history_per_channel: usize,
+    /// Private messages kept per user (same on every node).
+    #[arg(long, env = "HISTORY_PER_USER", default_value_t = store::DEFAULT_HISTORY_PER_USER)]
+    pub history_per_user: usize,
+    /// Client sessions kept for exactly-once replies (same on every node).
+    #[arg(long, env = "MAX_SESSIONS", default_value_t = store::DEFAULT_MAX_SESSIONS)]
+    pub max_sessions: usize,
+    /// Exit abruptly (abort) at a protocol point, to reproduce a failure exactly:
+    /// `POINT` or `POINT:N` (the N-th time it is reached). Points: after-promise,
+    /// after-accept-persist, after-accept-send, after-decide, before-reply,
+    /// with-pending-request, after-snapshot.
+    #[arg(long, env = "CRASH_AT")]
+    pub crash_at: Option<CrashAt>,
+    /// When the WAL or store.json is corrupt: move this node's folder aside and catch up
+    /// from the peers instead of refusing to start.
+    #[arg(long, env = "REBUILD_FROM_PEERS")]
+    pub rebuild_from_peers: bool,
+    /// Seed of the election back-off [default: derived from the id and the time].
+    #[arg(long, env = "SEED")]
+    pub seed: Option<u64>,
+}
+
+/// A configuration that cannot work.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ConfigError {
+    /// A value out of its range.
+    #[error("{field} is {value}, must be in {range}")]
+    Range {
+        /// The flag.
+        field: &'static str,
+        /// Its value.
+        value: String,
+        /// What is allowed.
+        range: String,
+    },
+    /// The Paxos core refuses the timings or bounds.
+    #[error("{0}")]
+    Paxos(#[from] paxos::ConfigError),
+    /// The store refuses its bounds.
+    #[error("{0}")]
+    Store(#[from] store::ConfigError),
+}
+
+impl Config {
+    /// The node's name: `node-<id>`.
+    pub fn name(&self) -> String {
+        format!("node-{}", self.id)
+    }
+
+    /// This node's folder.
+    pub fn node_dir(&self) -> PathBuf {
+        self.data_dir.join(self.name())
+    }
+
+    /// The status address, defaulted from the id.
+    pub fn status_addr(&self) -> SocketAddr {
+        self.status_addr.unwrap_or_else(|| {
+            let port = STATUS_PORT_BASE + self.id as u16;
+            SocketAddr::from(([127, 0, 0, 1], port))
+        })
+    }
+
+    /// The store's bounds.
+    pub fn store_config(&self) -> store::StoreConfig {
+        store::StoreConfig {
+            history_per_channel: self.history_per_channel,
+            history_per_user: self.history_per_user,
+            max_sessions: self.max_sessions,
+        }
+    }
+
+    /// The Paxos core's configuration for `rank`.
+    pub fn paxos_config(&self, rank: Rank, seed: u64) -> paxos::Config {
+        paxos::Config {
+            rank,
+            members: (1..=self.cluster_size).collect(),
+            heartbeat_interval_ticks: self.heartbeat_ticks,
+            election_timeout_ticks: self.election_timeout_ticks,
+            retransmit_ticks: self.retransmit_ticks,
+            max_batch_commands: self.max_batch_commands,
+            max_batch_bytes: MAX_BATCH_BYTES,
+            window_slots: self.window_slots,
+            max_pending_commands: MAX_PENDING_COMMANDS.min(8192),
+            pending_timeout_ticks: self.pending_timeout_ticks,
+            log_retain_slots: self.log_retain_slots,
+            seed,
+        }
+    }
+
+    /// Checks every field and the relations between them.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let range = |field, value: String, range: String| ConfigError::Range {
+            field,
+            value,
+            range,
+        };
+        if self.cluster_size == 0 || self.cluster_size as usize > MAX_MEMBERS {
+            return Err(range(
+                "cluster-size",
+                self.cluster_size.to_string(),
+                format!("1..={MAX_MEMBERS}"),
+            ));
+        }
+        if !(MIN_TICK..=MAX_TICK).contains(&self.tick) {
+            return Err(range(
+                "tick",
+                format!("{:?}", self.tick),
+                format!("{MIN_TICK:?}..={MAX_TICK:?}"),
+            ));
+        }
+        if self.window_slots == 0 || self.window_slots > MAX_WINDOW_SLOTS {
+            return Err(range(
+                "window-slots",
+                self.window_slots.to_string(),
+                format!("1..={MAX_WINDOW_SLOTS}"),
+            ));
+        }
+        if self.snapshot_every_slots == 0 {
+            return Err(range(
+                "snapshot-every-slots",
+                "0".to_owned(),
+                "1..".to_owned(),
+            ));
+        }
+        if self.wal_segment_bytes < MIN_SEGMENT_BYTES {
+            return Err(range(
+                "wal-segment-bytes",
+                self.wal_segment_bytes.to_string(),
+                format!("{MIN_SEGMENT_BYTES}.."),
+            ));
+        }
+        for (field, value) in [
+            ("broker-heartbeat", self.broker_heartbeat),
+            ("reference-heartbeat", self.reference_heartbeat),
+            ("clock-interval", self.clock_interval),
+            ("snapshot-interval", self.snapshot_interval),
+        ] {
+            if value < Duration::from_millis(10) {
+                return Err(range(field, format!("{value:?}"), "10ms..".to_owned()));
+            }
+        }
+        self.paxos_config(1, 0).validate()?;
+        self.store_config().validate()?;
+        Ok(())
+    }
+}
+
+/// A named protocol point where `--crash-at` aborts the process.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum CrashPoint {
+    /// An acceptor sent a `Promise` (its promise is durable): fail3 of the seeds.
+    AfterPromise,
+    /// A group holding an `Accept` record is durable, before its messages leave.
+    AfterAcceptPersist,
+    /// The `Accepted` (or the leader's `Accept`) messages of a durable group were sent.
+    AfterAcceptSend,
+    /// The leader sent a `Decide`, before applying it or answering the client.
+    AfterDecide,
+    /// A client's command is applied, just before its reply is sent.
+    BeforeReply,
+    /// A client request was taken and handed to the cluster (proposed or forwarded),
+    /// before it is decided: fail2 of the seeds.
+    WithPendingRequest,
+    /// store.json was written, before the log is truncated behind it.
+    AfterSnapshot,
+}
+
+impl CrashPoint {
+    /// Every point, for tests and help.
+    pub const ALL: [CrashPoint; 7] = [
+        CrashPoint::AfterPromise,
+        CrashPoint::AfterAcceptPersist,
+        CrashPoint::AfterAcceptSend,
+        CrashPoint::AfterDecide,
+        CrashPoint::BeforeReply,
+        CrashPoint::WithPendingRequest,
+        CrashPoint::AfterSnapshot,
+    ];
+
+    /// The point's flag name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CrashPoint::AfterPromise => "after-promise",
+            CrashPoint::AfterAcceptPersist => "after-accept-persist",
+            CrashPoint::AfterAcceptSend => "after-accept-send",
+            CrashPoint::AfterDecide => "after-decide",
+            CrashPoint::BeforeReply => "before-reply",
+            CrashPoint::WithPendingRequest => "with-pending-request",
+            CrashPoint::AfterSnapshot => "after-snapshot",
+        }
+    }
+}
+
+/// `--crash-at POINT[:N]`: abort the N-th time (default the first) `point` is reached.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CrashAt {
+    /// The point.
+    pub point: CrashPoint,
+    /// Which time it is reached (1 = the first).
+    pub nth: u64,
+}
+
+/// A `--crash-at` value that does not parse.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown crash point {0:?}: use POINT or POINT:N with POINT one of {points}", points = CrashPoint::ALL.map(CrashPoint::as_str).join(", "))]
+pub struct CrashAtError(String);
+
+impl FromStr for CrashAt {
+    type Err = CrashAtError;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        let error = || CrashAtError(text.to_owned());
+        let (name, nth) = match text.split_once(':') {
+            Some((name, n)) => (name, n.parse::<u64>().map_err(|_| error())?),
+            None => (text, 1),
+        };
+        let point = CrashPoint::ALL
+            .into_iter()
+            .find(|p| p.as_str() == name)
+            .ok_or_else(error)?;
+        if nth == 0 {
+            return Err(error());
+        }
+        Ok(CrashAt { point, nth })
+    }
+}
+
+/// Counts how often each point is reached and aborts at the configured one.
+#[derive(Debug, Clone)]
+pub struct Crasher {
+    at: Option<CrashAt>,
+    reached: u64,
+}
+
+impl Crasher {
+    /// A crasher for `--crash-at` (or none).
+    pub fn new(at: Option<CrashAt>) -> Crasher {
+        Crasher { at, reached: 0 }
+    }
+
+    /// Whether `point` is armed (lets the caller skip work to detect it).
+    pub fn armed(&self, point: CrashPoint) -> bool {
+        self.at.is_some_and(|at| at.point == point)
+    }
+
+    /// The process reached `point`: abort if this is the configured time. Abort, not
+    /// exit: no destructor, no flush, exactly as a crash (`kill -9`) would leave things.
+    pub fn reached(&mut self, point: CrashPoint) {
+        let Some(at) = self.at else {
+            return;
+        };
+        if at.point != point {
+            return;
+        }
+        self.reached += 1;
+        if self.reached == at.nth {
+            tracing::error!(point = point.as_str(), nth = at.nth, "--crash-at: aborting");
+            eprintln!("crash-at {}: aborting", point.as_str());
+            std::process::abort();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Debug, Parser)]
+    struct Cli {
+        #[command(flatten)]
+        config: Config,
+    }
+
+    #[test]
+    fn defaults_are_valid() {
+        let cli = Cli::try_parse_from(["node", "--id", "2"]).unwrap();
+        cli.config.validate().unwrap();
+        assert_eq!(cli.config.name(), "node-2");
+        assert_eq!(cli.config.status_addr().port(), 7002);
+        assert_eq!(cli.config.node_dir(), PathBuf::from("data/node-2"));
+        assert_eq!(cli.config.paxos_config(2, 0).quorum(), 2);
+    }
+
+    #[test]
+    fn bad_values_are_refused() {
+        assert!(Cli::try_parse_from(["node", "--id", "0"]).is_err());
+        let cli = Cli::try_parse_from(["node", "--id", "1", "--cluster-size", "0"]).unwrap();
+        assert!(cli.config.validate().is_err());
+        let cli = Cli::try_parse_from([
+            "node",
+            "--id",
+            "1",
+            "--heartbeat-ticks",
+            "10",
+            "--election-timeout-ticks",
+            "15",
+        ])
+        .unwrap();
+        assert!(matches!(
+            cli.config.validate(),
+            Err(ConfigError::Paxos(paxos::ConfigError::Timing { .. }))
+        ));
+        let cli = Cli::try_parse_from(["node", "--id", "1", "--tick", "5s"]).unwrap();
+        assert!(cli.config.validate().is_err());
+    }
+
+    #[test]
+    fn crash_points_parse() {
+        for point in CrashPoint::ALL {
+            assert_eq!(
+                point.as_str().parse::<CrashAt>().unwrap(),
+                CrashAt { point, nth: 1 }
+            );
+        }
+        assert_eq!(
+            "before-reply:7".parse::<CrashAt>().unwrap(),
+            CrashAt {
+                point: CrashPoint::BeforeReply,
+                nth: 7
+            }
+        );
+        assert!("before-reply:0".parse::<CrashAt>().is_err());
+        assert!("sometime".parse::<CrashAt>().is_err());
+        let mut crasher = Crasher::new(Some("after-decide:3".parse().unwrap()));
+        crasher.reached(CrashPoint::AfterDecide);
+        crasher.reached(CrashPoint::AfterDecide);
+        crasher.reached(CrashPoint::BeforeReply);
+        assert!(crasher.armed(CrashPoint::AfterDecide));
+        assert!(!crasher.armed(CrashPoint::BeforeReply));
+    }
+}

@@ -1,0 +1,160 @@
+//! The client requests this node received and has not answered yet: who to answer (the
+//! broker's routing frames) once the command is applied or rejected.
+
+use std::collections::{HashMap, VecDeque};
+use std::time::{Duration, Instant};
+
+use proto::client::{ClientId, Seq};
+
+/// Most client requests waiting for their command at one node; beyond it new requests
+/// are answered `overloaded` at once.
+pub const MAX_PENDING_REQUESTS: usize = 65_536;
+/// A request unanswered this long is forgotten: its client has long retried (the retry
+/// may have reached another node) and the entry must not live forever.
+pub const PENDING_REQUEST_TTL: Duration = Duration::from_secs(60);
+
+/// One waiting request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Waiting {
+    /// The routing frames to put in front of the reply (the client's identity at the
+    /// broker).
+    pub route: Vec<Vec<u8>>,
+    /// The op's name, for metrics.
+    pub op: &'static str,
+    /// When the request (or its latest retry) arrived.
+    pub since: Instant,
+}
+
+/// Waiting requests by `(client_id, seq)`, bounded, oldest forgotten first.
+#[derive(Debug, Default)]
+pub struct PendingRequests {
+    waiting: HashMap<(ClientId, Seq), Waiting>,
+    /// Arrival order, for expiry: `(key, arrival)`; an entry whose arrival no longer
+    /// matches the map (answered, or refreshed by a retry) is skipped.
+    order: VecDeque<((ClientId, Seq), Instant)>,
+}
+
+/// The map is full.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Full;
+
+impl PendingRequests {
+    /// An empty map.
+    pub fn new() -> PendingRequests {
+        PendingRequests::default()
+    }
+
+    /// Requests waiting.
+    pub fn len(&self) -> usize {
+        self.waiting.len()
+    }
+
+    /// Whether none waits.
+    pub fn is_empty(&self) -> bool {
+        self.waiting.is_empty()
+    }
+
+    /// Remembers a request; a retry of one already waiting replaces its route (the
+    /// client's newest path is the one still listening). Returns whether it was a retry.
+    pub fn insert(
+        &mut self,
+        key: (ClientId, Seq),
+        route: Vec<Vec<u8>>,
+        op: &'static str,
+        now: Instant,
+    ) -> Result<bool, Full> {
+        if let Some(waiting) = self.waiting.get_mut(&key) {
+            waiting.route = route;
+            return Ok(true);
+        }
+        if self.waiting.len() >= MAX_PENDING_REQUESTS {
+            return Err(Full);
+        }
+        self.waiting.insert(
+            key,
+            Waiting {
+                route,
+                op,
+                since: now,
+            },
+        );
+        self.order.push_back((key, now));
+        Ok(false)
+    }
+
+    /// Takes the request waiting for `key`, if any.
+    pub fn take(&mut self, key: (ClientId, Seq)) -> Option<Waiting> {
+        self.waiting.remove(&key)
+    }
+
+    /// Forgets requests older than [`PENDING_REQUEST_TTL`]; returns how many.
+    pub fn expire(&mut self, now: Instant) -> usize {
+        let mut expired = 0;
+        while let Some(&(key, arrived)) = self.order.front() {
+            if now.saturating_duration_since(arrived) < PENDING_REQUEST_TTL {
+                break;
+            }
+            self.order.pop_front();
+            if self.waiting.get(&key).is_some_and(|w| w.since == arrived) {
+                self.waiting.remove(&key);
+                expired += 1;
+            }
+        }
+        // Keys answered long ago leave stale order entries; keep the queue bounded.
+        if self.order.len() > 2 * MAX_PENDING_REQUESTS {
+            let waiting = &self.waiting;
+            self.order
+                .retain(|(key, arrived)| waiting.get(key).is_some_and(|w| w.since == *arrived));
+        }
+        expired
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_retry_updates_the_route() {
+        let now = Instant::now();
+        let mut pending = PendingRequests::new();
+        assert_eq!(
+            pending.insert((1, 1), vec![b"a".to_vec()], "put", now),
+            Ok(false)
+        );
+        assert_eq!(
+            pending.insert((1, 1), vec![b"b".to_vec()], "put", now),
+            Ok(true)
+        );
+        assert_eq!(pending.len(), 1);
+        assert_eq!(pending.take((1, 1)).unwrap().route, vec![b"b".to_vec()]);
+        assert!(pending.take((1, 1)).is_none());
+        assert!(pending.is_empty());
+    }
+
+    #[test]
+    fn old_requests_expire_and_answered_ones_do_not_count() {
+        let start = Instant::now();
+        let mut pending = PendingRequests::new();
+        pending.insert((1, 1), vec![], "put", start).unwrap();
+        pending.insert((2, 1), vec![], "get", start).unwrap();
+        pending.take((2, 1));
+        let later = start + PENDING_REQUEST_TTL / 2;
+        pending.insert((3, 1), vec![], "put", later).unwrap();
+        assert_eq!(pending.expire(start + PENDING_REQUEST_TTL), 1);
+        assert!(pending.take((1, 1)).is_none());
+        assert!(pending.take((3, 1)).is_some());
+    }
+
+    #[test]
+    fn the_map_is_bounded() {
+        let now = Instant::now();
+        let mut pending = PendingRequests::new();
+        for seq in 0..MAX_PENDING_REQUESTS as u64 {
+            pending.insert((1, seq), vec![], "put", now).unwrap();
+        }
+        assert_eq!(pending.insert((2, 0), vec![], "put", now), Err(Full));
+        // A retry of a waiting request is still taken.
+        assert_eq!(pending.insert((1, 5), vec![], "put", now), Ok(true));
+    }
+}
