@@ -73,47 +73,62 @@ fn five_replicas() {
     sweep(5, "five_replicas");
 }
 
-/// Runs seeds with `bug` until one fails; returns (seed, seeds run, message).
-fn first_failure(bug: SimBug, replicas: usize) -> (u64, u64, String) {
-    let config = SimConfig {
-        bug: Some(bug),
-        ..SimConfig::new(replicas)
-    };
+/// Runs seeds of `config` until one fails; returns (seed, seeds run, message).
+fn first_failure(config: &SimConfig) -> (u64, u64, String) {
+    let bug = config.bug;
     for (n, seed) in (0..TEETH_MAX_SEEDS).enumerate() {
-        if let Err(message) = sim::run(seed, &config) {
+        if let Err(message) = sim::run(seed, config) {
             return (seed, n as u64 + 1, message);
         }
     }
     panic!("{bug:?} was not caught within {TEETH_MAX_SEEDS} seeds");
 }
 
-fn teeth(bug: SimBug, replicas: usize) {
-    let (seed, runs, message) = first_failure(bug, replicas);
+fn teeth(config: SimConfig) -> String {
+    let (seed, runs, message) = first_failure(&config);
     let first_line = message.lines().next().unwrap_or_default();
     println!(
-        "teeth: {bug:?} ({replicas} replicas) caught at seed {seed}, after {runs} seeds: {first_line}"
+        "teeth: {:?} ({} replicas, announced-promise check {}) caught at seed {seed}, after {runs} seeds: {first_line}",
+        config.bug.map(|b| format!("{b:?}")).unwrap_or_default(),
+        config.replicas,
+        if config.check_announced { "on" } else { "off" },
     );
     // The same seed fails the same way again: runs replay exactly.
-    let config = SimConfig {
+    assert_eq!(sim::run(seed, &config).err(), Some(message.clone()));
+    message
+}
+
+fn with_bug(bug: SimBug) -> SimConfig {
+    SimConfig {
         bug: Some(bug),
-        ..SimConfig::new(replicas)
-    };
-    assert_eq!(sim::run(seed, &config).err(), Some(message));
+        ..SimConfig::new(3)
+    }
 }
 
 #[test]
 fn teeth_answer_before_persist() {
-    teeth(SimBug::AnswerBeforePersist, 3);
+    // Caught first by the promise check: a restarted acceptor promised less than it had
+    // told a peer.
+    let message = teeth(with_bug(SimBug::AnswerBeforePersist));
+    assert!(message.contains("below the ballot"), "{message}");
+    // Without that check, the consequences show: two values chosen for one slot, or a
+    // history that is not linearizable.
+    let message = teeth(SimConfig {
+        check_announced: false,
+        ..with_bug(SimBug::AnswerBeforePersist)
+    });
+    assert!(!message.contains("below the ballot"), "{message}");
 }
 
 #[test]
 fn teeth_adopt_lowest_ballot() {
-    teeth(SimBug::AdoptLowestBallot, 3);
+    teeth(with_bug(SimBug::AdoptLowestBallot));
 }
 
 #[test]
 fn teeth_stale_leader_read() {
-    teeth(SimBug::StaleLeaderRead, 3);
+    let message = teeth(with_bug(SimBug::StaleLeaderRead));
+    assert!(message.contains("not linearizable"), "{message}");
 }
 
 #[test]
