@@ -375,7 +375,7 @@ impl Replica {
             self.heartbeat_in_ticks = self.config.heartbeat_interval_ticks;
             self.broadcast_heartbeat();
         }
-        match &mut self.state {
+        match &self.state {
             State::Leader(_) => self.tick_leader(),
             State::Candidate(_) => self.tick_candidate(),
             State::Follower => self.tick_follower(),
