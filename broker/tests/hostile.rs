@@ -13,10 +13,10 @@ mod common;
 use std::io::Write;
 use std::time::Duration;
 
-use common::{
-    DEADLINE, TestBroker, fuzz_seed, hostile_message, one_tebibyte_frame_header, rss_bytes,
-    tcp_address, wait_until,
+use common::hostile::{
+    fuzz_seed, hostile_message, one_tebibyte_frame_header, rss_bytes, tcp_address,
 };
+use common::{DEADLINE, TestBroker, wait_until};
 use proto::fabric::NodeToBroker;
 use proto::{Consistency, Op, Request};
 use rand::SeedableRng;

@@ -1,1 +1,242 @@
-//! XSUB/XPUB forwarder for the Paxos and chat topics (work in progress).
+//! # proxy — the XSUB/XPUB forwarder of paxos-zmq
+//!
+//! Publishers (nodes, the reference service) connect PUB sockets to the **frontend**
+//! (XSUB); subscribers (nodes, clients watching a channel) connect SUB sockets to the
+//! **backend** (XPUB). Messages flow downstream, subscriptions flow upstream, so a
+//! publisher sends only what somebody subscribed to. The device itself is
+//! [`transport::Forwarder`]; this crate starts it, logs its counters, stops it on
+//! shutdown, and offers the [`health`] probe behind `proxy health`.
+//!
+//! ## Invariants kept here
+//! - **A slow subscriber loses its own messages and never slows the others.** Every
+//!   subscriber has its own bounded pipe in libzmq ([`transport::SEND_HWM`] messages);
+//!   when it is full the XPUB drops that subscriber's copy and goes on. Pub/sub is lossy
+//!   by design: the protocols above retransmit on their ticks.
+//! - **Bounded.** Frames are limited to [`proto::limits::MAX_FRAME_BYTES`]
+//!   (`ZMQ_MAXMSGSIZE`: a larger frame closes that connection), every pipe by its
+//!   high-water mark; the proxy keeps no queue of its own.
+//! - **Bad input never crashes the proxy**: it forwards bytes and never decodes them;
+//!   libzmq drops what is not ZMTP.
+
+use std::time::{Duration, Instant};
+
+use tokio_util::sync::CancellationToken;
+use transport::{Backend, Forwarder, Kind, Mode, Options, Socket, TransportError};
+
+/// Where publishers connect, by default.
+pub const DEFAULT_FRONTEND: &str = "tcp://127.0.0.1:5557";
+/// Where subscribers connect, by default.
+pub const DEFAULT_BACKEND: &str = "tcp://127.0.0.1:5558";
+/// Topic prefix of the messages [`health`] sends through the proxy (nobody else
+/// subscribes to it, so publishers drop them at the source for everybody else).
+pub const HEALTH_TOPIC_PREFIX: &str = "health.";
+/// How often [`health`] publishes its probe until it comes back: pub/sub drops messages
+/// sent before the subscription has reached the publisher.
+pub const HEALTH_PROBE_INTERVAL: Duration = Duration::from_millis(50);
+
+/// Settings of [`run`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Config {
+    /// How often the counters are logged (at info).
+    pub stats_interval: Duration,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            stats_interval: Duration::from_secs(10),
+        }
+    }
+}
+
+impl Config {
+    /// Checks the settings.
+    pub fn validate(&self) -> Result<(), ProxyError> {
+        if self.stats_interval.is_zero() {
+            return Err(ProxyError::Config("stats interval must be more than zero"));
+        }
+        Ok(())
+    }
+}
+
+/// Counters of the forwarder.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Stats {
+    /// Messages forwarded from publishers to subscribers.
+    pub messages: u64,
+    /// Bytes of those messages.
+    pub bytes: u64,
+    /// Subscription messages forwarded upstream.
+    pub subscriptions: u64,
+}
+
+impl Stats {
+    fn of(forwarder: &Forwarder) -> Stats {
+        let (messages, bytes, subscriptions) = forwarder.stats().snapshot();
+        Stats {
+            messages,
+            bytes,
+            subscriptions,
+        }
+    }
+}
+
+/// Why the proxy could not run.
+#[derive(Debug, thiserror::Error)]
+pub enum ProxyError {
+    /// The settings cannot work.
+    #[error("invalid configuration: {0}")]
+    Config(&'static str),
+    /// Binding a socket failed.
+    #[error(transparent)]
+    Transport(#[from] TransportError),
+}
+
+/// Binds the XSUB frontend and the XPUB backend and starts forwarding (default backend
+/// and socket options: the named high-water marks and frame limit).
+pub async fn start(frontend: &str, backend: &str) -> Result<Forwarder, TransportError> {
+    Forwarder::start(Backend::default(), frontend, backend, Options::default()).await
+}
+
+/// Logs the counters of a started forwarder every [`Config::stats_interval`] until
+/// `shutdown` is cancelled, then stops it and returns the final counters.
+pub async fn run(
+    forwarder: Forwarder,
+    config: Config,
+    shutdown: CancellationToken,
+) -> Result<Stats, ProxyError> {
+    config.validate()?;
+    tracing::info!(
+        frontend = forwarder.frontend_endpoint(),
+        backend = forwarder.backend_endpoint(),
+        "proxy running"
+    );
+    let mut ticker = tokio::time::interval(config.stats_interval);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    ticker.tick().await; // immediate: nothing to report yet
+    let mut last = (Instant::now(), Stats::of(&forwarder));
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => break,
+            _ = ticker.tick() => {
+                let now = Instant::now();
+                let stats = Stats::of(&forwarder);
+                log_stats(stats, last, now);
+                last = (now, stats);
+            }
+        }
+    }
+    let stats = Stats::of(&forwarder);
+    forwarder.stop().await;
+    tracing::info!(?stats, "proxy stopped");
+    Ok(stats)
+}
+
+fn log_stats(stats: Stats, (since, before): (Instant, Stats), now: Instant) {
+    let seconds = now.saturating_duration_since(since).as_secs_f64().max(1e-3);
+    let rate = |now: u64, then: u64| (now.saturating_sub(then) as f64 / seconds).round() as u64;
+    tracing::info!(
+        messages = stats.messages,
+        bytes = stats.bytes,
+        subscriptions = stats.subscriptions,
+        messages_per_s = rate(stats.messages, before.messages),
+        bytes_per_s = rate(stats.bytes, before.bytes),
+        "proxy counters"
+    );
+}
+
+/// Why a health probe failed.
+#[derive(Debug, thiserror::Error)]
+pub enum HealthError {
+    /// A probe socket could not be opened.
+    #[error(transparent)]
+    Transport(#[from] TransportError),
+    /// The probe did not come back in time.
+    #[error("no PUB→SUB round trip within {0:?}")]
+    Timeout(Duration),
+}
+
+/// Publishes a probe on the proxy's `frontend` and waits until it arrives on its
+/// `backend` (a `*` or `0.0.0.0` host means this machine). Returns the round-trip time.
+pub async fn health(
+    frontend: &str,
+    backend: &str,
+    timeout: Duration,
+) -> Result<Duration, HealthError> {
+    let start = Instant::now();
+    let deadline = tokio::time::Instant::now() + timeout;
+    let nonce = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    let topic = format!("{HEALTH_TOPIC_PREFIX}{}.{nonce}", std::process::id()).into_bytes();
+    let publisher = Socket::open(
+        Kind::Pub,
+        Mode::Connect,
+        &local_endpoint(frontend),
+        Options::default(),
+    )
+    .await?;
+    let mut subscriber = Socket::open(
+        Kind::Sub,
+        Mode::Connect,
+        &local_endpoint(backend),
+        Options::default().subscribe(topic.clone()),
+    )
+    .await?;
+    let probe = async {
+        loop {
+            publisher
+                .send(vec![topic.clone(), b"probe".to_vec()])
+                .await?;
+            if let Ok(received) =
+                tokio::time::timeout(HEALTH_PROBE_INTERVAL, subscriber.recv()).await
+            {
+                match received {
+                    Some(message) if message.first() == Some(&topic) => {
+                        return Ok::<_, HealthError>(start.elapsed());
+                    }
+                    Some(_) => {}
+                    None => return Err(HealthError::Transport(TransportError::Closed)),
+                }
+            }
+        }
+    };
+    tokio::time::timeout_at(deadline, probe)
+        .await
+        .map_err(|_| HealthError::Timeout(timeout))?
+}
+
+/// The endpoint to connect to for a bind endpoint: `tcp://*:5557` and
+/// `tcp://0.0.0.0:5557` mean this machine.
+pub fn local_endpoint(endpoint: &str) -> String {
+    for wildcard in ["tcp://*:", "tcp://0.0.0.0:"] {
+        if let Some(port) = endpoint.strip_prefix(wildcard) {
+            return format!("tcp://127.0.0.1:{port}");
+        }
+    }
+    endpoint.to_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn config_validation() {
+        assert!(Config::default().validate().is_ok());
+        assert!(
+            Config {
+                stats_interval: Duration::ZERO
+            }
+            .validate()
+            .is_err()
+        );
+    }
+
+    #[test]
+    fn wildcard_endpoints_mean_this_machine() {
+        assert_eq!(local_endpoint("tcp://*:5557"), "tcp://127.0.0.1:5557");
+        assert_eq!(local_endpoint("tcp://0.0.0.0:5558"), "tcp://127.0.0.1:5558");
+        assert_eq!(local_endpoint("tcp://proxy:5557"), "tcp://proxy:5557");
+    }
+}
