@@ -1,0 +1,248 @@
+//! Live delivery of committed chat messages, from the proxy's XPUB backend.
+//!
+//! The node that commits a chat message publishes it as `[topic, body(ChatMessage)]` on
+//! `chan.<channel>` or `user.<recipient>` ([`proto::topic`]). A [`LiveFeed`] is a SUB
+//! socket that follows some of those topics. SUB filters by prefix only (`chan.a` lets
+//! `chan.ab` through), so the feed compares the whole topic frame with the ones it
+//! follows before it trusts a message.
+//!
+//! Pub/sub is best effort: a message published before the subscription reached the
+//! publisher, or while this subscriber was slow, is not delivered. The replicated
+//! history (`Op::History`) is the record; the feed is the doorbell.
+
+use std::collections::BTreeSet;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+
+use proto::client::{ChatMessage, Target};
+use proto::limits::{MAX_NAME_BYTES, MAX_TEXT_BYTES};
+use proto::{DecodeError, LimitError, Wire};
+use serde::{Deserialize, Serialize};
+use transport::{Kind, Mode, Options, Receiver, Sender, Socket, TransportError};
+
+/// Most topics one feed follows: each one is a subscription the proxy keeps for us.
+pub const MAX_FOLLOWED_TOPICS: usize = 1024;
+
+/// A chat message as it travels on the proxy: the body frame of a live delivery.
+/// (`ChatMessage` is a reply type in `proto`; this wrapper gives it the codec's
+/// validation for the pub/sub path, with the identical encoding.)
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct LiveMessage(pub ChatMessage);
+
+impl Wire for LiveMessage {
+    fn validate(&self) -> Result<(), LimitError> {
+        let message = &self.0;
+        let (field, name) = match &message.to {
+            Target::Channel(name) => ("to.channel", name),
+            Target::User(name) => ("to.user", name),
+        };
+        for (field, text, max) in [
+            ("from", &message.from, MAX_NAME_BYTES),
+            (field, name, MAX_NAME_BYTES),
+            ("text", &message.text, MAX_TEXT_BYTES),
+        ] {
+            if text.len() > max {
+                return Err(LimitError::TooLong {
+                    field,
+                    len: text.len(),
+                    max,
+                });
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The proxy topic of a channel's or a user's live messages.
+pub fn topic_of(target: &Target) -> String {
+    match target {
+        Target::Channel(name) => proto::topic::channel(name),
+        Target::User(name) => proto::topic::user(name),
+    }
+}
+
+/// Reads `#channel`, `channel` or `@user` as a [`Target`].
+pub fn parse_target(text: &str) -> Target {
+    if let Some(user) = text.strip_prefix('@') {
+        Target::User(user.to_owned())
+    } else {
+        Target::Channel(text.strip_prefix('#').unwrap_or(text).to_owned())
+    }
+}
+
+/// Why the feed could not do something.
+#[derive(Debug, thiserror::Error)]
+pub enum LiveError {
+    /// The SUB socket failed or closed.
+    #[error(transparent)]
+    Transport(#[from] TransportError),
+    /// Following one more topic would pass [`MAX_FOLLOWED_TOPICS`].
+    #[error("already following {max} topics")]
+    TooManyTopics {
+        /// The limit.
+        max: usize,
+    },
+    /// A delivery did not decode (counted and skipped by callers).
+    #[error("bad live message: {0}")]
+    Decode(#[from] DecodeError),
+}
+
+type Topics = Arc<Mutex<BTreeSet<Vec<u8>>>>;
+
+fn lock(topics: &Topics) -> MutexGuard<'_, BTreeSet<Vec<u8>>> {
+    // The set is consistent even if a holder panicked: inserts are single operations.
+    topics.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// Adds topics to a [`LiveFeed`] from another task or thread.
+#[derive(Debug, Clone)]
+pub struct Follower {
+    sender: Sender,
+    topics: Topics,
+}
+
+impl Follower {
+    /// Starts receiving the live messages of `target`. Following a topic twice is a
+    /// no-op.
+    pub async fn follow(&self, target: &Target) -> Result<(), LiveError> {
+        let topic = topic_of(target).into_bytes();
+        {
+            let mut topics = lock(&self.topics);
+            if topics.contains(&topic) {
+                return Ok(());
+            }
+            if topics.len() >= MAX_FOLLOWED_TOPICS {
+                return Err(LiveError::TooManyTopics {
+                    max: MAX_FOLLOWED_TOPICS,
+                });
+            }
+            topics.insert(topic.clone());
+        }
+        self.sender.subscribe(topic).await?;
+        Ok(())
+    }
+
+    /// Whether `target` is followed.
+    pub fn follows(&self, target: &Target) -> bool {
+        lock(&self.topics).contains(topic_of(target).as_bytes())
+    }
+}
+
+/// A SUB socket on the proxy backend that yields the chat messages of followed topics.
+#[derive(Debug)]
+pub struct LiveFeed {
+    follower: Follower,
+    receiver: Receiver,
+    endpoint: String,
+}
+
+impl LiveFeed {
+    /// Connects a SUB socket to the proxy backend `endpoint` (e.g. `tcp://127.0.0.1:5558`),
+    /// following nothing yet.
+    pub async fn open(endpoint: &str) -> Result<LiveFeed, TransportError> {
+        let socket = Socket::open(Kind::Sub, Mode::Connect, endpoint, Options::default()).await?;
+        let endpoint = socket.endpoint().to_owned();
+        let (sender, receiver) = socket.split();
+        Ok(LiveFeed {
+            follower: Follower {
+                sender,
+                topics: Topics::default(),
+            },
+            receiver,
+            endpoint,
+        })
+    }
+
+    /// The proxy endpoint.
+    pub fn endpoint(&self) -> &str {
+        &self.endpoint
+    }
+
+    /// A handle to follow more topics while this feed is being read elsewhere.
+    pub fn follower(&self) -> Follower {
+        self.follower.clone()
+    }
+
+    /// Starts receiving the live messages of `target`.
+    pub async fn follow(&self, target: &Target) -> Result<(), LiveError> {
+        self.follower.follow(target).await
+    }
+
+    /// The next message of a followed topic; `Some(Err)` for a delivery that does not
+    /// decode (the caller logs it and reads on); `None` once the socket is closed.
+    pub async fn next(&mut self) -> Option<Result<ChatMessage, LiveError>> {
+        loop {
+            let message = self.receiver.recv().await?;
+            let (topic, body) = match proto::codec::split(&message, 1) {
+                Ok((routing, body)) => (routing.first().map(Vec::as_slice), body),
+                Err(error) => return Some(Err(error.into())),
+            };
+            // Only whole-topic matches: SUB's prefix filter lets longer names through.
+            let followed = topic.is_some_and(|topic| lock(&self.follower.topics).contains(topic));
+            if !followed {
+                continue;
+            }
+            return Some(
+                proto::decode::<LiveMessage>(body)
+                    .map(|live| live.0)
+                    .map_err(LiveError::from),
+            );
+        }
+    }
+}
+
+/// One line for people: `[#general] alice: hello` or `[@bob] alice: hi`.
+pub fn format_message(message: &ChatMessage) -> String {
+    let place = match &message.to {
+        Target::Channel(name) => format!("#{name}"),
+        Target::User(name) => format!("@{name}"),
+    };
+    format!("[{place}] {}: {}", message.from, message.text)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn message(text: &str) -> ChatMessage {
+        ChatMessage {
+            id: 7,
+            from: "alice".into(),
+            to: Target::Channel("general".into()),
+            text: text.into(),
+            slot: 3,
+            lamport: 9,
+        }
+    }
+
+    #[test]
+    fn live_message_has_the_chat_message_encoding() {
+        let live = LiveMessage(message("hello"));
+        let frame = proto::encode(&live).unwrap();
+        let back: LiveMessage = proto::decode(&frame).unwrap();
+        assert_eq!(back, live);
+        // Transparent: serialised exactly as the bare message.
+        assert_eq!(
+            serde_json::to_value(&live).unwrap(),
+            serde_json::to_value(&live.0).unwrap()
+        );
+    }
+
+    #[test]
+    fn oversized_deliveries_are_refused() {
+        let live = LiveMessage(message(&"x".repeat(MAX_TEXT_BYTES + 1)));
+        assert!(live.validate().is_err());
+        let mut bad_name = message("hi");
+        bad_name.from = "n".repeat(MAX_NAME_BYTES + 1);
+        assert!(LiveMessage(bad_name).validate().is_err());
+    }
+
+    #[test]
+    fn targets_parse() {
+        assert_eq!(parse_target("@bob"), Target::User("bob".into()));
+        assert_eq!(parse_target("#general"), Target::Channel("general".into()));
+        assert_eq!(parse_target("general"), Target::Channel("general".into()));
+        assert_eq!(topic_of(&parse_target("@bob")), "user.bob");
+        assert_eq!(format_message(&message("hey")), "[#general] alice: hey");
+    }
+}

@@ -1,0 +1,352 @@
+//! The interactive chat menu: the seeds' chat client over a paxos-zmq cluster.
+//!
+//! Log in first, then: list users, create a channel, list channels, subscribe, publish,
+//! send a private message, read a history, quit. Messages committed on the channels the
+//! user subscribed to, and private messages to the user, arrive live from the proxy and
+//! are printed **above** the prompt by rustyline's `ExternalPrinter`, so a half-typed
+//! line is redrawn intact. Without a terminal (input from a pipe) the menu reads plain
+//! lines and live messages are printed as they come.
+//!
+//! The menu runs on a blocking thread (the line editor blocks on the terminal) and
+//! drives the async [`Session`] through the runtime's handle.
+
+use proto::client::Target;
+use proto::{Consistency, Op, Reply};
+use rustyline::error::ReadlineError;
+use rustyline::{DefaultEditor, ExternalPrinter};
+use tokio::runtime::Handle;
+
+use crate::cli::{Endpoints, Exit};
+use crate::live::{Follower, LiveFeed, format_message, parse_target};
+use crate::session::{Answer, CallOptions, Connection, Session};
+
+/// What the menu needs to know.
+#[derive(Debug, Clone)]
+pub struct MenuConfig {
+    /// Broker and proxy.
+    pub endpoints: Endpoints,
+    /// Request deadlines.
+    pub options: CallOptions,
+}
+
+const MENU: &str = "\
+=== Menu ===
+1. List users
+2. Create channel
+3. List channels
+4. Subscribe to a channel
+5. Publish on a channel
+6. Send a private message
+7. History of a channel or @user
+0. Quit";
+
+/// Where live messages are printed.
+enum Printer {
+    /// Above the prompt of the line editor (a terminal).
+    Editor(Box<dyn ExternalPrinter + Send>),
+    /// Plain stdout (no terminal).
+    Stdout,
+}
+
+impl Printer {
+    fn print(&mut self, line: String) {
+        match self {
+            Printer::Editor(printer) => {
+                if let Err(error) = printer.print(format!("{line}\n")) {
+                    // The editor is gone (the menu is closing); stdout still works.
+                    tracing::debug!(%error, "external printer failed");
+                    println!("{line}");
+                }
+            }
+            Printer::Stdout => println!("{line}"),
+        }
+    }
+}
+
+/// Prints the feed's messages until its socket closes or the task is aborted.
+async fn print_live(mut feed: LiveFeed, mut printer: Printer) {
+    while let Some(next) = feed.next().await {
+        match next {
+            Ok(message) => printer.print(format!("  << {}", format_message(&message))),
+            Err(error) => tracing::warn!(%error, "skipping a live message"),
+        }
+    }
+}
+
+struct Menu<'a> {
+    editor: DefaultEditor,
+    session: Session,
+    options: CallOptions,
+    handle: &'a Handle,
+    follower: Follower,
+}
+
+impl Menu<'_> {
+    /// A trimmed line, or `None` on end of input or Ctrl-C / Ctrl-D.
+    fn ask(&mut self, prompt: &str) -> Option<String> {
+        match self.editor.readline(prompt) {
+            Ok(line) => {
+                let line = line.trim().to_owned();
+                if !line.is_empty() {
+                    // History is a convenience; a failure to record it changes nothing.
+                    let _ = self.editor.add_history_entry(line.as_str());
+                }
+                Some(line)
+            }
+            Err(ReadlineError::Interrupted | ReadlineError::Eof) => None,
+            Err(error) => {
+                eprintln!("error: reading input: {error}");
+                None
+            }
+        }
+    }
+
+    /// Asks until a non-empty answer (or `None` at end of input).
+    fn ask_non_empty(&mut self, prompt: &str) -> Option<String> {
+        loop {
+            let answer = self.ask(prompt)?;
+            if !answer.is_empty() {
+                return Some(answer);
+            }
+        }
+    }
+
+    /// Sends one request; prints the error and returns `None` when it fails.
+    fn call(&mut self, op: Op) -> Option<Answer> {
+        let result = self.handle.block_on(self.session.call(
+            op,
+            Consistency::Linearizable,
+            &self.options,
+        ));
+        match result {
+            Ok(answer) => Some(answer),
+            Err(error) => {
+                println!("error: {error}");
+                None
+            }
+        }
+    }
+
+    fn follow(&mut self, target: &Target) {
+        if let Err(error) = self.handle.block_on(self.follower.follow(target)) {
+            println!("warning: no live messages for {target:?}: {error}");
+        }
+    }
+
+    fn login(&mut self) -> Option<String> {
+        loop {
+            let user = self.ask_non_empty("user name> ")?;
+            let op = Op::Login { user: user.clone() };
+            if let Err(error) = op.validate() {
+                println!("not a valid name: {error}");
+                continue;
+            }
+            if self.call(op).is_none() {
+                continue;
+            }
+            self.follow(&Target::User(user.clone()));
+            // Live messages of the channels this user already joined in earlier sessions.
+            let mut joined = Vec::new();
+            if let Some(Answer {
+                reply: Reply::Channels(channels),
+                ..
+            }) = self.call(Op::ListChannels)
+            {
+                for channel in channels.iter().filter(|c| c.subscribers.contains(&user)) {
+                    self.follow(&Target::Channel(channel.name.clone()));
+                    joined.push(format!("#{}", channel.name));
+                }
+            }
+            if joined.is_empty() {
+                println!("Logged in as {user}.");
+            } else {
+                println!("Logged in as {user}; subscribed to {}.", joined.join(", "));
+            }
+            return Some(user);
+        }
+    }
+
+    /// One menu action; `false` to quit.
+    fn step(&mut self, user: &str) -> bool {
+        println!("{MENU}");
+        let Some(choice) = self.ask("choice> ") else {
+            return false;
+        };
+        match choice.as_str() {
+            "1" => {
+                if let Some(Answer {
+                    reply: Reply::Users(users),
+                    ..
+                }) = self.call(Op::ListUsers)
+                {
+                    println!("Users ({}): {}", users.len(), users.join(", "));
+                }
+            }
+            "2" => {
+                let Some(channel) = self.ask_non_empty("channel name> ") else {
+                    return false;
+                };
+                if self
+                    .call(Op::CreateChannel {
+                        channel: channel.clone(),
+                    })
+                    .is_some()
+                {
+                    println!("Channel #{channel} created.");
+                }
+            }
+            "3" => {
+                if let Some(Answer {
+                    reply: Reply::Channels(channels),
+                    ..
+                }) = self.call(Op::ListChannels)
+                {
+                    if channels.is_empty() {
+                        println!("No channels yet.");
+                    }
+                    for channel in channels {
+                        let mark = if channel.subscribers.iter().any(|s| s == user) {
+                            " (subscribed)"
+                        } else {
+                            ""
+                        };
+                        println!(
+                            "#{}{mark}: {} subscriber(s) {}",
+                            channel.name,
+                            channel.subscribers.len(),
+                            channel.subscribers.join(", ")
+                        );
+                    }
+                }
+            }
+            "4" => {
+                let Some(channel) = self.ask_non_empty("channel> ") else {
+                    return false;
+                };
+                let channel = channel.trim_start_matches('#').to_owned();
+                let op = Op::Subscribe {
+                    user: user.to_owned(),
+                    channel: channel.clone(),
+                };
+                if self.call(op).is_some() {
+                    self.follow(&Target::Channel(channel.clone()));
+                    println!("Subscribed to #{channel}.");
+                }
+            }
+            "5" => {
+                let Some(channel) = self.ask_non_empty("channel> ") else {
+                    return false;
+                };
+                let Some(text) = self.ask_non_empty("message> ") else {
+                    return false;
+                };
+                let op = Op::Publish {
+                    user: user.to_owned(),
+                    channel: channel.trim_start_matches('#').to_owned(),
+                    text,
+                };
+                if let Some(Answer {
+                    reply: Reply::Posted { id },
+                    ..
+                }) = self.call(op)
+                {
+                    println!("Published as message #{id}.");
+                }
+            }
+            "6" => {
+                let Some(to) = self.ask_non_empty("to user> ") else {
+                    return false;
+                };
+                let Some(text) = self.ask_non_empty("message> ") else {
+                    return false;
+                };
+                let op = Op::PrivateMessage {
+                    from: user.to_owned(),
+                    to: to.trim_start_matches('@').to_owned(),
+                    text,
+                };
+                if let Some(Answer {
+                    reply: Reply::Posted { id },
+                    ..
+                }) = self.call(op)
+                {
+                    println!("Sent as message #{id}.");
+                }
+            }
+            "7" => {
+                let Some(target) = self.ask_non_empty("channel or @user> ") else {
+                    return false;
+                };
+                let op = Op::History {
+                    target: parse_target(&target),
+                    since: 0,
+                };
+                if let Some(Answer {
+                    reply: Reply::Messages(messages),
+                    ..
+                }) = self.call(op)
+                {
+                    if messages.is_empty() {
+                        println!("No messages.");
+                    }
+                    for message in messages {
+                        println!("#{:<5} {}", message.id, format_message(&message));
+                    }
+                }
+            }
+            "0" | "q" | "quit" | "exit" => return false,
+            "" => {}
+            other => println!("Unknown choice {other:?}: type a number from the menu."),
+        }
+        true
+    }
+}
+
+/// Runs the menu on the calling (blocking) thread until the user quits or input ends.
+pub fn run(config: &MenuConfig, handle: &Handle) -> Exit {
+    let mut editor = match DefaultEditor::new() {
+        Ok(editor) => editor,
+        Err(error) => {
+            eprintln!("error: cannot open the line editor: {error}");
+            return Exit::Error;
+        }
+    };
+    let connection = match handle.block_on(Connection::open(&config.endpoints.broker)) {
+        Ok(connection) => connection,
+        Err(error) => {
+            eprintln!("error: {error}");
+            return Exit::Error;
+        }
+    };
+    let feed = match handle.block_on(LiveFeed::open(&config.endpoints.proxy)) {
+        Ok(feed) => feed,
+        Err(error) => {
+            eprintln!("error: {error}");
+            return Exit::Error;
+        }
+    };
+    let follower = feed.follower();
+    let printer = match editor.create_external_printer() {
+        Ok(printer) => Printer::Editor(Box::new(printer)),
+        // Not a terminal: plain output is just as readable.
+        Err(_) => Printer::Stdout,
+    };
+    let live = handle.spawn(print_live(feed, printer));
+    println!(
+        "paxos-zmq chat — broker {}, live messages from {}",
+        config.endpoints.broker, config.endpoints.proxy
+    );
+    let mut menu = Menu {
+        editor,
+        session: connection.session(),
+        options: config.options,
+        handle,
+        follower,
+    };
+    if let Some(user) = menu.login() {
+        while menu.step(&user) {}
+    }
+    live.abort();
+    println!("Bye.");
+    Exit::Ok
+}
