@@ -1,1 +1,505 @@
-//! Registry of node ranks, heartbeats and membership (work in progress).
+//! # reference — ranks, heartbeats and membership of paxos-zmq
+//!
+//! Nodes connect DEALER sockets to the reference's ROUTER and send
+//! [`RefRequest`]s: `Register` (join, or join again, and learn the node's stable rank),
+//! `Heartbeat` (still alive) and `Members` (the member list). Every change of the member
+//! list or of anyone's liveness, and every [`Config::publish_interval`] anyway (pub/sub
+//! drops messages), the reference publishes a [`proto::fabric::MembershipEvent`] on the
+//! proxy topic [`proto::topic::MEMBERSHIP`]. It is not on the data path: if it is down, the
+//! cluster keeps serving with the membership it last knew.
+//!
+//! ## Layout
+//! - [`registry`]: names, ranks, liveness — a plain data structure, time passed in,
+//!   unit-tested without sockets or files.
+//! - [`store`]: the registry file, written atomically.
+//! - [`run`]: the only code that owns the sockets, the clock and the file; `main.rs` only
+//!   parses flags, opens the store, binds and calls it.
+//! - [`health`]: the probe behind `reference health`.
+//!
+//! ## Invariants kept here
+//! - **Stable ranks.** A name's rank never changes and is never given to another name; it
+//!   is on disk before the `Registered` reply that announces it leaves the process, so a
+//!   restarted reference gives a re-registering node its old rank. A store that cannot be
+//!   written stops the reference (exit non-zero) rather than hand out a rank it may forget.
+//! - **Monotone epochs.** Every published event carries an epoch that was persisted
+//!   first, and a restart moves past it.
+//! - **Bounded.** At most [`registry::MAX_MEMBERS`] names; one receive batch
+//!   ([`RECV_BATCH_MAX`]); the transport's bounded queues. A malformed request is counted,
+//!   logged at most once per interval and answered with a `bad_request` error.
+
+pub mod registry;
+pub mod store;
+
+mod ratelimit;
+
+use std::time::{Duration, Instant};
+
+use proto::fabric::{RefReply, RefRequest};
+use proto::limits::MAX_ROUTING_FRAME_BYTES;
+use proto::{Error, ErrorCode};
+use tokio_util::sync::CancellationToken;
+use transport::{Kind, Mode, Multipart, Options, Socket, TransportError};
+
+use crate::ratelimit::RateLimitedLog;
+use crate::registry::{Now, Registry, RegistryError};
+use crate::store::{Store, StoreError};
+
+/// Where nodes connect, by default.
+pub const DEFAULT_ENDPOINT: &str = "tcp://127.0.0.1:5559";
+/// The proxy frontend the membership events are published to, by default.
+pub const DEFAULT_PROXY_FRONTEND: &str = "tcp://127.0.0.1:5557";
+/// The data folder, by default (relative to the working directory).
+pub const DEFAULT_DATA_DIR: &str = "data/reference";
+/// Most requests taken from the socket at once (and answered after one store write).
+pub const RECV_BATCH_MAX: usize = 256;
+
+/// Settings of [`run`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Config {
+    /// A member silent for longer than this is reported as gone.
+    pub expiry_timeout: Duration,
+    /// The membership is published at least this often.
+    pub publish_interval: Duration,
+    /// At most one malformed-request warning per this interval.
+    pub malformed_log_interval: Duration,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            expiry_timeout: Duration::from_secs(5),
+            publish_interval: Duration::from_secs(1),
+            malformed_log_interval: Duration::from_secs(5),
+        }
+    }
+}
+
+impl Config {
+    /// Checks the settings.
+    pub fn validate(&self) -> Result<(), ReferenceError> {
+        for (name, value) in [
+            ("expiry timeout", self.expiry_timeout),
+            ("publish interval", self.publish_interval),
+            ("malformed log interval", self.malformed_log_interval),
+        ] {
+            if value.is_zero() {
+                return Err(ReferenceError::Config(format!(
+                    "{name} must be more than zero"
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// How often silent members are looked for: a fraction of the timeout, so that a
+    /// member is reported gone soon after it is.
+    fn expire_interval(&self) -> Duration {
+        (self.expiry_timeout / 10).clamp(Duration::from_millis(10), Duration::from_millis(500))
+    }
+}
+
+/// Counters of one run.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Stats {
+    /// Requests answered.
+    pub requests: u64,
+    /// Malformed requests.
+    pub malformed: u64,
+    /// Membership events published.
+    pub published: u64,
+    /// Registry file writes.
+    pub saves: u64,
+}
+
+/// Why the reference stopped other than by shutdown, or could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum ReferenceError {
+    /// The settings cannot work.
+    #[error("invalid configuration: {0}")]
+    Config(String),
+    /// The registry file could not be read or written.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// A socket could not be opened, or closed.
+    #[error(transparent)]
+    Transport(#[from] TransportError),
+}
+
+/// Opens the store in `data_dir` and restores the registry from it (an empty one when
+/// there is no file yet). A corrupt file is an error that names it.
+pub fn open_registry(
+    data_dir: &std::path::Path,
+    expiry_timeout: Duration,
+) -> Result<(Registry, Store), StoreError> {
+    let store = Store::open(data_dir)?;
+    let registry = match store.load()? {
+        Some(persisted) => {
+            Registry::restore(&persisted, expiry_timeout).map_err(|reason| StoreError::Corrupt {
+                path: store.path().to_owned(),
+                reason,
+            })?
+        }
+        None => Registry::new(expiry_timeout),
+    };
+    Ok((registry, store))
+}
+
+/// Binds the ROUTER for requests and connects the PUB for membership events.
+pub async fn bind(
+    endpoint: &str,
+    proxy_frontend: &str,
+) -> Result<(Socket, Socket), TransportError> {
+    let router = Socket::open(Kind::Router, Mode::Bind, endpoint, Options::default()).await?;
+    let publisher =
+        Socket::open(Kind::Pub, Mode::Connect, proxy_frontend, Options::default()).await?;
+    Ok((router, publisher))
+}
+
+/// The reference's state and its handling of one request, without sockets, clock or
+/// file: [`run`] passes each request and the time in and sends what comes out.
+#[derive(Debug)]
+pub struct Reference {
+    registry: Registry,
+    stats: Stats,
+    malformed_log: RateLimitedLog,
+}
+
+impl Reference {
+    /// A reference over a (restored) registry.
+    pub fn new(registry: Registry, config: &Config) -> Reference {
+        Reference {
+            registry,
+            stats: Stats::default(),
+            malformed_log: RateLimitedLog::new(config.malformed_log_interval),
+        }
+    }
+
+    /// The registry.
+    pub fn registry(&self) -> &Registry {
+        &self.registry
+    }
+
+    /// The counters so far.
+    pub fn stats(&self) -> Stats {
+        self.stats
+    }
+
+    /// One message from the ROUTER, `[peer, body]`; returns the reply to send, if any.
+    pub fn on_request(&mut self, message: Multipart, now: Now) -> Option<Multipart> {
+        // A ROUTER always puts the peer's identity first: nothing to answer without it.
+        let (peer, rest) = message.split_first()?;
+        if peer.is_empty() || peer.len() > MAX_ROUTING_FRAME_BYTES {
+            self.malformed(now.instant, &"bad peer identity frame");
+            return None;
+        }
+        let [body] = rest else {
+            let reason = format!("{} body frames (1 expected)", rest.len());
+            self.malformed(now.instant, &reason);
+            return reply(peer, &bad_request(reason));
+        };
+        let request = match proto::decode::<RefRequest>(body) {
+            Ok(request) => request,
+            Err(e) => {
+                self.malformed(now.instant, &e);
+                return reply(peer, &bad_request(e.to_string()));
+            }
+        };
+        self.stats.requests += 1;
+        let answer = match request {
+            RefRequest::Register { node, status_addr } => {
+                match self.registry.register(&node, &status_addr, now) {
+                    Ok(rank) => {
+                        tracing::debug!(node, rank, "registered");
+                        RefReply::Registered {
+                            rank,
+                            members: self.registry.members(now),
+                        }
+                    }
+                    Err(e @ RegistryError::Full) => {
+                        tracing::warn!(node, "registration refused: {e}");
+                        RefReply::Error(Error::new(ErrorCode::Overloaded, e.to_string()))
+                    }
+                    Err(e @ RegistryError::Invalid(_)) => {
+                        RefReply::Error(Error::new(ErrorCode::BadRequest, e.to_string()))
+                    }
+                }
+            }
+            RefRequest::Heartbeat { node } => RefReply::HeartbeatAck {
+                known: self.registry.heartbeat(&node, now),
+            },
+            RefRequest::Members => RefReply::Members(self.registry.members(now)),
+        };
+        reply(peer, &answer)
+    }
+
+    fn malformed(&mut self, now: Instant, reason: &dyn std::fmt::Display) {
+        self.stats.malformed += 1;
+        self.malformed_log.warn(now, "router", reason);
+    }
+
+    /// Marks silent members as gone; returns whether anyone went.
+    pub fn expire(&mut self, now: Now) -> bool {
+        let changed = self.registry.expire(now);
+        if changed {
+            for member in self.registry.members(now).iter().filter(|m| !m.alive) {
+                tracing::debug!(node = member.node, rank = member.rank, "member is gone");
+            }
+        }
+        changed
+    }
+}
+
+fn bad_request(message: String) -> RefReply {
+    RefReply::Error(Error::new(ErrorCode::BadRequest, message))
+}
+
+fn reply(peer: &[u8], answer: &RefReply) -> Option<Multipart> {
+    match proto::encode(answer) {
+        Ok(body) => Some(vec![peer.to_vec(), body]),
+        Err(e) => {
+            // Only a member list over the frame limit could do this, and MAX_MEMBERS
+            // members are far below it.
+            tracing::error!(error = %e, "cannot encode a reply");
+            None
+        }
+    }
+}
+
+/// Runs the reference on a bound ROUTER and a connected PUB until `shutdown` is
+/// cancelled; returns the counters. Every change is written to `store` before the replies
+/// and the event that depend on it are sent.
+pub async fn run(
+    router: Socket,
+    publisher: Socket,
+    registry: Registry,
+    store: Store,
+    config: Config,
+    shutdown: CancellationToken,
+) -> Result<Stats, ReferenceError> {
+    config.validate()?;
+    tracing::info!(
+        endpoint = router.endpoint(),
+        proxy = publisher.endpoint(),
+        registry = %store.path().display(),
+        members = registry.members(Now::system()).len(),
+        expiry_timeout_ms = config.expiry_timeout.as_millis() as u64,
+        "reference running"
+    );
+    let (router_tx, mut router_rx) = router.split();
+    let (publisher_tx, _publisher_rx) = publisher.split();
+    let mut reference = Reference::new(registry, &config);
+    let mut requests = Vec::with_capacity(RECV_BATCH_MAX);
+    let mut replies = Vec::with_capacity(RECV_BATCH_MAX);
+    let mut expire_tick = tokio::time::interval(config.expire_interval());
+    expire_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut publish_tick = tokio::time::interval(config.publish_interval);
+    publish_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+
+    loop {
+        let mut publish = false;
+        tokio::select! {
+            () = shutdown.cancelled() => break,
+            received = router_rx.recv_many(&mut requests, RECV_BATCH_MAX) => {
+                if received == 0 {
+                    return Err(TransportError::Closed.into());
+                }
+                let now = Now::system();
+                replies.extend(requests.drain(..).filter_map(|m| reference.on_request(m, now)));
+            }
+            _ = expire_tick.tick() => {
+                reference.expire(Now::system());
+            }
+            _ = publish_tick.tick() => publish = true,
+        }
+        // Persist before anything that depends on the change leaves the process.
+        if reference.registry.take_dirty() {
+            save(&store, &reference.registry).await?;
+            reference.stats.saves += 1;
+            publish = true;
+        }
+        for message in replies.drain(..) {
+            router_tx.send(message).await?;
+        }
+        if publish {
+            let now = Now::system();
+            let event = reference.registry.event(now);
+            match proto::encode(&event) {
+                Ok(body) => {
+                    // A PUB never blocks: with the proxy away, libzmq drops the event and
+                    // the next interval sends it again.
+                    publisher_tx
+                        .send(vec![proto::topic::MEMBERSHIP.as_bytes().to_vec(), body])
+                        .await?;
+                    reference.stats.published += 1;
+                }
+                Err(e) => tracing::error!(error = %e, "cannot encode the membership event"),
+            }
+        }
+    }
+    let stats = reference.stats();
+    tracing::info!(?stats, "reference stopped");
+    Ok(stats)
+}
+
+/// Writes the registry on a blocking thread (an fsync may take a while).
+async fn save(store: &Store, registry: &Registry) -> Result<(), StoreError> {
+    let (store, persisted) = (store.clone(), registry.persisted());
+    match tokio::task::spawn_blocking(move || store.save(&persisted)).await {
+        Ok(result) => result,
+        Err(join) => Err(StoreError::Io {
+            path: std::path::PathBuf::from(store::FILE_NAME),
+            source: std::io::Error::other(join.to_string()),
+        }),
+    }
+}
+
+/// Why a health probe failed.
+#[derive(Debug, thiserror::Error)]
+pub enum HealthError {
+    /// The probe socket could not be opened.
+    #[error(transparent)]
+    Transport(#[from] TransportError),
+    /// No answer in time.
+    #[error("no answer within {0:?}")]
+    Timeout(Duration),
+    /// Something answered, but not a reference.
+    #[error("unexpected answer: {0}")]
+    Unexpected(String),
+}
+
+/// Asks the reference at `endpoint` (a `*` or `0.0.0.0` host means this machine) for
+/// the member list and returns it.
+pub async fn health(
+    endpoint: &str,
+    timeout: Duration,
+) -> Result<Vec<proto::fabric::Member>, HealthError> {
+    let mut socket = Socket::open(
+        Kind::Dealer,
+        Mode::Connect,
+        &local_endpoint(endpoint),
+        Options::default(),
+    )
+    .await?;
+    let body =
+        proto::encode(&RefRequest::Members).map_err(|e| HealthError::Unexpected(e.to_string()))?;
+    socket.send(vec![body]).await?;
+    let message = tokio::time::timeout(timeout, socket.recv())
+        .await
+        .map_err(|_| HealthError::Timeout(timeout))?
+        .ok_or(HealthError::Transport(TransportError::Closed))?;
+    let [body] = message.as_slice() else {
+        return Err(HealthError::Unexpected(format!("{} frames", message.len())));
+    };
+    match proto::decode::<RefReply>(body) {
+        Ok(RefReply::Members(members)) => Ok(members),
+        Ok(other) => Err(HealthError::Unexpected(format!("{other:?}"))),
+        Err(e) => Err(HealthError::Unexpected(e.to_string())),
+    }
+}
+
+/// The endpoint to connect to for a bind endpoint: `tcp://*:5559` and
+/// `tcp://0.0.0.0:5559` mean this machine.
+pub fn local_endpoint(endpoint: &str) -> String {
+    for wildcard in ["tcp://*:", "tcp://0.0.0.0:"] {
+        if let Some(port) = endpoint.strip_prefix(wildcard) {
+            return format!("tcp://127.0.0.1:{port}");
+        }
+    }
+    endpoint.to_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn request(request: &RefRequest) -> Multipart {
+        vec![b"peer".to_vec(), proto::encode(request).unwrap()]
+    }
+
+    fn answer(out: Option<Multipart>) -> RefReply {
+        let out = out.expect("a reply");
+        assert_eq!(out[0], b"peer");
+        proto::decode(&out[1]).unwrap()
+    }
+
+    #[test]
+    fn register_heartbeat_members() {
+        let now = Now::system();
+        let mut reference =
+            Reference::new(Registry::new(Duration::from_secs(5)), &Config::default());
+        let register = RefRequest::Register {
+            node: "node-1".into(),
+            status_addr: "127.0.0.1:7001".into(),
+        };
+        let RefReply::Registered { rank, members } =
+            answer(reference.on_request(request(&register), now))
+        else {
+            panic!()
+        };
+        assert_eq!(rank, 1);
+        assert_eq!(members.len(), 1);
+        assert_eq!(
+            answer(reference.on_request(
+                request(&RefRequest::Heartbeat {
+                    node: "node-1".into()
+                }),
+                now
+            )),
+            RefReply::HeartbeatAck { known: true }
+        );
+        assert_eq!(
+            answer(reference.on_request(
+                request(&RefRequest::Heartbeat {
+                    node: "node-2".into()
+                }),
+                now
+            )),
+            RefReply::HeartbeatAck { known: false }
+        );
+        let RefReply::Members(members) =
+            answer(reference.on_request(request(&RefRequest::Members), now))
+        else {
+            panic!()
+        };
+        assert_eq!(members[0].node, "node-1");
+        assert_eq!(reference.stats().requests, 4);
+    }
+
+    #[test]
+    fn malformed_requests_get_bad_request() {
+        let now = Now::system();
+        let mut reference =
+            Reference::new(Registry::new(Duration::from_secs(5)), &Config::default());
+        for message in [
+            vec![b"peer".to_vec(), b"junk".to_vec()],
+            vec![b"peer".to_vec()],
+            vec![
+                b"peer".to_vec(),
+                proto::encode(&RefRequest::Members).unwrap(),
+                Vec::new(),
+            ],
+        ] {
+            let RefReply::Error(error) = answer(reference.on_request(message, now)) else {
+                panic!()
+            };
+            assert_eq!(error.code, ErrorCode::BadRequest);
+        }
+        assert_eq!(reference.on_request(vec![], now), None);
+        assert_eq!(
+            reference.on_request(vec![Vec::new(), b"x".to_vec()], now),
+            None
+        );
+        assert_eq!(reference.stats().malformed, 4);
+        assert_eq!(reference.stats().requests, 0);
+    }
+
+    #[test]
+    fn config_validation() {
+        assert!(Config::default().validate().is_ok());
+        let zero = Config {
+            expiry_timeout: Duration::ZERO,
+            ..Config::default()
+        };
+        assert!(zero.validate().is_err());
+    }
+}

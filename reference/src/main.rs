@@ -1,3 +1,101 @@
-//! The `reference` binary.
+//! The `reference` binary: flags, logging, open the registry, bind, [`reference::run`];
+//! or `reference health`.
 
-fn main() {}
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+
+/// Reference service of paxos-zmq: node names, their stable ranks, heartbeats and
+/// membership.
+///
+/// Nodes register (and get a rank 1..N that stays theirs, across restarts of this service
+/// too: ranks are kept in --data-dir), heartbeat, and ask for the member list. A member
+/// silent for longer than --expiry-timeout is reported as gone but keeps its rank.
+/// Membership is published on the proxy topic `membership` on every change and every
+/// --publish-interval. A corrupt registry file stops the service with an error naming
+/// it. Stops cleanly on Ctrl-C or SIGTERM.
+#[derive(Debug, Parser)]
+#[command(name = "reference", version, about, long_about)]
+struct Cli {
+    /// ROUTER endpoint for nodes (bind; `tcp://*:5559` for every interface).
+    #[arg(long, env = "REFERENCE_ENDPOINT", default_value = reference::DEFAULT_ENDPOINT, global = true)]
+    endpoint: String,
+    /// Proxy frontend (XSUB) to publish membership events to (connect).
+    #[arg(long, env = "REFERENCE_PROXY", default_value = reference::DEFAULT_PROXY_FRONTEND)]
+    proxy: String,
+    /// Folder of the registry file (created if missing).
+    #[arg(long, env = "REFERENCE_DATA_DIR", default_value = reference::DEFAULT_DATA_DIR)]
+    data_dir: PathBuf,
+    /// A member silent for longer than this is reported as gone.
+    #[arg(long, env = "REFERENCE_EXPIRY_TIMEOUT", default_value = "5s", value_parser = service::parse_duration)]
+    expiry_timeout: Duration,
+    /// Membership is published at least this often (pub/sub may drop a message).
+    #[arg(long, env = "REFERENCE_PUBLISH_INTERVAL", default_value = "1s", value_parser = service::parse_duration)]
+    publish_interval: Duration,
+    /// At most one warning about malformed requests per this interval.
+    #[arg(long, env = "REFERENCE_MALFORMED_LOG_INTERVAL", default_value = "5s", value_parser = service::parse_duration)]
+    malformed_log_interval: Duration,
+    #[command(flatten)]
+    log: service::LogArgs,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the reference service (the default).
+    Run,
+    /// Exit 0 if the reference on --endpoint answers a member-list request within
+    /// --timeout; for container healthchecks.
+    Health {
+        /// How long to wait for the answer.
+        #[arg(long, env = "REFERENCE_HEALTH_TIMEOUT", default_value = "1s", value_parser = service::parse_duration)]
+        timeout: Duration,
+    },
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    service::init_logging(&cli.log);
+    match cli.command {
+        Some(Command::Health { timeout }) => {
+            match reference::health(&cli.endpoint, timeout).await {
+                Ok(members) => {
+                    let alive = members.iter().filter(|m| m.alive).count();
+                    println!("healthy: {} members, {alive} alive", members.len());
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("unhealthy: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        None | Some(Command::Run) => {
+            let config = reference::Config {
+                expiry_timeout: cli.expiry_timeout,
+                publish_interval: cli.publish_interval,
+                malformed_log_interval: cli.malformed_log_interval,
+            };
+            match serve(&cli, config).await {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    tracing::error!(error = %e, "reference failed");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+    }
+}
+
+async fn serve(cli: &Cli, config: reference::Config) -> Result<(), reference::ReferenceError> {
+    config.validate()?;
+    let shutdown = service::shutdown_token();
+    let (registry, store) = reference::open_registry(&cli.data_dir, config.expiry_timeout)?;
+    let (router, publisher) = reference::bind(&cli.endpoint, &cli.proxy).await?;
+    reference::run(router, publisher, registry, store, config, shutdown).await?;
+    Ok(())
+}

@@ -1,0 +1,552 @@
+//! The registry: node names, their stable ranks, and who is alive.
+//!
+//! A plain data structure: no socket, no file, no clock. Every method that needs the
+//! time takes a [`Now`], so the unit tests below drive time by hand.
+//!
+//! Invariants:
+//! - A name keeps its rank for good: once given, a rank is never given to another name,
+//!   even after the member expired (it is *gone*, `alive: false`, not forgotten). The ranks
+//!   and names are what [`Registry::persisted`] returns for the caller to store, so they
+//!   also survive a restart.
+//! - A new name gets the smallest free rank in `1..=MAX_MEMBERS`; there are at most
+//!   [`MAX_MEMBERS`] names.
+//! - The epoch increases with every change of the member list or of anyone's liveness,
+//!   and never goes back, across restarts too (it is persisted, and a restart is a change).
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use proto::fabric::{Member, MembershipEvent, check_node_name};
+use serde::{Deserialize, Serialize};
+
+/// Most names the registry holds: the ranks run from 1 to this.
+pub const MAX_MEMBERS: usize = proto::limits::MAX_MEMBERS;
+/// Longest `status_addr` kept for a member (as `RefRequest::validate` enforces).
+pub const MAX_STATUS_ADDR_BYTES: usize = 256;
+/// Version of the persisted format.
+pub const PERSISTED_FORMAT: u32 = 1;
+
+/// A node's stable rank, 1..=[`MAX_MEMBERS`]; the highest live rank leads the cluster.
+pub type Rank = u32;
+
+/// The current time, both ways the registry needs it: a monotonic instant for expiry
+/// (immune to clock steps) and wall-clock milliseconds for what it reports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Now {
+    /// For measuring silences.
+    pub instant: Instant,
+    /// Unix time in milliseconds, for `last_heartbeat_unix_ms`.
+    pub unix_ms: u64,
+}
+
+impl Now {
+    /// The system's time.
+    pub fn system() -> Now {
+        let unix_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+        Now {
+            instant: Instant::now(),
+            unix_ms,
+        }
+    }
+
+    /// `duration` later.
+    pub fn after(self, duration: Duration) -> Now {
+        Now {
+            instant: self.instant + duration,
+            unix_ms: self
+                .unix_ms
+                .saturating_add(u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)),
+        }
+    }
+}
+
+/// Why a registration was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RegistryError {
+    /// Every rank is taken by a name.
+    #[error("all {MAX_MEMBERS} ranks are taken")]
+    Full,
+    /// The name or the status address breaks a limit.
+    #[error("invalid registration: {0}")]
+    Invalid(#[from] proto::LimitError),
+}
+
+/// What survives a restart: names, their ranks and status addresses, and the epoch.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Persisted {
+    /// [`PERSISTED_FORMAT`].
+    pub format: u32,
+    /// The epoch when this was written.
+    pub epoch: u64,
+    /// Every name ever registered, by rank.
+    pub members: Vec<PersistedMember>,
+}
+
+/// One name in [`Persisted`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PersistedMember {
+    /// Node name.
+    pub node: String,
+    /// Its rank.
+    pub rank: Rank,
+    /// Where it serves `/status`.
+    #[serde(default)]
+    pub status_addr: String,
+}
+
+impl Persisted {
+    /// Checks what was read back: our format, valid and unique names, unique ranks in
+    /// range. Anything else means the file was damaged or written by something else.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.format != PERSISTED_FORMAT {
+            return Err(format!(
+                "format {} (this build reads {PERSISTED_FORMAT})",
+                self.format
+            ));
+        }
+        if self.members.len() > MAX_MEMBERS {
+            return Err(format!(
+                "{} members, over the limit of {MAX_MEMBERS}",
+                self.members.len()
+            ));
+        }
+        let mut ranks = std::collections::HashSet::new();
+        let mut names = std::collections::HashSet::new();
+        for member in &self.members {
+            check_node_name(&member.node).map_err(|e| format!("member {:?}: {e}", member.node))?;
+            if member.rank == 0 || member.rank as usize > MAX_MEMBERS {
+                return Err(format!(
+                    "member {:?} has rank {}, outside 1..={MAX_MEMBERS}",
+                    member.node, member.rank
+                ));
+            }
+            if member.status_addr.len() > MAX_STATUS_ADDR_BYTES {
+                return Err(format!("member {:?}: status_addr too long", member.node));
+            }
+            if !ranks.insert(member.rank) {
+                return Err(format!("rank {} is given twice", member.rank));
+            }
+            if !names.insert(member.node.as_str()) {
+                return Err(format!("member {:?} is listed twice", member.node));
+            }
+        }
+        Ok(())
+    }
+}
+
+#[derive(Debug, Clone)]
+struct Entry {
+    rank: Rank,
+    status_addr: String,
+    /// The last READY/heartbeat: monotonic, and wall-clock for reports. `None` until the
+    /// member registers in this run of the process.
+    last_heartbeat: Option<(Instant, u64)>,
+    /// Whether it was alive at the last [`Registry::expire`] or registration: the
+    /// transitions of this flag are the changes that bump the epoch.
+    alive: bool,
+}
+
+/// Names, ranks and liveness of the cluster's members.
+#[derive(Debug, Clone)]
+pub struct Registry {
+    members: BTreeMap<String, Entry>,
+    expiry_timeout: Duration,
+    epoch: u64,
+    /// Whether something to persist changed since [`Registry::take_dirty`].
+    dirty: bool,
+}
+
+impl Registry {
+    /// An empty registry whose members are gone after `expiry_timeout` of silence.
+    pub fn new(expiry_timeout: Duration) -> Registry {
+        Registry {
+            members: BTreeMap::new(),
+            expiry_timeout,
+            epoch: 0,
+            dirty: false,
+        }
+    }
+
+    /// The registry as persisted before a restart: every name keeps its rank, nobody is
+    /// alive until it registers again, and the epoch moves past the persisted one.
+    pub fn restore(persisted: &Persisted, expiry_timeout: Duration) -> Result<Registry, String> {
+        persisted.validate()?;
+        let members = persisted
+            .members
+            .iter()
+            .map(|m| {
+                let entry = Entry {
+                    rank: m.rank,
+                    status_addr: m.status_addr.clone(),
+                    last_heartbeat: None,
+                    alive: false,
+                };
+                (m.node.clone(), entry)
+            })
+            .collect();
+        Ok(Registry {
+            members,
+            expiry_timeout,
+            // The restart is a change: everyone is gone until they come back.
+            epoch: persisted.epoch.saturating_add(1),
+            dirty: true,
+        })
+    }
+
+    /// What must survive a restart.
+    pub fn persisted(&self) -> Persisted {
+        let mut members: Vec<PersistedMember> = self
+            .members
+            .iter()
+            .map(|(node, e)| PersistedMember {
+                node: node.clone(),
+                rank: e.rank,
+                status_addr: e.status_addr.clone(),
+            })
+            .collect();
+        members.sort_by_key(|m| m.rank);
+        Persisted {
+            format: PERSISTED_FORMAT,
+            epoch: self.epoch,
+            members,
+        }
+    }
+
+    /// Whether something changed that must be persisted (and published) since the last
+    /// call; clears the flag.
+    pub fn take_dirty(&mut self) -> bool {
+        std::mem::take(&mut self.dirty)
+    }
+
+    /// Increases with every change.
+    pub fn epoch(&self) -> u64 {
+        self.epoch
+    }
+
+    /// How long a member may be silent before it is gone.
+    pub fn expiry_timeout(&self) -> Duration {
+        self.expiry_timeout
+    }
+
+    fn changed(&mut self) {
+        self.epoch += 1;
+        self.dirty = true;
+    }
+
+    /// Registers `node` (or registers it again) and returns its rank: the rank it always
+    /// had, or the smallest free one for a new name. The member is alive from `now`.
+    pub fn register(
+        &mut self,
+        node: &str,
+        status_addr: &str,
+        now: Now,
+    ) -> Result<Rank, RegistryError> {
+        check_node_name(node)?;
+        if status_addr.len() > MAX_STATUS_ADDR_BYTES {
+            return Err(RegistryError::Invalid(proto::LimitError::TooLong {
+                field: "status_addr",
+                len: status_addr.len(),
+                max: MAX_STATUS_ADDR_BYTES,
+            }));
+        }
+        if let Some(entry) = self.members.get_mut(node) {
+            let rank = entry.rank;
+            let returned = !entry.alive;
+            let moved = entry.status_addr != status_addr;
+            entry.alive = true;
+            entry.last_heartbeat = Some((now.instant, now.unix_ms));
+            if moved {
+                entry.status_addr = status_addr.to_owned();
+            }
+            if returned || moved {
+                self.changed();
+            }
+            return Ok(rank);
+        }
+        let rank = self.free_rank().ok_or(RegistryError::Full)?;
+        self.members.insert(
+            node.to_owned(),
+            Entry {
+                rank,
+                status_addr: status_addr.to_owned(),
+                last_heartbeat: Some((now.instant, now.unix_ms)),
+                alive: true,
+            },
+        );
+        self.changed();
+        Ok(rank)
+    }
+
+    fn free_rank(&self) -> Option<Rank> {
+        let taken: std::collections::HashSet<Rank> =
+            self.members.values().map(|e| e.rank).collect();
+        (1..=MAX_MEMBERS as Rank).find(|rank| !taken.contains(rank))
+    }
+
+    /// A heartbeat from `node`. Returns whether it is a current (alive) member; `false`
+    /// asks it to register again: it is unknown, or it was gone (expired, or this
+    /// reference restarted since it registered). A heartbeat never revives a member.
+    pub fn heartbeat(&mut self, node: &str, now: Now) -> bool {
+        let timeout = self.expiry_timeout;
+        match self.members.get_mut(node) {
+            Some(entry) if entry.alive && is_fresh(entry, now, timeout) => {
+                entry.last_heartbeat = Some((now.instant, now.unix_ms));
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Marks the members silent for longer than the expiry timeout as gone. Returns
+    /// whether anyone went (the epoch then moved on).
+    pub fn expire(&mut self, now: Now) -> bool {
+        let timeout = self.expiry_timeout;
+        let mut gone = 0;
+        for entry in self.members.values_mut() {
+            if entry.alive && !is_fresh(entry, now, timeout) {
+                entry.alive = false;
+                gone += 1;
+            }
+        }
+        if gone > 0 {
+            self.changed();
+        }
+        gone > 0
+    }
+
+    /// Every member by rank, alive or gone, as of `now`.
+    pub fn members(&self, now: Now) -> Vec<Member> {
+        let mut members: Vec<Member> = self
+            .members
+            .iter()
+            .map(|(node, e)| Member {
+                node: node.clone(),
+                rank: e.rank,
+                status_addr: e.status_addr.clone(),
+                last_heartbeat_unix_ms: e.last_heartbeat.map_or(0, |(_, unix_ms)| unix_ms),
+                alive: e.alive && is_fresh(e, now, self.expiry_timeout),
+            })
+            .collect();
+        members.sort_by_key(|m| m.rank);
+        members
+    }
+
+    /// The event published on the `membership` topic.
+    pub fn event(&self, now: Now) -> MembershipEvent {
+        MembershipEvent {
+            epoch: self.epoch,
+            members: self.members(now),
+        }
+    }
+}
+
+fn is_fresh(entry: &Entry, now: Now, timeout: Duration) -> bool {
+    entry
+        .last_heartbeat
+        .is_some_and(|(at, _)| now.instant.saturating_duration_since(at) <= timeout)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const TIMEOUT: Duration = Duration::from_secs(5);
+
+    fn ms(n: u64) -> Duration {
+        Duration::from_millis(n)
+    }
+
+    fn alive(registry: &Registry, now: Now) -> Vec<(String, Rank, bool)> {
+        registry
+            .members(now)
+            .into_iter()
+            .map(|m| (m.node, m.rank, m.alive))
+            .collect()
+    }
+
+    #[test]
+    fn new_names_get_the_next_free_rank_and_keep_it() {
+        let t0 = Now::system();
+        let mut registry = Registry::new(TIMEOUT);
+        assert_eq!(registry.register("node-1", "", t0), Ok(1));
+        assert_eq!(registry.register("node-2", "", t0), Ok(2));
+        assert_eq!(registry.register("node-3", "", t0), Ok(3));
+        assert_eq!(registry.register("node-2", "", t0.after(ms(10))), Ok(2));
+        assert_eq!(registry.register("node-9", "", t0), Ok(4));
+    }
+
+    #[test]
+    fn an_expired_member_is_reported_as_gone_but_keeps_its_rank() {
+        let t0 = Now::system();
+        let mut registry = Registry::new(TIMEOUT);
+        registry.register("node-1", "", t0).unwrap();
+        registry.register("node-2", "", t0).unwrap();
+        let t1 = t0.after(ms(4000));
+        assert!(registry.heartbeat("node-1", t1));
+        assert!(!registry.expire(t1), "nobody is silent for 5 s yet");
+        let t2 = t0.after(ms(5001));
+        // Reported gone as soon as the timeout passed, before `expire` ran.
+        assert_eq!(
+            alive(&registry, t2),
+            vec![("node-1".into(), 1, true), ("node-2".into(), 2, false)]
+        );
+        let epoch = registry.epoch();
+        assert!(registry.expire(t2));
+        assert_eq!(registry.epoch(), epoch + 1);
+        assert!(!registry.expire(t2), "gone once, not again");
+        // A newcomer does not get the gone member's rank.
+        assert_eq!(registry.register("node-3", "", t2), Ok(3));
+        // The gone member comes back with its rank.
+        assert_eq!(registry.register("node-2", "", t2), Ok(2));
+        assert!(alive(&registry, t2).iter().all(|(_, _, alive)| *alive));
+    }
+
+    #[test]
+    fn heartbeats_keep_members_alive_and_never_revive_them() {
+        let t0 = Now::system();
+        let mut registry = Registry::new(TIMEOUT);
+        assert!(!registry.heartbeat("stranger", t0), "unknown");
+        registry.register("node-1", "", t0).unwrap();
+        let mut now = t0;
+        for _ in 0..10 {
+            now = now.after(ms(3000));
+            assert!(registry.heartbeat("node-1", now));
+            assert!(!registry.expire(now));
+        }
+        let late = now.after(ms(6000));
+        assert!(
+            !registry.heartbeat("node-1", late),
+            "silent too long: register again"
+        );
+        registry.expire(late);
+        assert!(!registry.heartbeat("node-1", late));
+        assert_eq!(registry.register("node-1", "", late), Ok(1));
+        assert!(registry.heartbeat("node-1", late.after(ms(1))));
+    }
+
+    #[test]
+    fn members_report_heartbeat_times() {
+        let t0 = Now::system();
+        let mut registry = Registry::new(TIMEOUT);
+        registry.register("node-1", "127.0.0.1:7001", t0).unwrap();
+        registry.heartbeat("node-1", t0.after(ms(1500)));
+        let members = registry.members(t0.after(ms(1600)));
+        assert_eq!(members.len(), 1);
+        assert_eq!(members[0].last_heartbeat_unix_ms, t0.unix_ms + 1500);
+        assert_eq!(members[0].status_addr, "127.0.0.1:7001");
+        assert!(members[0].alive);
+    }
+
+    #[test]
+    fn the_registry_is_bounded() {
+        let t0 = Now::system();
+        let mut registry = Registry::new(TIMEOUT);
+        for i in 0..MAX_MEMBERS {
+            assert_eq!(
+                registry.register(&format!("n{i}"), "", t0),
+                Ok(i as Rank + 1)
+            );
+        }
+        assert_eq!(
+            registry.register("one-too-many", "", t0),
+            Err(RegistryError::Full)
+        );
+        // Gone members still hold their ranks.
+        let late = t0.after(ms(60_000));
+        registry.expire(late);
+        assert_eq!(
+            registry.register("one-too-many", "", late),
+            Err(RegistryError::Full)
+        );
+        assert_eq!(registry.register("n7", "", late), Ok(8));
+    }
+
+    #[test]
+    fn bad_names_are_refused() {
+        let t0 = Now::system();
+        let mut registry = Registry::new(TIMEOUT);
+        for name in ["", "has space", "slash/y", &"x".repeat(65)] {
+            assert!(
+                matches!(
+                    registry.register(name, "", t0),
+                    Err(RegistryError::Invalid(_))
+                ),
+                "{name:?}"
+            );
+        }
+        assert!(registry.register("ok", &"a".repeat(257), t0).is_err());
+        assert!(registry.members(t0).is_empty());
+    }
+
+    #[test]
+    fn every_change_bumps_the_epoch_and_marks_dirty() {
+        let t0 = Now::system();
+        let mut registry = Registry::new(TIMEOUT);
+        assert!(!registry.take_dirty());
+        registry.register("node-1", "a", t0).unwrap();
+        assert_eq!(registry.epoch(), 1);
+        assert!(registry.take_dirty());
+        assert!(!registry.take_dirty(), "cleared");
+        // Registering again unchanged, and heartbeats, change nothing.
+        registry.register("node-1", "a", t0).unwrap();
+        registry.heartbeat("node-1", t0);
+        assert_eq!(registry.epoch(), 1);
+        assert!(!registry.take_dirty());
+        // A new status address is a change.
+        registry.register("node-1", "b", t0).unwrap();
+        assert_eq!(registry.epoch(), 2);
+        assert!(registry.take_dirty());
+        assert_eq!(registry.event(t0).epoch, 2);
+    }
+
+    #[test]
+    fn a_restored_registry_gives_old_names_their_ranks_and_moves_the_epoch_on() {
+        let t0 = Now::system();
+        let mut before = Registry::new(TIMEOUT);
+        for name in ["node-1", "node-2", "node-3"] {
+            before.register(name, "", t0).unwrap();
+        }
+        before.expire(t0.after(ms(10_000)));
+        let persisted = before.persisted();
+        let t1 = Now::system();
+        let mut after = Registry::restore(&persisted, TIMEOUT).unwrap();
+        assert!(after.epoch() > before.epoch());
+        // Nobody is alive until they register again; heartbeats are told to register.
+        assert!(after.members(t1).iter().all(|m| !m.alive));
+        assert!(!after.heartbeat("node-2", t1));
+        assert_eq!(after.register("node-2", "", t1), Ok(2));
+        assert_eq!(after.register("node-4", "", t1), Ok(4));
+        assert_eq!(after.register("node-1", "", t1), Ok(1));
+    }
+
+    #[test]
+    fn a_damaged_persisted_state_is_refused() {
+        let member = |node: &str, rank| PersistedMember {
+            node: node.into(),
+            rank,
+            status_addr: String::new(),
+        };
+        let state = |members| Persisted {
+            format: PERSISTED_FORMAT,
+            epoch: 1,
+            members,
+        };
+        for bad in [
+            state(vec![member("a", 1), member("b", 1)]),
+            state(vec![member("a", 1), member("a", 2)]),
+            state(vec![member("a", 0)]),
+            state(vec![member("a", MAX_MEMBERS as Rank + 1)]),
+            state(vec![member("bad name", 1)]),
+            Persisted {
+                format: 99,
+                epoch: 1,
+                members: vec![],
+            },
+        ] {
+            assert!(Registry::restore(&bad, TIMEOUT).is_err(), "{bad:?}");
+        }
+        assert!(Registry::restore(&state(vec![member("a", 3), member("b", 1)]), TIMEOUT).is_ok());
+    }
+}
