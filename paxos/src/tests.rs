@@ -641,3 +641,51 @@ fn a_lagging_replica_installs_a_snapshot_from_a_truncated_peer() {
     assert_eq!(got, bytes);
     assert_eq!(behind.status().decided_upto, 5);
 }
+
+#[test]
+fn a_candidate_asks_for_the_rest_of_a_cut_promise_before_leading() {
+    let mut r = candidate();
+    let entry = |slot| PromiseEntry {
+        slot,
+        ballot: Some(Ballot::new(0, 1)),
+        value: value(slot),
+    };
+    let chunk = |from_slot, entries, next_slot| {
+        env(
+            1,
+            Message::Promise {
+                ballot: Ballot::new(1, 3),
+                from_slot,
+                entries,
+                next_slot,
+                decided_upto: 0,
+                truncated_upto: 0,
+            },
+        )
+    };
+    r.step(chunk(1, vec![entry(1)], Some(2)));
+    // Not complete yet: it asks node 1 for the rest, and does not lead.
+    assert_eq!(r.status().role, Role::Candidate);
+    let ready = r.ready();
+    assert_eq!(ready.messages.len(), 1);
+    assert_eq!(ready.messages[0].to, Some(1));
+    assert!(matches!(
+        ready.messages[0].message,
+        Message::Prepare { from_slot: 2, .. }
+    ));
+    // A chunk that skips ahead of what was asked is ignored.
+    r.step(chunk(5, vec![entry(5)], None));
+    assert_eq!(r.status().role, Role::Candidate);
+    r.step(chunk(2, vec![entry(2)], None));
+    assert_eq!(r.status().role, Role::Leader);
+    let ready = r.ready();
+    let accepts: Vec<Slot> = ready
+        .messages
+        .iter()
+        .filter_map(|m| match &m.message {
+            Message::Accept { slot, .. } => Some(*slot),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(accepts, vec![1, 2]);
+}
