@@ -1,1 +1,721 @@
-//! # e2e — end-to-end tests of paxos-zmq over real processes (work in progress)
+//! # e2e — end-to-end tests of paxos-zmq over real processes on loopback
+//!
+//! [`Cluster`] starts the real binaries — `reference`, `proxy`, `broker` and `node`s —
+//! on free loopback ports, each node with its own data folder under one temporary
+//! folder, and kills every process it started when dropped (also when a test panics).
+//! [`Client`] is a small test client: DEALER sockets to the broker frontend, many
+//! sessions multiplexed over them, each request retried with the same `(client_id, seq)`
+//! until its deadline.
+//!
+//! ## Binaries
+//! The harness runs the binaries of `$PAXOS_BIN_DIR` if set; otherwise those of the
+//! cargo profile the tests were built with (`target/debug` for `cargo test`,
+//! `target/release` for `cargo test --release`), which it first brings up to date with
+//! one `cargo build --bins -p node -p broker -p proxy -p reference` (set
+//! `E2E_NO_BUILD=1` to skip that). So:
+//!
+//! ```text
+//! cargo test -p e2e                         # functional tests (debug binaries)
+//! cargo test -p e2e --release -- --ignored bench --nocapture   # the benchmark
+//! ```
+//!
+//! ## Rules the tests follow
+//! No fixed sleep is used as synchronisation: every wait polls a condition (a `/status`
+//! answer, a file, a reply) until a deadline, and a test fails with what it last saw.
+//! Ports come from the OS (bind port 0, read it, release it).
+
+#![allow(clippy::print_stdout)] // the benchmark prints its table
+
+use std::collections::{BTreeMap, HashMap};
+use std::fs::{self, File};
+use std::net::{SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use proto::{Consistency, Error, ErrorCode, Op, Reply, Request, Response};
+use tokio::sync::oneshot;
+use transport::{Kind, Mode, Options, Socket};
+
+pub use node::StatusReport;
+
+/// How long a test waits for a cluster to elect a leader or converge before failing.
+pub const CONVERGE_TIMEOUT: Duration = Duration::from_secs(60);
+/// Interval between two polls of a condition.
+pub const POLL_INTERVAL: Duration = Duration::from_millis(50);
+
+/// Returns when `condition` gives `Some`, polling every [`POLL_INTERVAL`]; panics with
+/// `what` after `timeout`.
+pub fn wait_for<T>(what: &str, timeout: Duration, mut condition: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(value) = condition() {
+            return value;
+        }
+        if Instant::now() > deadline {
+            panic!("timed out after {timeout:?} waiting for {what}");
+        }
+        std::thread::sleep(POLL_INTERVAL);
+    }
+}
+
+/// A free TCP port on 127.0.0.1 (the OS picks it; it is released at once, so a test may
+/// in rare cases race another process for it).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .unwrap_or_else(|e| panic!("no free port: {e}"))
+}
+
+/// The folder of the binaries under test (see the crate page).
+pub fn bin_dir() -> PathBuf {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
+        if let Some(dir) = std::env::var_os("PAXOS_BIN_DIR") {
+            return PathBuf::from(dir);
+        }
+        // target/<profile>/deps/e2e-<hash> -> target/<profile>
+        let exe = std::env::current_exe().unwrap_or_else(|e| panic!("current exe: {e}"));
+        let profile_dir = exe
+            .parent()
+            .and_then(Path::parent)
+            .unwrap_or_else(|| panic!("unexpected test path {}", exe.display()))
+            .to_path_buf();
+        if std::env::var_os("E2E_NO_BUILD").is_none() {
+            build_binaries(&profile_dir);
+        }
+        profile_dir
+    })
+    .clone()
+}
+
+fn build_binaries(profile_dir: &Path) {
+    let workspace = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap_or_else(|| panic!("no workspace"));
+    let target_dir = profile_dir
+        .parent()
+        .unwrap_or_else(|| panic!("no target dir"));
+    let mut command = Command::new(env!("CARGO"));
+    command
+        .current_dir(workspace)
+        .env("CARGO_TARGET_DIR", target_dir)
+        .args(["build", "--bins"])
+        .args([
+            "-p",
+            "node",
+            "-p",
+            "broker",
+            "-p",
+            "proxy",
+            "-p",
+            "reference",
+        ]);
+    if profile_dir.file_name().is_some_and(|n| n == "release") {
+        command.arg("--release");
+    }
+    let status = command
+        .status()
+        .unwrap_or_else(|e| panic!("cannot run cargo build: {e}"));
+    assert!(status.success(), "cargo build of the binaries failed");
+}
+
+/// How to start a [`Cluster`].
+#[derive(Debug, Clone)]
+pub struct ClusterOptions {
+    /// Node ids `1..=nodes`.
+    pub nodes: u32,
+    /// Extra flags for every node.
+    pub node_args: Vec<String>,
+    /// `RUST_LOG` of the processes.
+    pub log: String,
+    /// Start the reference service and let the nodes register. Without it, every node's
+    /// `node.json` is written beforehand with rank = id (as after an earlier
+    /// registration), and the nodes run with the reference down.
+    pub reference: bool,
+}
+
+impl Default for ClusterOptions {
+    fn default() -> Self {
+        ClusterOptions {
+            nodes: 3,
+            node_args: Vec::new(),
+            log: "info".to_owned(),
+            reference: true,
+        }
+    }
+}
+
+/// The fabric's endpoints.
+#[derive(Debug, Clone)]
+pub struct Endpoints {
+    /// Reference ROUTER.
+    pub reference: String,
+    /// Proxy XSUB (publishers).
+    pub proxy_frontend: String,
+    /// Proxy XPUB (subscribers).
+    pub proxy_backend: String,
+    /// Broker frontend (clients).
+    pub broker_frontend: String,
+    /// Broker backend (nodes).
+    pub broker_backend: String,
+}
+
+fn endpoint(port: u16) -> String {
+    format!("tcp://127.0.0.1:{port}")
+}
+
+/// A running cluster of real processes; every process is killed on drop.
+#[derive(Debug)]
+pub struct Cluster {
+    /// The temporary folder: `data/` (the nodes' folders) and `logs/`.
+    pub dir: PathBuf,
+    /// The endpoints.
+    pub endpoints: Endpoints,
+    options: ClusterOptions,
+    processes: BTreeMap<String, Child>,
+    status_ports: BTreeMap<u32, u16>,
+    starts: BTreeMap<String, u32>,
+}
+
+impl Cluster {
+    /// Starts reference, proxy, broker and `options.nodes` nodes.
+    pub fn start(options: ClusterOptions) -> Cluster {
+        let bins = bin_dir();
+        static COUNTER: AtomicU64 = AtomicU64::new(0);
+        let dir = std::env::temp_dir().join(format!(
+            "paxos-e2e-{}-{}",
+            std::process::id(),
+            COUNTER.fetch_add(1, Ordering::Relaxed)
+        ));
+        let _ = fs::remove_dir_all(&dir);
+        fs::create_dir_all(dir.join("logs")).unwrap_or_else(|e| panic!("{e}"));
+        fs::create_dir_all(dir.join("data")).unwrap_or_else(|e| panic!("{e}"));
+        let endpoints = Endpoints {
+            reference: endpoint(free_port()),
+            proxy_frontend: endpoint(free_port()),
+            proxy_backend: endpoint(free_port()),
+            broker_frontend: endpoint(free_port()),
+            broker_backend: endpoint(free_port()),
+        };
+        assert!(
+            bins.join("node").exists(),
+            "no node binary in {}",
+            bins.display()
+        );
+        let mut cluster = Cluster {
+            dir,
+            endpoints,
+            options: options.clone(),
+            processes: BTreeMap::new(),
+            status_ports: BTreeMap::new(),
+            starts: BTreeMap::new(),
+        };
+        cluster.start_proxy();
+        cluster.start_broker();
+        if options.reference {
+            cluster.start_reference();
+        } else {
+            cluster.write_identities();
+        }
+        for id in 1..=options.nodes {
+            cluster.start_node(id, &[]);
+        }
+        cluster
+    }
+
+    fn spawn(&mut self, name: &str, binary: &str, args: &[String]) {
+        let count = self.starts.entry(name.to_owned()).or_default();
+        *count += 1;
+        let log_path = self.dir.join("logs").join(format!("{name}.{count}.log"));
+        let log = File::create(&log_path).unwrap_or_else(|e| panic!("{e}"));
+        let err = log.try_clone().unwrap_or_else(|e| panic!("{e}"));
+        let child = Command::new(bin_dir().join(binary))
+            .args(args)
+            .current_dir(&self.dir)
+            .env("RUST_LOG", &self.options.log)
+            .stdin(Stdio::null())
+            .stdout(log)
+            .stderr(err)
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {binary}: {e}"));
+        self.processes.insert(name.to_owned(), child);
+    }
+
+    /// Starts (or restarts) the proxy.
+    pub fn start_proxy(&mut self) {
+        let args = vec![
+            "--frontend".to_owned(),
+            self.endpoints.proxy_frontend.clone(),
+            "--backend".to_owned(),
+            self.endpoints.proxy_backend.clone(),
+        ];
+        self.spawn("proxy", "proxy", &args);
+    }
+
+    /// Starts (or restarts) the broker.
+    pub fn start_broker(&mut self) {
+        let args = vec![
+            "--frontend".to_owned(),
+            self.endpoints.broker_frontend.clone(),
+            "--backend".to_owned(),
+            self.endpoints.broker_backend.clone(),
+        ];
+        self.spawn("broker", "broker", &args);
+    }
+
+    /// Starts (or restarts) the reference service, with its data under `data/`.
+    pub fn start_reference(&mut self) {
+        let args = vec![
+            "--endpoint".to_owned(),
+            self.endpoints.reference.clone(),
+            "--proxy".to_owned(),
+            self.endpoints.proxy_frontend.clone(),
+            "--data-dir".to_owned(),
+            self.dir
+                .join("data")
+                .join("reference")
+                .display()
+                .to_string(),
+        ];
+        self.spawn("reference", "reference", &args);
+    }
+
+    /// Writes every node's `node.json` with rank = id, as a registration would have.
+    pub fn write_identities(&self) {
+        for id in self.ids() {
+            let peers: serde_json::Map<String, serde_json::Value> = self
+                .ids()
+                .into_iter()
+                .filter(|&p| p != id)
+                .map(|p| (p.to_string(), format!("node-{p}").into()))
+                .collect();
+            let identity = serde_json::json!({
+                "node": format!("node-{id}"),
+                "rank": id,
+                "peers": peers,
+            });
+            let dir = self.node_dir(id);
+            fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("{e}"));
+            fs::write(dir.join("node.json"), identity.to_string())
+                .unwrap_or_else(|e| panic!("{e}"));
+        }
+    }
+
+    /// The arguments a node is started with.
+    pub fn node_args(&mut self, id: u32, extra: &[&str]) -> Vec<String> {
+        let port = *self.status_ports.entry(id).or_insert_with(free_port);
+        let mut args: Vec<String> = vec![
+            "--id".into(),
+            id.to_string(),
+            "--cluster-size".into(),
+            self.options.nodes.to_string(),
+            "--reference".into(),
+            self.endpoints.reference.clone(),
+            "--proxy-frontend".into(),
+            self.endpoints.proxy_frontend.clone(),
+            "--proxy-backend".into(),
+            self.endpoints.proxy_backend.clone(),
+            "--broker".into(),
+            self.endpoints.broker_backend.clone(),
+            "--data-dir".into(),
+            self.dir.join("data").display().to_string(),
+            "--status-addr".into(),
+            format!("127.0.0.1:{port}"),
+        ];
+        args.extend(self.options.node_args.iter().cloned());
+        args.extend(extra.iter().map(|s| (*s).to_owned()));
+        args
+    }
+
+    /// Starts (or restarts) node `id` with extra flags.
+    pub fn start_node(&mut self, id: u32, extra: &[&str]) {
+        let args = self.node_args(id, extra);
+        self.spawn(&format!("node-{id}"), "node", &args);
+    }
+
+    /// The node ids of this cluster.
+    pub fn ids(&self) -> Vec<u32> {
+        (1..=self.options.nodes).collect()
+    }
+
+    /// Node `id`'s folder.
+    pub fn node_dir(&self, id: u32) -> PathBuf {
+        self.dir.join("data").join(format!("node-{id}"))
+    }
+
+    /// Node `id`'s status address.
+    pub fn status_addr(&self, id: u32) -> SocketAddr {
+        let port = self.status_ports.get(&id).copied().unwrap_or(0);
+        SocketAddr::from(([127, 0, 0, 1], port))
+    }
+
+    /// Node `id`'s `/status`, if it answers.
+    pub fn status(&self, id: u32) -> Option<StatusReport> {
+        let (code, body) =
+            node::http_get(self.status_addr(id), "/status", Duration::from_secs(2)).ok()?;
+        if code != 200 {
+            return None;
+        }
+        serde_json::from_str(&body).ok()
+    }
+
+    /// The log of the latest run of process `name` (`node-1`, `broker`, ...).
+    pub fn log(&self, name: &str) -> String {
+        let count = self.starts.get(name).copied().unwrap_or(1);
+        fs::read_to_string(self.dir.join("logs").join(format!("{name}.{count}.log")))
+            .unwrap_or_default()
+    }
+
+    /// Whether process `name` is still running.
+    pub fn is_running(&mut self, name: &str) -> bool {
+        self.processes
+            .get_mut(name)
+            .is_some_and(|c| matches!(c.try_wait(), Ok(None)))
+    }
+
+    /// Waits until process `name` exits (within `timeout`); its exit status.
+    pub fn wait_exit(&mut self, name: &str, timeout: Duration) -> ExitStatus {
+        let child = self
+            .processes
+            .get_mut(name)
+            .unwrap_or_else(|| panic!("no process {name}"));
+        wait_for(&format!("{name} to exit"), timeout, || {
+            child.try_wait().ok().flatten()
+        })
+    }
+
+    /// `kill -9` of process `name`, and waits for it.
+    pub fn kill(&mut self, name: &str) {
+        if let Some(mut child) = self.processes.remove(name) {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Sends a signal (`"TERM"`, `"STOP"`, `"CONT"`) to process `name`.
+    pub fn signal(&mut self, name: &str, signal: &str) {
+        let child = self
+            .processes
+            .get(name)
+            .unwrap_or_else(|| panic!("no process {name}"));
+        let status = Command::new("kill")
+            .args(["-s", signal, &child.id().to_string()])
+            .status()
+            .unwrap_or_else(|e| panic!("kill: {e}"));
+        assert!(status.success(), "kill -s {signal} {name} failed");
+    }
+
+    /// Graceful stop (SIGTERM) of process `name`; panics unless it exits 0 in time.
+    pub fn stop(&mut self, name: &str) {
+        self.signal(name, "TERM");
+        let status = self.wait_exit(name, Duration::from_secs(30));
+        assert!(
+            status.success(),
+            "{name} exited with {status} on SIGTERM; log:\n{}",
+            self.log(name)
+        );
+        self.processes.remove(name);
+    }
+
+    /// Waits until some node leads and every node in `ids` follows it; its id.
+    pub fn wait_for_leader(&self, ids: &[u32]) -> u32 {
+        wait_for("a leader that every node follows", CONVERGE_TIMEOUT, || {
+            let reports: Vec<StatusReport> = ids
+                .iter()
+                .map(|&id| self.status(id))
+                .collect::<Option<_>>()?;
+            let leader = reports.iter().find(|r| r.role == "leader")?;
+            let all_follow = reports
+                .iter()
+                .all(|r| r.leader == Some(leader.rank) && r.ready);
+            all_follow.then_some(leader.id)
+        })
+    }
+
+    /// The id of the node that leads now, if any answers as leader.
+    pub fn leader(&self, ids: &[u32]) -> Option<u32> {
+        ids.iter()
+            .filter_map(|&id| self.status(id))
+            .find(|r| r.role == "leader")
+            .map(|r| r.id)
+    }
+
+    /// Waits until every node in `ids` has applied the same slot with the same digest,
+    /// at least `min_slot`; returns `(applied_slot, digest)`.
+    pub fn wait_converged(&self, ids: &[u32], min_slot: u64) -> (u64, String) {
+        let deadline = Instant::now() + CONVERGE_TIMEOUT;
+        loop {
+            let reports: Vec<Option<StatusReport>> =
+                ids.iter().map(|&id| self.status(id)).collect();
+            if let Some(reports) = reports.iter().cloned().collect::<Option<Vec<_>>>() {
+                let first = &reports[0];
+                let same = reports.iter().all(|r| {
+                    r.applied_slot == first.applied_slot
+                        && r.digest == first.digest
+                        && r.decided_slot == r.applied_slot
+                });
+                if same && first.applied_slot >= min_slot {
+                    return (first.applied_slot, first.digest.clone());
+                }
+            }
+            if Instant::now() > deadline {
+                let seen: Vec<_> = reports
+                    .into_iter()
+                    .map(|r| r.map(|r| (r.id, r.role, r.applied_slot, r.decided_slot, r.digest)))
+                    .collect();
+                panic!("nodes {ids:?} did not converge at slot >= {min_slot}: {seen:?}");
+            }
+            std::thread::sleep(POLL_INTERVAL);
+        }
+    }
+
+    /// Node `id`'s store.json, parsed.
+    pub fn store_json(&self, id: u32) -> serde_json::Value {
+        let path = self.node_dir(id).join("store.json");
+        let text = fs::read_to_string(&path)
+            .unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
+        serde_json::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        for (_, mut child) in std::mem::take(&mut self.processes) {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        if std::thread::panicking() {
+            eprintln!(
+                "e2e: cluster folder kept for inspection: {}",
+                self.dir.display()
+            );
+        } else {
+            let _ = fs::remove_dir_all(&self.dir);
+        }
+    }
+}
+
+/// Why a call failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CallError {
+    /// No final answer before the deadline: the command may or may not have taken
+    /// effect.
+    #[error("no answer before the deadline")]
+    Timeout,
+    /// The socket closed.
+    #[error("client socket closed")]
+    Closed,
+}
+
+type Waiters = Arc<Mutex<HashMap<u64, oneshot::Sender<Response>>>>;
+
+/// One DEALER to the broker frontend, shared by many sessions (replies are matched by
+/// `seq`, which is unique per DEALER: session `k` numbers its requests `k << 32 | n`).
+#[derive(Debug, Clone)]
+pub struct Client {
+    sender: transport::Sender,
+    waiters: Waiters,
+    sessions: Arc<AtomicU64>,
+}
+
+impl Client {
+    /// Connects to the broker frontend.
+    pub async fn connect(broker_frontend: &str) -> Client {
+        let socket = Socket::open(
+            Kind::Dealer,
+            Mode::Connect,
+            broker_frontend,
+            Options::default(),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("cannot connect to {broker_frontend}: {e}"));
+        let (sender, mut receiver) = socket.split();
+        let waiters: Waiters = Arc::default();
+        let table = waiters.clone();
+        tokio::spawn(async move {
+            while let Some(frames) = receiver.recv().await {
+                let Some(body) = frames.last() else { continue };
+                let Ok(response) = proto::decode::<Response>(body) else {
+                    continue;
+                };
+                let waiter = table
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .remove(&response.seq);
+                if let Some(waiter) = waiter {
+                    let _ = waiter.send(response);
+                }
+            }
+        });
+        Client {
+            sender,
+            waiters,
+            sessions: Arc::new(AtomicU64::new(1)),
+        }
+    }
+
+    /// A new session with a fresh random client id.
+    pub fn session(&self) -> Session {
+        let index = self.sessions.fetch_add(1, Ordering::Relaxed);
+        Session {
+            client: self.clone(),
+            client_id: rand::random::<u64>() | 1,
+            next_seq: index << 32,
+        }
+    }
+}
+
+/// One client session: a client id and its request numbers.
+#[derive(Debug)]
+pub struct Session {
+    client: Client,
+    /// The session's client id.
+    pub client_id: u64,
+    next_seq: u64,
+}
+
+/// Per-attempt timeout of [`Session::call`]: a lost request or reply is retried after it.
+pub const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(1);
+
+impl Session {
+    /// Sends `op` and retries it with the same `(client_id, seq)` on timeouts and on
+    /// `unavailable` / `not_leader` / `overloaded`, until an answer or `deadline`.
+    pub async fn call(
+        &mut self,
+        op: Op,
+        consistency: Consistency,
+        deadline: Instant,
+    ) -> Result<Response, CallError> {
+        self.next_seq += 1;
+        let seq = self.next_seq;
+        let request = Request {
+            client_id: self.client_id,
+            seq,
+            op,
+            consistency,
+        };
+        let body = proto::encode(&request).unwrap_or_else(|e| panic!("encode: {e}"));
+        loop {
+            let now = Instant::now();
+            if now >= deadline {
+                self.client
+                    .waiters
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .remove(&seq);
+                return Err(CallError::Timeout);
+            }
+            let (tx, rx) = oneshot::channel();
+            self.client
+                .waiters
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert(seq, tx);
+            self.client
+                .sender
+                .send(vec![body.clone()])
+                .await
+                .map_err(|_| CallError::Closed)?;
+            let wait = ATTEMPT_TIMEOUT.min(deadline - now);
+            if let Ok(Ok(response)) = tokio::time::timeout(wait, rx).await {
+                let retry = matches!(
+                    &response.result,
+                    Err(Error {
+                        code: ErrorCode::Unavailable | ErrorCode::NotLeader | ErrorCode::Overloaded,
+                        ..
+                    })
+                );
+                if !retry {
+                    return Ok(response);
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+    }
+
+    /// `put key value` (linearizable); `Ok(())` once acknowledged.
+    pub async fn put(&mut self, key: &str, value: &str, deadline: Instant) -> Result<(), String> {
+        let op = Op::Put {
+            key: key.to_owned(),
+            value: value.to_owned(),
+        };
+        match self.call(op, Consistency::Linearizable, deadline).await {
+            Ok(Response {
+                result: Ok(Reply::Done),
+                ..
+            }) => Ok(()),
+            Ok(other) => Err(format!("put {key}: {:?}", other.result)),
+            Err(e) => Err(format!("put {key}: {e}")),
+        }
+    }
+
+    /// `get key` (linearizable): `Ok(Some(value))`, `Ok(None)` if absent.
+    pub async fn get(&mut self, key: &str, deadline: Instant) -> Result<Option<String>, String> {
+        let op = Op::Get {
+            key: key.to_owned(),
+        };
+        match self.call(op, Consistency::Linearizable, deadline).await {
+            Ok(Response {
+                result: Ok(Reply::Value(value)),
+                ..
+            }) => Ok(Some(value)),
+            Ok(Response {
+                result:
+                    Err(Error {
+                        code: ErrorCode::NotFound,
+                        ..
+                    }),
+                ..
+            }) => Ok(None),
+            Ok(other) => Err(format!("get {key}: {:?}", other.result)),
+            Err(e) => Err(format!("get {key}: {e}")),
+        }
+    }
+}
+
+/// Acknowledged writes, to read back after failures.
+#[derive(Debug, Default, Clone)]
+pub struct Acked(Arc<Mutex<BTreeMap<String, String>>>);
+
+impl Acked {
+    /// Records an acknowledged `put key value`.
+    pub fn record(&self, key: String, value: String) {
+        self.0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(key, value);
+    }
+
+    /// Every acknowledged write.
+    pub fn all(&self) -> BTreeMap<String, String> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// How many.
+    pub fn len(&self) -> usize {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).len()
+    }
+
+    /// Whether none.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// Reads every acknowledged key back (linearizably) and returns the ones whose value is
+/// not the acknowledged one.
+pub async fn lost_writes(client: &Client, acked: &Acked, deadline: Instant) -> Vec<String> {
+    let mut session = client.session();
+    let mut lost = Vec::new();
+    for (key, value) in acked.all() {
+        match session.get(&key, deadline).await {
+            Ok(Some(found)) if found == value => {}
+            other => lost.push(format!("{key}: acked {value:?}, read {other:?}")),
+        }
+    }
+    lost
+}
