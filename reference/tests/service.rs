@@ -1,0 +1,418 @@
+//! The reference service over loopback, running in this process through
+//! [`reference::run`]: stable ranks across a restart on the same data folder, expiry,
+//! membership events, a corrupt registry file, hostile peers, health.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a panic in a test is a failed test
+
+#[path = "../../broker/tests/common/hostile.rs"]
+mod hostile;
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use hostile::{fuzz_seed, hostile_message, one_tebibyte_frame_header, rss_bytes, tcp_address};
+use proto::ErrorCode;
+use proto::fabric::{Member, MembershipEvent, RefReply, RefRequest};
+use rand::SeedableRng;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use transport::{Kind, Mode, Options, Socket};
+
+const DEADLINE: Duration = Duration::from_secs(10);
+/// Held by the tests that measure the memory of the whole process.
+static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+/// A fresh folder under the system's temporary folder, removed on drop.
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new(name: &str) -> TempDir {
+        let path = std::env::temp_dir().join(format!(
+            "reference-test-{name}-{}-{}",
+            std::process::id(),
+            rand::random::<u64>()
+        ));
+        std::fs::create_dir_all(&path).unwrap();
+        TempDir(path)
+    }
+
+    fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// The reference on a free port, publishing to a SUB socket that this test binds (a PUB
+/// may connect to a bound SUB as well as to the proxy).
+struct TestReference {
+    endpoint: String,
+    events: Socket,
+    shutdown: CancellationToken,
+    task: JoinHandle<Result<reference::Stats, reference::ReferenceError>>,
+}
+
+impl TestReference {
+    async fn start(data_dir: &Path, config: reference::Config) -> TestReference {
+        let events = Socket::open(
+            Kind::Sub,
+            Mode::Bind,
+            "tcp://127.0.0.1:0",
+            Options::default().subscribe(proto::topic::MEMBERSHIP),
+        )
+        .await
+        .unwrap();
+        let (registry, store) = reference::open_registry(data_dir, config.expiry_timeout).unwrap();
+        let (router, publisher) = reference::bind("tcp://127.0.0.1:0", events.endpoint())
+            .await
+            .unwrap();
+        let endpoint = router.endpoint().to_owned();
+        let shutdown = CancellationToken::new();
+        let task = tokio::spawn(reference::run(
+            router,
+            publisher,
+            registry,
+            store,
+            config,
+            shutdown.clone(),
+        ));
+        TestReference {
+            endpoint,
+            events,
+            shutdown,
+            task,
+        }
+    }
+
+    async fn stop(self) -> reference::Stats {
+        self.shutdown.cancel();
+        tokio::time::timeout(DEADLINE, self.task)
+            .await
+            .expect("the reference stops on shutdown")
+            .unwrap()
+            .unwrap()
+    }
+
+    async fn node(&self) -> NodeClient {
+        NodeClient(
+            Socket::open(
+                Kind::Dealer,
+                Mode::Connect,
+                &self.endpoint,
+                Options::default(),
+            )
+            .await
+            .unwrap(),
+        )
+    }
+
+    /// The next membership event that satisfies `wanted`.
+    async fn event_where(&mut self, wanted: impl Fn(&MembershipEvent) -> bool) -> MembershipEvent {
+        let start = Instant::now();
+        loop {
+            let message = tokio::time::timeout(DEADLINE, self.events.recv())
+                .await
+                .expect("a membership event in time")
+                .unwrap();
+            assert_eq!(message[0], proto::topic::MEMBERSHIP.as_bytes());
+            let event: MembershipEvent = proto::decode(&message[1]).unwrap();
+            if wanted(&event) {
+                return event;
+            }
+            assert!(start.elapsed() < DEADLINE, "no such event: last {event:?}");
+        }
+    }
+}
+
+struct NodeClient(Socket);
+
+impl NodeClient {
+    async fn ask(&mut self, request: &RefRequest) -> RefReply {
+        self.0
+            .send(vec![proto::encode(request).unwrap()])
+            .await
+            .unwrap();
+        let message = tokio::time::timeout(DEADLINE, self.0.recv())
+            .await
+            .expect("an answer in time")
+            .unwrap();
+        assert_eq!(message.len(), 1);
+        proto::decode(&message[0]).unwrap()
+    }
+
+    async fn register(&mut self, node: &str) -> u32 {
+        match self
+            .ask(&RefRequest::Register {
+                node: node.into(),
+                status_addr: format!("127.0.0.1:7{node}"),
+            })
+            .await
+        {
+            RefReply::Registered { rank, members } => {
+                assert!(
+                    members
+                        .iter()
+                        .any(|m| m.node == node && m.rank == rank && m.alive)
+                );
+                rank
+            }
+            other => panic!("not registered: {other:?}"),
+        }
+    }
+
+    async fn heartbeat(&mut self, node: &str) -> bool {
+        match self.ask(&RefRequest::Heartbeat { node: node.into() }).await {
+            RefReply::HeartbeatAck { known } => known,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    async fn members(&mut self) -> Vec<Member> {
+        match self.ask(&RefRequest::Members).await {
+            RefReply::Members(members) => members,
+            other => panic!("{other:?}"),
+        }
+    }
+}
+
+fn alive(members: &[Member], node: &str) -> Option<bool> {
+    members.iter().find(|m| m.node == node).map(|m| m.alive)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_reference_gives_a_re_registered_name_the_same_rank() {
+    let data = TempDir::new("restart");
+    let first = TestReference::start(data.path(), reference::Config::default()).await;
+    let mut node = first.node().await;
+    for (name, rank) in [("node-a", 1), ("node-b", 2), ("node-c", 3)] {
+        assert_eq!(node.register(name).await, rank);
+    }
+    let first_stats = first.stop().await;
+    assert!(first_stats.saves >= 3, "{first_stats:?}");
+
+    // Same folder, new process state, new port.
+    let mut second = TestReference::start(data.path(), reference::Config::default()).await;
+    let mut node = second.node().await;
+    // Known names, nobody alive yet: a heartbeat is told to register again.
+    let members = node.members().await;
+    assert_eq!(members.len(), 3);
+    assert!(members.iter().all(|m| !m.alive), "{members:?}");
+    assert!(!node.heartbeat("node-b").await);
+    assert_eq!(node.register("node-b").await, 2);
+    assert_eq!(
+        node.register("node-new").await,
+        4,
+        "a new name gets the next free rank"
+    );
+    assert_eq!(node.register("node-a").await, 1);
+    assert!(node.heartbeat("node-b").await);
+    // The event published after the restart moved past every epoch of the first run.
+    let event = second
+        .event_where(|e| alive(&e.members, "node-a") == Some(true))
+        .await;
+    assert!(event.epoch > 3, "{event:?}");
+    second.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_expired_member_is_reported_as_gone_and_published() {
+    let data = TempDir::new("expiry");
+    let config = reference::Config {
+        expiry_timeout: Duration::from_millis(300),
+        publish_interval: Duration::from_millis(100),
+        ..reference::Config::default()
+    };
+    let mut service = TestReference::start(data.path(), config).await;
+    let mut node = service.node().await;
+    assert_eq!(node.register("node-1").await, 1);
+    assert_eq!(node.register("node-2").await, 2);
+    let joined = service
+        .event_where(|e| e.members.len() == 2 && e.members.iter().all(|m| m.alive))
+        .await;
+
+    // node-1 keeps heartbeating, node-2 falls silent.
+    let start = Instant::now();
+    let members = loop {
+        assert!(node.heartbeat("node-1").await);
+        let members = node.members().await;
+        if alive(&members, "node-2") == Some(false) {
+            break members;
+        }
+        assert!(start.elapsed() < DEADLINE, "node-2 never expired");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!(alive(&members, "node-1"), Some(true));
+    let gone = members.iter().find(|m| m.node == "node-2").unwrap();
+    assert_eq!(gone.rank, 2, "a gone member keeps its rank");
+    assert!(gone.last_heartbeat_unix_ms > 0);
+
+    // The change is published with a higher epoch.
+    let event = service
+        .event_where(|e| alive(&e.members, "node-2") == Some(false))
+        .await;
+    assert!(event.epoch > joined.epoch, "{event:?} after {joined:?}");
+    assert_eq!(alive(&event.members, "node-1"), Some(true));
+
+    // It is told to register again, and comes back with its rank.
+    assert!(!node.heartbeat("node-2").await);
+    assert_eq!(node.register("node-2").await, 2);
+    let back = service
+        .event_where(|e| alive(&e.members, "node-2") == Some(true))
+        .await;
+    assert!(back.epoch > event.epoch);
+    let stats = service.stop().await;
+    assert!(stats.published >= 3, "{stats:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn membership_is_republished_periodically_without_changes() {
+    let data = TempDir::new("periodic");
+    let config = reference::Config {
+        publish_interval: Duration::from_millis(50),
+        ..reference::Config::default()
+    };
+    let mut service = TestReference::start(data.path(), config).await;
+    let mut node = service.node().await;
+    node.register("node-1").await;
+    let first = service.event_where(|e| e.members.len() == 1).await;
+    // Several more copies of the same epoch arrive with nothing changing.
+    for _ in 0..3 {
+        let again = service.event_where(|_| true).await;
+        assert_eq!(again.epoch, first.epoch);
+    }
+    service.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_corrupt_registry_file_is_a_clear_error() {
+    let data = TempDir::new("corrupt");
+    let file = data.path().join(reference::store::FILE_NAME);
+    std::fs::write(&file, b"{\"format\": 1, \"members\": [oops").unwrap();
+    let error = reference::open_registry(data.path(), Duration::from_secs(5)).unwrap_err();
+    assert!(
+        error.to_string().contains(&file.display().to_string()),
+        "{error}"
+    );
+    assert!(matches!(
+        error,
+        reference::store::StoreError::Corrupt { .. }
+    ));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_requests_are_answered_bad_request() {
+    let data = TempDir::new("malformed");
+    let service = TestReference::start(data.path(), reference::Config::default()).await;
+    let mut node = service.node().await;
+    for message in [vec![b"junk".to_vec()], vec![Vec::new(), Vec::new()]] {
+        node.0.send(message).await.unwrap();
+        let reply = tokio::time::timeout(DEADLINE, node.0.recv())
+            .await
+            .unwrap()
+            .unwrap();
+        let RefReply::Error(error) = proto::decode(&reply[0]).unwrap() else {
+            panic!("not an error")
+        };
+        assert_eq!(error.code, ErrorCode::BadRequest);
+    }
+    assert!(node.members().await.is_empty());
+    let stats = service.stop().await;
+    assert_eq!(stats.malformed, 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_reference_survives_hostile_peers_with_flat_memory() {
+    let _alone = ONE_AT_A_TIME.lock().await;
+    let seed = fuzz_seed();
+    let data = TempDir::new("hostile");
+    let service = TestReference::start(data.path(), reference::Config::default()).await;
+    let mut node = service.node().await;
+    node.register("node-1").await;
+    let rss_before = rss_bytes();
+    assert!(rss_before > 0, "VmRSS is readable");
+
+    let mut attackers = Vec::new();
+    for _ in 0..8 {
+        let mut stream = std::net::TcpStream::connect(tcp_address(&service.endpoint)).unwrap();
+        stream.write_all(&one_tebibyte_frame_header()).unwrap();
+        let _ = stream.write_all(&[0xAB; 4096]);
+        attackers.push(stream);
+    }
+    let valid = vec![
+        proto::encode(&RefRequest::Register {
+            node: "node-x".into(),
+            status_addr: String::new(),
+        })
+        .unwrap(),
+        proto::encode(&RefRequest::Heartbeat {
+            node: "node-1".into(),
+        })
+        .unwrap(),
+        proto::encode(&RefRequest::Members).unwrap(),
+    ];
+    let socket = Socket::open(
+        Kind::Dealer,
+        Mode::Connect,
+        &service.endpoint,
+        Options::default(),
+    )
+    .await
+    .unwrap();
+    let (tx, mut rx) = socket.split();
+    let drain = tokio::spawn(async move {
+        let mut answers = 0u64;
+        while let Ok(Some(_)) = tokio::time::timeout(Duration::from_millis(500), rx.recv()).await {
+            answers += 1;
+        }
+        answers
+    });
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    for _ in 0..10_000 {
+        tx.send(hostile_message(&mut rng, &valid)).await.unwrap();
+    }
+    for _ in 0..20 {
+        let mut junk = std::net::TcpStream::connect(tcp_address(&service.endpoint)).unwrap();
+        let mut bytes = vec![0u8; rand::Rng::random_range(&mut rng, 1..4096)];
+        rand::Rng::fill(&mut rng, &mut bytes[..]);
+        let _ = junk.write_all(&bytes);
+    }
+    let answers = drain.await.unwrap();
+
+    // Still answering, with its registry intact, while the attackers hold on.
+    assert!(node.heartbeat("node-1").await);
+    let members = node.members().await;
+    assert_eq!(members.iter().find(|m| m.node == "node-1").unwrap().rank, 1);
+    let grown = rss_bytes().saturating_sub(rss_before);
+    assert!(grown < 64 * 1024 * 1024, "memory grew by {grown} bytes");
+    drop(attackers);
+    let stats = service.stop().await;
+    eprintln!("answers {answers}; {stats:?}");
+    assert!(stats.malformed > 1000, "{stats:?}");
+    assert!(answers > 5000, "{answers}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_answers_when_the_reference_runs_and_fails_when_not() {
+    let data = TempDir::new("health");
+    let service = TestReference::start(data.path(), reference::Config::default()).await;
+    let mut node = service.node().await;
+    node.register("node-1").await;
+    let members = reference::health(&service.endpoint, DEADLINE)
+        .await
+        .unwrap();
+    assert_eq!(members.len(), 1);
+    let endpoint = service.endpoint.clone();
+    service.stop().await;
+    let error = reference::health(&endpoint, Duration::from_millis(300))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(error, reference::HealthError::Timeout(_)),
+        "{error}"
+    );
+}
