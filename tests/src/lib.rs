@@ -31,7 +31,7 @@ use std::fs::{self, File};
 use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -579,7 +579,7 @@ pub struct Session {
 }
 
 /// Per-attempt timeout of [`Session::call`]: a lost request or reply is retried after it.
-pub const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(1);
+pub const ATTEMPT_TIMEOUT: Duration = Duration::from_millis(500);
 
 impl Session {
     /// Sends `op` and retries it with the same `(client_id, seq)` on timeouts and on
@@ -718,4 +718,124 @@ pub async fn lost_writes(client: &Client, acked: &Acked, deadline: Instant) -> V
         }
     }
     lost
+}
+
+/// A multi-threaded tokio runtime for a test's clients (the test thread stays free to
+/// drive the processes).
+pub fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap_or_else(|e| panic!("runtime: {e}"))
+}
+
+/// How long one write of a [`Load`] may take, retries included.
+pub const LOAD_CALL_DEADLINE: Duration = Duration::from_secs(30);
+
+/// Background writers: `sessions` sessions each putting unique keys in a loop, recording
+/// every acknowledged write and when it was acknowledged.
+#[derive(Debug)]
+pub struct Load {
+    stop: Arc<AtomicBool>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+    /// Acknowledged writes.
+    pub acked: Acked,
+    acks: Arc<Mutex<Vec<Instant>>>,
+    /// Writes that got no answer before their deadline (outcome unknown).
+    pub unknown: Arc<AtomicU64>,
+}
+
+impl Load {
+    /// Starts the writers on `runtime`.
+    pub fn start(
+        runtime: &tokio::runtime::Runtime,
+        client: &Client,
+        sessions: usize,
+        prefix: &str,
+    ) -> Load {
+        let stop = Arc::new(AtomicBool::new(false));
+        let acked = Acked::default();
+        let acks: Arc<Mutex<Vec<Instant>>> = Arc::default();
+        let unknown = Arc::new(AtomicU64::new(0));
+        let tasks = (0..sessions)
+            .map(|n| {
+                let mut session = client.session();
+                let (stop, acked, acks, unknown) =
+                    (stop.clone(), acked.clone(), acks.clone(), unknown.clone());
+                let prefix = format!("{prefix}-{n}");
+                runtime.spawn(async move {
+                    let mut i = 0u64;
+                    while !stop.load(Ordering::Relaxed) {
+                        i += 1;
+                        let key = format!("{prefix}-{i}");
+                        let value = format!("{key}-{}", session.client_id);
+                        let deadline = Instant::now() + LOAD_CALL_DEADLINE;
+                        match session.put(&key, &value, deadline).await {
+                            Ok(()) => {
+                                acked.record(key, value);
+                                acks.lock()
+                                    .unwrap_or_else(|e| e.into_inner())
+                                    .push(Instant::now());
+                            }
+                            Err(_) => {
+                                unknown.fetch_add(1, Ordering::Relaxed);
+                            }
+                        }
+                    }
+                })
+            })
+            .collect();
+        Load {
+            stop,
+            tasks,
+            acked,
+            acks,
+            unknown,
+        }
+    }
+
+    /// Acknowledged writes so far.
+    pub fn acked_count(&self) -> usize {
+        self.acked.len()
+    }
+
+    /// Waits until `more` writes beyond the current count are acknowledged.
+    pub fn wait_more_acks(&self, more: usize, timeout: Duration) {
+        let target = self.acked_count() + more;
+        wait_for(&format!("{target} acknowledged writes"), timeout, || {
+            (self.acked_count() >= target).then_some(())
+        });
+    }
+
+    /// The longest time without any acknowledged write after `from` (including the time
+    /// from `from` to the first acknowledgement after it).
+    pub fn longest_gap_after(&self, from: Instant) -> Duration {
+        let mut times: Vec<Instant> = self
+            .acks
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .copied()
+            .filter(|t| *t >= from)
+            .collect();
+        times.sort();
+        let mut previous = from;
+        let mut longest = Duration::ZERO;
+        for t in times {
+            longest = longest.max(t - previous);
+            previous = t;
+        }
+        longest
+    }
+
+    /// Stops the writers (each finishes its write in flight) and returns the
+    /// acknowledged writes.
+    pub fn stop(self, runtime: &tokio::runtime::Runtime) -> Acked {
+        self.stop.store(true, Ordering::Relaxed);
+        for task in self.tasks {
+            let _ = runtime.block_on(task);
+        }
+        self.acked
+    }
 }
