@@ -10,9 +10,16 @@
 //! | variable | default | meaning |
 //! |---|---|---|
 //! | `BENCH_SECONDS` | 5 | measured time |
-//! | `BENCH_CLIENTS` | 4 | client DEALER sockets |
+//! | `BENCH_CLIENTS` | 1,2,4 | client DEALER sockets: one row per count |
 //! | `BENCH_IN_FLIGHT` | 64 | requests in flight, over all clients |
 //! | `BENCH_NODES` | 3 | echo nodes |
+//!
+//! Each row also shows where the CPU went during the measured window, by thread kind
+//! (from `/proc/self/task/*/stat`): the broker's two ROUTER I/O threads, the DEALER I/O
+//! threads of the nodes and clients, the tokio workers (the broker loop, the nodes and the
+//! clients), and the rest (libzmq's own I/O thread). The transport gives every socket a
+//! thread, so the more sockets live in this one process, the more wake-ups and context
+//! switches each request costs on 2 cores: compare the rows.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // a bench that cannot run should stop loudly
 
@@ -39,7 +46,12 @@ fn setting(name: &str, default: u64) -> u64 {
 fn main() {
     // `cargo bench` passes `--bench`; `cargo test --benches` passes nothing useful either.
     let seconds = setting("BENCH_SECONDS", 5);
-    let clients = setting("BENCH_CLIENTS", 4).max(1) as usize;
+    let clients: Vec<usize> = std::env::var("BENCH_CLIENTS")
+        .unwrap_or_else(|_| "1,2,4".into())
+        .split(',')
+        .filter_map(|n| n.trim().parse().ok())
+        .filter(|n| *n > 0)
+        .collect();
     let in_flight = setting("BENCH_IN_FLIGHT", 64).max(1) as usize;
     let nodes = setting("BENCH_NODES", 3).max(1) as usize;
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -48,13 +60,13 @@ fn main() {
         .unwrap();
     runtime.block_on(bench(
         Duration::from_secs(seconds),
-        clients,
+        &clients,
         in_flight,
         nodes,
     ));
 }
 
-async fn bench(measure: Duration, clients: usize, in_flight: usize, nodes: usize) {
+async fn bench(measure: Duration, client_counts: &[usize], in_flight: usize, nodes: usize) {
     let (frontend, backend) = broker::bind("tcp://127.0.0.1:0", "tcp://127.0.0.1:0")
         .await
         .unwrap();
@@ -104,6 +116,32 @@ async fn bench(measure: Duration, clients: usize, in_flight: usize, nodes: usize
     }
     drop(probe);
 
+    println!();
+    println!(
+        "broker throughput ({:?} transport, {} cores, {nodes} echo nodes, {in_flight} requests in flight, {} s per row)",
+        transport::Backend::default(),
+        cores(),
+        measure.as_secs()
+    );
+    println!(
+        "| clients | requests/s | p50 ms | p99 ms | p99.9 ms | max ms | errors | CPU µs/request | CPU: broker ROUTER threads | DEALER threads | tokio workers | other (libzmq I/O) |"
+    );
+    println!("|---|---|---|---|---|---|---|---|---|---|---|---|");
+    for &clients in client_counts {
+        row(&frontend_ep, measure, clients, in_flight).await;
+    }
+    stop_nodes.cancel();
+    for task in node_tasks {
+        task.await.unwrap();
+    }
+    shutdown.cancel();
+    let stats = broker_task.await.unwrap().unwrap();
+
+    println!("broker counters: {stats:?}");
+}
+
+/// One row of the table: `clients` DEALERs sharing `in_flight` requests.
+async fn row(frontend: &str, measure: Duration, clients: usize, in_flight: usize) {
     let warm_up_end = Instant::now() + WARM_UP;
     let end = warm_up_end + measure;
     let mut client_tasks = Vec::new();
@@ -114,13 +152,17 @@ async fn bench(measure: Duration, clients: usize, in_flight: usize, nodes: usize
             continue;
         }
         client_tasks.push(tokio::spawn(client(
-            frontend_ep.clone(),
+            frontend.to_owned(),
             c as u64 + 1,
             window,
             warm_up_end,
             end,
         )));
     }
+    tokio::time::sleep_until(warm_up_end.into()).await;
+    let cpu_before = cpu_by_thread_kind();
+    tokio::time::sleep_until(end.into()).await;
+    let cpu_after = cpu_by_thread_kind();
     let mut latency_us = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).unwrap();
     let mut completed = 0u64;
     let mut errors = 0u64;
@@ -130,34 +172,61 @@ async fn bench(measure: Duration, clients: usize, in_flight: usize, nodes: usize
         completed += done;
         errors += failed;
     }
-    stop_nodes.cancel();
-    for task in node_tasks {
-        task.await.unwrap();
-    }
-    shutdown.cancel();
-    let stats = broker_task.await.unwrap().unwrap();
-
     let per_second = completed as f64 / measure.as_secs_f64();
     let ms = |q: f64| latency_us.value_at_quantile(q) as f64 / 1000.0;
-    println!();
+    let cpu: Vec<f64> = cpu_after
+        .iter()
+        .zip(cpu_before)
+        .map(|(after, before)| after.saturating_sub(before) as f64 / CLOCK_TICKS_PER_S)
+        .collect();
+    let total_cpu_s: f64 = cpu.iter().sum();
+    let share = |i: usize| 100.0 * cpu[i] / measure.as_secs_f64();
     println!(
-        "broker throughput ({:?} transport, {} cores)",
-        transport::Backend::default(),
-        cores()
-    );
-    println!(
-        "| nodes | clients | in flight | seconds | requests | requests/s | p50 ms | p99 ms | p99.9 ms | max ms | errors |"
-    );
-    println!("|---|---|---|---|---|---|---|---|---|---|---|");
-    println!(
-        "| {nodes} | {clients} | {in_flight} | {} | {completed} | {per_second:.0} | {:.3} | {:.3} | {:.3} | {:.3} | {errors} |",
-        measure.as_secs(),
+        "| {clients} | {per_second:.0} | {:.3} | {:.3} | {:.3} | {:.3} | {errors} | {:.1} | {:.0} % | {:.0} % | {:.0} % | {:.0} % |",
         ms(0.5),
         ms(0.99),
         ms(0.999),
         latency_us.max() as f64 / 1000.0,
+        total_cpu_s * 1e6 / completed.max(1) as f64,
+        share(0),
+        share(1),
+        share(2),
+        share(3),
     );
-    println!("broker counters: {stats:?}");
+}
+
+/// Linux reports thread CPU time in clock ticks of 1/100 s (USER_HZ, fixed by the ABI).
+const CLOCK_TICKS_PER_S: f64 = 100.0;
+
+/// CPU ticks used so far by this process's threads, by kind: [broker ROUTER I/O threads,
+/// DEALER I/O threads, tokio workers, others].
+fn cpu_by_thread_kind() -> [u64; 4] {
+    let mut ticks = [0u64; 4];
+    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
+        return ticks;
+    };
+    for task in tasks.flatten() {
+        let path = task.path();
+        let name = std::fs::read_to_string(path.join("comm")).unwrap_or_default();
+        let stat = std::fs::read_to_string(path.join("stat")).unwrap_or_default();
+        // Fields after the parenthesised name: state is field 3, utime 14, stime 15.
+        let Some(after_name) = stat.rsplit_once(") ").map(|(_, rest)| rest) else {
+            continue;
+        };
+        let fields: Vec<&str> = after_name.split_whitespace().collect();
+        let used: u64 = [11, 12]
+            .iter()
+            .filter_map(|&i| fields.get(i).and_then(|f| f.parse::<u64>().ok()))
+            .sum();
+        let kind = match name.trim() {
+            "zmq-router" => 0,
+            "zmq-dealer" => 1,
+            "tokio-rt-worker" => 2,
+            _ => 3,
+        };
+        ticks[kind] += used;
+    }
+    ticks
 }
 
 fn cores() -> usize {
