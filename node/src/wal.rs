@@ -224,6 +224,21 @@ fn valid_frame_after(data: &[u8], pos: usize) -> bool {
     (pos + 1..data.len().saturating_sub(RECORD_HEADER_BYTES)).any(|p| check_frame(data, p).is_ok())
 }
 
+/// The byte offsets of the valid records of a segment file's contents, up to the first
+/// damaged one (for tools and tests that inspect or damage a WAL on purpose).
+pub fn record_offsets(segment: &[u8]) -> Vec<u64> {
+    let mut offsets = Vec::new();
+    if !segment.starts_with(SEGMENT_MAGIC) {
+        return offsets;
+    }
+    let mut pos = SEGMENT_MAGIC.len();
+    while let Ok(end) = check_frame(segment, pos) {
+        offsets.push(pos as u64);
+        pos = end;
+    }
+    offsets
+}
+
 fn slot_of(record: &Record) -> Slot {
     match record {
         Record::Accept { slot, .. } | Record::Decide { slot, .. } => *slot,
