@@ -97,7 +97,10 @@ fn corrupt_middle_refuses_torn_tail_starts() {
         lost.len()
     );
     let (slot, _) = cluster.wait_converged(&ids, 1);
-    println!("wal-damage: rebuilt node converged at slot {slot} after {:?}", rebuild.elapsed());
+    println!(
+        "wal-damage: rebuilt node converged at slot {slot} after {:?}",
+        rebuild.elapsed()
+    );
     let aside = fs::read_dir(cluster.node_dir(victim))
         .unwrap()
         .filter_map(|e| e.ok())
