@@ -12,7 +12,7 @@
 //!   subscriber has its own bounded pipe in libzmq ([`transport::SEND_HWM`] messages);
 //!   when it is full the XPUB drops that subscriber's copy and goes on. Pub/sub is lossy
 //!   by design: the protocols above retransmit on their ticks.
-//! - **Bounded.** Frames are limited to [`proto::limits::MAX_FRAME_BYTES`]
+//! - **Bounded.** Frames are limited to `proto::limits::MAX_FRAME_BYTES`
 //!   (`ZMQ_MAXMSGSIZE`: a larger frame closes that connection), every pipe by its
 //!   high-water mark; the proxy keeps no queue of its own.
 //! - **Bad input never crashes the proxy**: it forwards bytes and never decodes them;
