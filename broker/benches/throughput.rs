@@ -13,6 +13,7 @@
 //! | `BENCH_CLIENTS` | 1,2,4 | client DEALER sockets: one row per count |
 //! | `BENCH_IN_FLIGHT` | 64 | requests in flight, over all clients |
 //! | `BENCH_NODES` | 3 | echo nodes |
+//! | `BENCH_BROKER` | `in-process` | `process`: run the `broker` binary as its own process (as deployed) |
 //!
 //! Each row also shows where the CPU went during the measured window, by thread kind
 //! (from `/proc/self/task/*/stat`): the broker's two ROUTER I/O threads, the DEALER I/O
@@ -66,21 +67,90 @@ fn main() {
     ));
 }
 
+/// The broker being measured: in this process, or the `broker` binary.
+enum BrokerUnderTest {
+    InProcess {
+        shutdown: CancellationToken,
+        task: tokio::task::JoinHandle<Result<broker::Stats, broker::BrokerError>>,
+    },
+    Process(std::process::Child),
+}
+
+impl BrokerUnderTest {
+    async fn start(as_process: bool) -> (BrokerUnderTest, String, String) {
+        if as_process {
+            let free = || {
+                let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+                format!("tcp://{}", listener.local_addr().unwrap())
+            };
+            let (frontend, backend) = (free(), free());
+            let child = std::process::Command::new(env!("CARGO_BIN_EXE_broker"))
+                .args(["--frontend", &frontend, "--backend", &backend])
+                .env("RUST_LOG", "warn")
+                .spawn()
+                .unwrap();
+            let start = Instant::now();
+            while broker::health(&frontend, Duration::from_millis(200))
+                .await
+                .is_err()
+            {
+                assert!(
+                    start.elapsed() < Duration::from_secs(10),
+                    "the broker never answered"
+                );
+            }
+            return (BrokerUnderTest::Process(child), frontend, backend);
+        }
+        let (frontend, backend) = broker::bind("tcp://127.0.0.1:0", "tcp://127.0.0.1:0")
+            .await
+            .unwrap();
+        let endpoints = (
+            frontend.endpoint().to_owned(),
+            backend.endpoint().to_owned(),
+        );
+        let shutdown = CancellationToken::new();
+        let task = tokio::spawn(broker::run(
+            frontend,
+            backend,
+            broker::Config::default(),
+            shutdown.clone(),
+        ));
+        (
+            BrokerUnderTest::InProcess { shutdown, task },
+            endpoints.0,
+            endpoints.1,
+        )
+    }
+
+    /// CPU ticks of the broker's own process, if it has one.
+    fn process_ticks(&self) -> Option<u64> {
+        let BrokerUnderTest::Process(child) = self else {
+            return None;
+        };
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", child.id())).ok()?;
+        Some(ticks_of(&stat))
+    }
+
+    async fn stop(self) {
+        match self {
+            BrokerUnderTest::InProcess { shutdown, task } => {
+                shutdown.cancel();
+                let stats = task.await.unwrap().unwrap();
+                println!("broker counters: {stats:?}");
+            }
+            BrokerUnderTest::Process(mut child) => {
+                let _ = std::process::Command::new("kill")
+                    .args(["-TERM", &child.id().to_string()])
+                    .status();
+                let _ = child.wait();
+            }
+        }
+    }
+}
+
 async fn bench(measure: Duration, client_counts: &[usize], in_flight: usize, nodes: usize) {
-    let (frontend, backend) = broker::bind("tcp://127.0.0.1:0", "tcp://127.0.0.1:0")
-        .await
-        .unwrap();
-    let (frontend_ep, backend_ep) = (
-        frontend.endpoint().to_owned(),
-        backend.endpoint().to_owned(),
-    );
-    let shutdown = CancellationToken::new();
-    let broker_task = tokio::spawn(broker::run(
-        frontend,
-        backend,
-        broker::Config::default(),
-        shutdown.clone(),
-    ));
+    let as_process = std::env::var("BENCH_BROKER").is_ok_and(|v| v == "process");
+    let (broker_under_test, frontend_ep, backend_ep) = BrokerUnderTest::start(as_process).await;
     let stop_nodes = CancellationToken::new();
     let mut node_tasks = Vec::new();
     for n in 1..=nodes {
@@ -118,30 +188,45 @@ async fn bench(measure: Duration, client_counts: &[usize], in_flight: usize, nod
 
     println!();
     println!(
-        "broker throughput ({:?} transport, {} cores, {nodes} echo nodes, {in_flight} requests in flight, {} s per row)",
+        "broker throughput ({:?} transport, broker {}, {} cores, {nodes} echo nodes, {in_flight} requests in flight, {} s per row)",
         transport::Backend::default(),
+        if as_process {
+            "in its own process"
+        } else {
+            "in-process"
+        },
         cores(),
         measure.as_secs()
     );
     println!(
-        "| clients | requests/s | p50 ms | p99 ms | p99.9 ms | max ms | errors | CPU µs/request | CPU: broker ROUTER threads | DEALER threads | tokio workers | other (libzmq I/O) |"
+        "| clients | requests/s | p50 ms | p99 ms | p99.9 ms | max ms | errors | CPU µs/request | CPU: broker (ROUTER threads, or its process) | DEALER threads | tokio workers | other (libzmq I/O) |"
     );
     println!("|---|---|---|---|---|---|---|---|---|---|---|---|");
     for &clients in client_counts {
-        row(&frontend_ep, measure, clients, in_flight).await;
+        row(
+            &broker_under_test,
+            &frontend_ep,
+            measure,
+            clients,
+            in_flight,
+        )
+        .await;
     }
     stop_nodes.cancel();
     for task in node_tasks {
         task.await.unwrap();
     }
-    shutdown.cancel();
-    let stats = broker_task.await.unwrap().unwrap();
-
-    println!("broker counters: {stats:?}");
+    broker_under_test.stop().await;
 }
 
 /// One row of the table: `clients` DEALERs sharing `in_flight` requests.
-async fn row(frontend: &str, measure: Duration, clients: usize, in_flight: usize) {
+async fn row(
+    broker_under_test: &BrokerUnderTest,
+    frontend: &str,
+    measure: Duration,
+    clients: usize,
+    in_flight: usize,
+) {
     let warm_up_end = Instant::now() + WARM_UP;
     let end = warm_up_end + measure;
     let mut client_tasks = Vec::new();
@@ -160,9 +245,13 @@ async fn row(frontend: &str, measure: Duration, clients: usize, in_flight: usize
         )));
     }
     tokio::time::sleep_until(warm_up_end.into()).await;
-    let cpu_before = cpu_by_thread_kind();
+    let (cpu_before, broker_before) = (cpu_by_thread_kind(), broker_under_test.process_ticks());
     tokio::time::sleep_until(end.into()).await;
-    let cpu_after = cpu_by_thread_kind();
+    let (mut cpu_after, broker_after) = (cpu_by_thread_kind(), broker_under_test.process_ticks());
+    if let (Some(before), Some(after)) = (broker_before, broker_after) {
+        // The broker's own process: its CPU goes in the first column.
+        cpu_after[0] += after.saturating_sub(before);
+    }
     let mut latency_us = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).unwrap();
     let mut completed = 0u64;
     let mut errors = 0u64;
@@ -208,16 +297,7 @@ fn cpu_by_thread_kind() -> [u64; 4] {
     for task in tasks.flatten() {
         let path = task.path();
         let name = std::fs::read_to_string(path.join("comm")).unwrap_or_default();
-        let stat = std::fs::read_to_string(path.join("stat")).unwrap_or_default();
-        // Fields after the parenthesised name: state is field 3, utime 14, stime 15.
-        let Some(after_name) = stat.rsplit_once(") ").map(|(_, rest)| rest) else {
-            continue;
-        };
-        let fields: Vec<&str> = after_name.split_whitespace().collect();
-        let used: u64 = [11, 12]
-            .iter()
-            .filter_map(|&i| fields.get(i).and_then(|f| f.parse::<u64>().ok()))
-            .sum();
+        let used = ticks_of(&std::fs::read_to_string(path.join("stat")).unwrap_or_default());
         let kind = match name.trim() {
             "zmq-router" => 0,
             "zmq-dealer" => 1,
@@ -227,6 +307,19 @@ fn cpu_by_thread_kind() -> [u64; 4] {
         ticks[kind] += used;
     }
     ticks
+}
+
+/// User plus system CPU ticks from a `/proc/.../stat` line.
+fn ticks_of(stat: &str) -> u64 {
+    // Fields after the parenthesised name: state is field 3, utime 14, stime 15.
+    let Some((_, after_name)) = stat.rsplit_once(") ") else {
+        return 0;
+    };
+    let fields: Vec<&str> = after_name.split_whitespace().collect();
+    [11, 12]
+        .iter()
+        .filter_map(|&i| fields.get(i).and_then(|f| f.parse::<u64>().ok()))
+        .sum()
 }
 
 fn cores() -> usize {
