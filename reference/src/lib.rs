@@ -26,6 +26,11 @@
 //! - **Bounded.** At most [`registry::MAX_MEMBERS`] names; one receive batch
 //!   ([`RECV_BATCH_MAX`]); the transport's bounded queues. A malformed request is counted,
 //!   logged at most once per interval and answered with a `bad_request` error.
+//!
+//! ## Known limits
+//! - Anyone who can reach the ROUTER can register names, and a rank is never given back:
+//!   64 bogus names exhaust the ranks for good (until the operator edits or removes the
+//!   registry file). The reference trusts its network, like the rest of the cluster.
 
 pub mod registry;
 pub mod store;
