@@ -191,6 +191,8 @@ impl Reference {
 
     /// One message from the ROUTER, `[peer, body]`; returns the reply to send, if any.
     pub fn on_request(&mut self, message: Multipart, now: Now) -> Option<Multipart> {
+        // Liveness as of now, so that what the reply reports went with an epoch change.
+        self.expire(now);
         // A ROUTER always puts the peer's identity first: nothing to answer without it.
         let (peer, rest) = message.split_first()?;
         if peer.is_empty() || peer.len() > MAX_ROUTING_FRAME_BYTES {
@@ -311,11 +313,14 @@ pub async fn run(
                 let now = Now::system();
                 replies.extend(requests.drain(..).filter_map(|m| reference.on_request(m, now)));
             }
-            _ = expire_tick.tick() => {
-                reference.expire(Now::system());
-            }
+            // Wakes the loop to notice silent members soon (the expiry itself is below).
+            _ = expire_tick.tick() => {}
             _ = publish_tick.tick() => publish = true,
         }
+        // Liveness as of now: a member that fell silent is gone in what is persisted,
+        // answered and published next, with a new epoch.
+        let now = Now::system();
+        reference.expire(now);
         // Persist before anything that depends on the change leaves the process.
         if reference.registry.take_dirty() {
             save(&store, &reference.registry).await?;
@@ -326,7 +331,6 @@ pub async fn run(
             router_tx.send(message).await?;
         }
         if publish {
-            let now = Now::system();
             let event = reference.registry.event(now);
             match proto::encode(&event) {
                 Ok(body) => {

@@ -251,9 +251,11 @@ impl Registry {
                 max: MAX_STATUS_ADDR_BYTES,
             }));
         }
+        let timeout = self.expiry_timeout;
         if let Some(entry) = self.members.get_mut(node) {
             let rank = entry.rank;
-            let returned = !entry.alive;
+            // Gone, whether or not `expire` has flagged it yet: coming back is a change.
+            let returned = !(entry.alive && is_fresh(entry, now, timeout));
             let moved = entry.status_addr != status_addr;
             entry.alive = true;
             entry.last_heartbeat = Some((now.instant, now.unix_ms));
@@ -499,6 +501,17 @@ mod tests {
         assert_eq!(registry.epoch(), 2);
         assert!(registry.take_dirty());
         assert_eq!(registry.event(t0).epoch, 2);
+    }
+
+    #[test]
+    fn coming_back_before_expire_ran_is_still_a_change() {
+        let t0 = Now::system();
+        let mut registry = Registry::new(TIMEOUT);
+        registry.register("node-1", "", t0).unwrap();
+        let epoch = registry.epoch();
+        // Silent past the timeout, registering again before anyone called `expire`.
+        registry.register("node-1", "", t0.after(ms(6000))).unwrap();
+        assert_eq!(registry.epoch(), epoch + 1);
     }
 
     #[test]
