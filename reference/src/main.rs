@@ -19,11 +19,12 @@ use clap::{Parser, Subcommand};
 #[derive(Debug, Parser)]
 #[command(name = "reference", version, about, long_about)]
 struct Cli {
-    /// ROUTER endpoint for nodes (bind; `tcp://*:5559` for every interface).
-    #[arg(long, env = "REFERENCE_ENDPOINT", default_value = reference::DEFAULT_ENDPOINT, global = true)]
+    /// ROUTER endpoint for nodes (bind; `tcp://*:5559` for every interface). `health`
+    /// connects to it.
+    #[arg(long, visible_alias = "reference", env = "REFERENCE_BIND", default_value = reference::DEFAULT_ENDPOINT, global = true)]
     endpoint: String,
-    /// Proxy frontend (XSUB) to publish membership events to (connect).
-    #[arg(long, env = "REFERENCE_PROXY", default_value = reference::DEFAULT_PROXY_FRONTEND)]
+    /// The proxy's XSUB frontend, where membership events are published (connect).
+    #[arg(long, visible_alias = "proxy-frontend", env = "PROXY_FRONTEND", default_value = reference::DEFAULT_PROXY_FRONTEND)]
     proxy: String,
     /// Folder of the registry file (created if missing).
     #[arg(long, env = "REFERENCE_DATA_DIR", default_value = reference::DEFAULT_DATA_DIR)]

@@ -27,8 +27,9 @@ fn temp_dir(name: &str) -> PathBuf {
 }
 
 fn health(endpoint: &str, timeout: &str) -> bool {
+    // `--reference` is the alias the docker healthcheck uses.
     Command::new(BINARY)
-        .args(["health", "--endpoint", endpoint, "--timeout", timeout])
+        .args(["health", "--reference", endpoint, "--timeout", timeout])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .status()
@@ -52,8 +53,8 @@ fn help_explains_the_flags_and_their_env_twins() {
     let help = String::from_utf8(output.stdout).unwrap();
     for expected in [
         "rank",
-        "REFERENCE_ENDPOINT",
-        "REFERENCE_PROXY",
+        "REFERENCE_BIND",
+        "PROXY_FRONTEND",
         "REFERENCE_DATA_DIR",
         "REFERENCE_EXPIRY_TIMEOUT",
         "REFERENCE_PUBLISH_INTERVAL",
@@ -70,9 +71,9 @@ fn runs_from_env_answers_health_and_stops_cleanly_on_sigterm_and_sigint() {
         let data = temp_dir("run");
         let endpoint = free_endpoint();
         let child = Command::new(BINARY)
-            .env("REFERENCE_ENDPOINT", &endpoint)
+            .env("REFERENCE_BIND", &endpoint)
             // No proxy there: the events are dropped, the service runs all the same.
-            .env("REFERENCE_PROXY", free_endpoint())
+            .env("PROXY_FRONTEND", free_endpoint())
             .env("REFERENCE_DATA_DIR", &data)
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
