@@ -44,9 +44,11 @@ if (( ${#running[@]} )); then
     exit 0
 fi
 
-bold "==> Building the release binaries (cargo build --release)"
 if [[ -z "${PAXOS_BIN_DIR:-}" ]]; then
+    bold "==> Building the release binaries (cargo build --release)"
     cargo build --release --bins
+else
+    bold "==> Using the binaries in $BIN"
 fi
 for binary in reference proxy broker node bots client status; do
     [[ -x "$BIN/$binary" ]] || die "missing $BIN/$binary after the build"
@@ -101,8 +103,9 @@ if (( BOTS )); then
     start_process bot-2 "$BIN/bots" chat --bots 2 --rate 1
 fi
 
-printf '\n%-10s %-8s %-36s %s\n' PROCESS PID ADDRESS LOG
-row() { printf '%-10s %-8s %-36s %s\n' "$1" "$(pid_of "$1" || echo -)" "$2" "data/logs/$1.log"; }
+printf '\n%-10s %-8s %-42s %s\n' PROCESS PID ADDRESS LOG
+LOG_DIR="${LOGS#"$ROOT"/}"
+row() { printf '%-10s %-8s %-42s %s\n' "$1" "$(pid_of "$1" || echo -)" "$2" "$LOG_DIR/$1.log"; }
 row reference "tcp://127.0.0.1:5559"
 row proxy "tcp://127.0.0.1:5557 (pub) / :5558 (sub)"
 row broker "tcp://127.0.0.1:5555 (clients) / :5556"
