@@ -534,17 +534,16 @@ async fn run_health(cli: &Cli, out: &mut dyn Write) -> std::io::Result<Exit> {
             return Ok(Exit::Error);
         }
     };
-    let report = status::health(
-        &connection,
-        cli.nodes.len(),
-        &cli.timeouts.call_options(),
-    )
-    .await;
+    let report = status::health(&connection, cli.nodes.len(), &cli.timeouts.call_options()).await;
     match cli.output {
         Output::Text => write!(out, "{}", report.table())?,
         Output::Json => writeln!(out, "{}", report.json())?,
     }
-    Ok(if report.healthy() { Exit::Ok } else { Exit::Error })
+    Ok(if report.healthy() {
+        Exit::Ok
+    } else {
+        Exit::Error
+    })
 }
 
 #[cfg(test)]
@@ -580,14 +579,26 @@ mod tests {
 
     #[test]
     fn flags_anywhere_and_text_joined() {
-        let cli = parse(&["publish", "alice", "general", "hello", "world", "-o", "json"]);
+        let cli = parse(&[
+            "publish", "alice", "general", "hello", "world", "-o", "json",
+        ]);
         assert_eq!(cli.output, Output::Json);
         let (op, _) = op_of(cli.command.unwrap()).unwrap();
         assert!(matches!(op, Op::Publish { text, .. } if text == "hello world"));
         let cli = parse(&["publish", "alice", "general", "--", "-1", "point"]);
         let (op, _) = op_of(cli.command.unwrap()).unwrap();
         assert!(matches!(op, Op::Publish { text, .. } if text == "-1 point"));
-        let cli = parse(&["-o", "json", "--broker", "tcp://h:1", "dm", "a", "b", "hi", "there"]);
+        let cli = parse(&[
+            "-o",
+            "json",
+            "--broker",
+            "tcp://h:1",
+            "dm",
+            "a",
+            "b",
+            "hi",
+            "there",
+        ]);
         assert_eq!(cli.output, Output::Json);
         assert_eq!(cli.endpoints.broker, "tcp://h:1");
         let (op, _) = op_of(cli.command.unwrap()).unwrap();

@@ -140,7 +140,10 @@ impl FakeCluster {
     /// # Panics
     /// If `config.node_names` is empty.
     pub async fn start(config: FakeConfig) -> Result<FakeCluster, TransportError> {
-        assert!(!config.node_names.is_empty(), "a fake cluster needs a node name");
+        assert!(
+            !config.node_names.is_empty(),
+            "a fake cluster needs a node name"
+        );
         let frontend = Socket::bind(Kind::Router, "tcp://127.0.0.1:0").await?;
         let publisher = Socket::bind(Kind::Pub, "tcp://127.0.0.1:0").await?;
         let frontend_endpoint = frontend.endpoint().to_owned();
@@ -151,22 +154,21 @@ impl FakeCluster {
         let mut tasks = Vec::new();
         let mut status_addrs = Vec::new();
         for (index, name) in config.node_names.iter().enumerate() {
-            let listener = TcpListener::bind("127.0.0.1:0")
-                .await
-                .map_err(|e| TransportError::Setup {
-                    action: "bind",
-                    kind: Kind::Router,
-                    endpoint: "127.0.0.1:0 (status)".into(),
-                    reason: e.to_string(),
-                })?;
-            let address = listener
-                .local_addr()
-                .map_err(|e| TransportError::Setup {
-                    action: "bind",
-                    kind: Kind::Router,
-                    endpoint: "127.0.0.1:0 (status)".into(),
-                    reason: e.to_string(),
-                })?;
+            let listener =
+                TcpListener::bind("127.0.0.1:0")
+                    .await
+                    .map_err(|e| TransportError::Setup {
+                        action: "bind",
+                        kind: Kind::Router,
+                        endpoint: "127.0.0.1:0 (status)".into(),
+                        reason: e.to_string(),
+                    })?;
+            let address = listener.local_addr().map_err(|e| TransportError::Setup {
+                action: "bind",
+                kind: Kind::Router,
+                endpoint: "127.0.0.1:0 (status)".into(),
+                reason: e.to_string(),
+            })?;
             status_addrs.push(address.to_string());
             tasks.push(tokio::spawn(serve_status(
                 listener,
@@ -288,7 +290,10 @@ async fn serve_requests(
         }
         let result = if percent(&mut rng, config.unavailable_percent) {
             bump(&counters.unavailable);
-            Err(Error::new(ErrorCode::Unavailable, "fake: injected unavailable"))
+            Err(Error::new(
+                ErrorCode::Unavailable,
+                "fake: injected unavailable",
+            ))
         } else if request.consistency == Consistency::Local && request.op.is_read_only() {
             lock(&store).read_local(&request.op)
         } else {

@@ -226,7 +226,8 @@ impl Connection {
     /// ZeroMQ connects in the background: this succeeds before the broker is up, and
     /// calls wait for it within their deadline. Must be called inside a tokio runtime.
     pub async fn open(endpoint: &str) -> Result<Connection, TransportError> {
-        let socket = Socket::open(Kind::Dealer, Mode::Connect, endpoint, Options::default()).await?;
+        let socket =
+            Socket::open(Kind::Dealer, Mode::Connect, endpoint, Options::default()).await?;
         Ok(Connection::from_socket(socket))
     }
 
@@ -304,8 +305,8 @@ async fn read_replies(mut receiver: Receiver, shared: Arc<Shared>, stop: Cancell
                 None => break,
             },
         };
-        let response = proto::codec::split(&message, 0)
-            .and_then(|(_, body)| proto::decode::<Response>(body));
+        let response =
+            proto::codec::split(&message, 0).and_then(|(_, body)| proto::decode::<Response>(body));
         match response {
             Ok(response) => {
                 let waiter = shared.waiting().remove(&response.seq);

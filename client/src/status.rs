@@ -96,17 +96,14 @@ pub async fn fetch_all(addresses: &[String], timeout: Duration) -> Vec<NodeStatu
 
 /// A field of a status document as text: the first of `names` present, `-` if none.
 fn field(status: &Value, names: &[&str]) -> String {
-    names
-        .iter()
-        .find_map(|name| status.get(*name))
-        .map_or_else(
-            || "-".to_owned(),
-            |value| match value {
-                Value::String(text) => text.clone(),
-                Value::Null => "-".to_owned(),
-                other => other.to_string(),
-            },
-        )
+    names.iter().find_map(|name| status.get(*name)).map_or_else(
+        || "-".to_owned(),
+        |value| match value {
+            Value::String(text) => text.clone(),
+            Value::Null => "-".to_owned(),
+            other => other.to_string(),
+        },
+    )
 }
 
 /// The status table.
@@ -131,7 +128,12 @@ pub fn status_table(statuses: &[NodeStatus]) -> String {
                 ]
             }
             Err(error) => {
-                let mut row = vec![status.address.clone(), "-".into(), "-".into(), "down".into()];
+                let mut row = vec![
+                    status.address.clone(),
+                    "-".into(),
+                    "-".into(),
+                    "down".into(),
+                ];
                 row.extend(std::iter::repeat_n("-".to_owned(), 5));
                 row.push(error.clone());
                 row
@@ -215,7 +217,11 @@ impl HealthReport {
         }
         out.push_str(&format!(
             "{}: {}/{} nodes wrote through consensus\n",
-            if self.healthy() { "HEALTHY" } else { "UNHEALTHY" },
+            if self.healthy() {
+                "HEALTHY"
+            } else {
+                "UNHEALTHY"
+            },
             self.probes.len(),
             self.expected_nodes
         ));

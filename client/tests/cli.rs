@@ -54,7 +54,12 @@ async fn key_value_commands_and_exit_codes() {
     let fake = fake().await;
 
     let out = run(&fake, &["put", "greeting", "hello"]).await;
-    assert_eq!((out.code, out.stdout.as_str()), (0, "OK\n"), "{}", out.stderr);
+    assert_eq!(
+        (out.code, out.stdout.as_str()),
+        (0, "OK\n"),
+        "{}",
+        out.stderr
+    );
 
     let out = run(&fake, &["get", "greeting"]).await;
     assert_eq!((out.code, out.stdout.as_str()), (0, "hello\n"));
@@ -118,7 +123,10 @@ async fn chat_commands() {
         assert_eq!(out.code, 0, "{args:?}: {}", out.stderr);
     }
     let out = run(&fake, &["publish", "alice", "general", "hello", "all"]).await;
-    assert_eq!((out.code, out.stdout.as_str()), (0, "posted as message #1\n"));
+    assert_eq!(
+        (out.code, out.stdout.as_str()),
+        (0, "posted as message #1\n")
+    );
     let out = run(&fake, &["dm", "alice", "bob", "psst"]).await;
     assert_eq!(out.code, 0);
     assert!(out.stdout.contains("@bob"), "{}", out.stdout);
@@ -128,7 +136,11 @@ async fn chat_commands() {
     let out = run(&fake, &["channels"]).await;
     assert!(out.stdout.contains("general  alice"), "{}", out.stdout);
     let out = run(&fake, &["history", "general"]).await;
-    assert!(out.stdout.contains("[#general] alice: hello all"), "{}", out.stdout);
+    assert!(
+        out.stdout.contains("[#general] alice: hello all"),
+        "{}",
+        out.stdout
+    );
     let out = run(&fake, &["history", "@bob", "-o", "json"]).await;
     let doc: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
     assert_eq!(doc["messages"][0]["text"], "psst");
@@ -160,7 +172,11 @@ async fn status_and_health_tables() {
     // A node that does not answer: listed as down, exit 1.
     let mut nodes = fake.status_addrs().to_vec();
     nodes.push("127.0.0.1:1".into());
-    let out = run(&fake, &["status", "--nodes", &nodes.join(","), "-o", "json"]).await;
+    let out = run(
+        &fake,
+        &["status", "--nodes", &nodes.join(","), "-o", "json"],
+    )
+    .await;
     assert_eq!(out.code, 1);
     let doc: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
     assert_eq!(doc["nodes"][0]["reachable"], true);
@@ -170,7 +186,7 @@ async fn status_and_health_tables() {
     let out = run(&fake, &["health"]).await;
     assert_eq!(out.code, 0, "{}{}", out.stdout, out.stderr);
     assert!(out.stdout.contains("HEALTHY: 3/3"), "{}", out.stdout);
-    assert_eq!(fake.store().get(client::status::HEALTH_KEY).is_some(), true);
+    assert!(fake.store().get(client::status::HEALTH_KEY).is_some());
 
     // Expecting more nodes than answer is unhealthy.
     let out = run(&fake, &["health", "--nodes", "a,b,c,d", "-o", "json"]).await;
@@ -185,11 +201,16 @@ async fn status_and_health_tables() {
 async fn unreachable_broker_times_out_with_exit_1() {
     let fake = fake().await;
     let mut command = client(&fake);
-    command.env("BROKER", "tcp://127.0.0.1:1").env("CLIENT_TIMEOUT", "300ms");
+    command
+        .env("BROKER", "tcp://127.0.0.1:1")
+        .env("CLIENT_TIMEOUT", "300ms");
     let output = command.args(["put", "k", "v"]).output().await.unwrap();
     assert_eq!(output.status.code(), Some(1));
     let stderr = String::from_utf8(output.stderr).unwrap();
-    assert!(stderr.contains("may or may not have taken effect"), "{stderr}");
+    assert!(
+        stderr.contains("may or may not have taken effect"),
+        "{stderr}"
+    );
     fake.stop().await;
 }
 
@@ -217,14 +238,21 @@ async fn publish_until_seen(
                 return;
             }
         }
-        assert!(tokio::time::Instant::now() < deadline, "never saw {expected:?}");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "never saw {expected:?}"
+        );
     }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn watch_prints_live_messages() {
     let fake = fake().await;
-    for args in [&["login", "alice"][..], &["login", "bob"], &["create", "general"]] {
+    for args in [
+        &["login", "alice"][..],
+        &["login", "bob"],
+        &["create", "general"],
+    ] {
         assert_eq!(run(&fake, args).await.code, 0);
     }
     let mut child = client(&fake)
@@ -312,7 +340,10 @@ async fn interactive_menu_from_a_pipe() {
         "Unknown choice \"9\"",
         "Bye.",
     ] {
-        assert!(stdout.contains(expected), "missing {expected:?} in:\n{stdout}");
+        assert!(
+            stdout.contains(expected),
+            "missing {expected:?} in:\n{stdout}"
+        );
     }
     let store = fake.store();
     assert_eq!(store.stats().users, 1);

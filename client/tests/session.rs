@@ -21,7 +21,11 @@ async fn increment(connection: Connection, times: u32) -> u32 {
     let mut done = 0;
     while done < times {
         let current = match session
-            .call(Op::Get { key: key.clone() }, Consistency::Linearizable, &FAST)
+            .call(
+                Op::Get { key: key.clone() },
+                Consistency::Linearizable,
+                &FAST,
+            )
             .await
         {
             Ok(answer) => match answer.reply {
@@ -99,7 +103,10 @@ async fn an_unanswered_request_is_an_unknown_outcome() {
         .call(op, Consistency::Linearizable, &options)
         .await
         .unwrap_err();
-    assert!(matches!(error, CallError::Timeout { attempts, .. } if attempts >= 2), "{error:?}");
+    assert!(
+        matches!(error, CallError::Timeout { attempts, .. } if attempts >= 2),
+        "{error:?}"
+    );
     assert!(!error.certainly_not_applied());
     // And indeed it did take effect, once, though nobody heard of it.
     assert_eq!(fake.store().get("k"), Some("v"));
@@ -175,7 +182,10 @@ async fn sessions_are_distinct_and_pipelined_over_one_connection() {
                         key: format!("s{n}"),
                         value: format!("{i}"),
                     };
-                    session.call(op, Consistency::Linearizable, &FAST).await.unwrap();
+                    session
+                        .call(op, Consistency::Linearizable, &FAST)
+                        .await
+                        .unwrap();
                 }
                 session.client_id()
             })

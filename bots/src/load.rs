@@ -1,0 +1,895 @@
+//! `bots load`: concurrent client sessions issuing a mix of operations.
+//!
+//! Each of `--clients` tasks owns one [`Session`] (sessions share a few DEALER
+//! [`Connection`]s) and issues one operation at a time, as fast as answers come or at
+//! its share of `--rate`. Keys are `key-0 .. key-<keys-1>`, drawn uniformly. A put and a
+//! CAS write a unique value `c<client>-s<n>-<random>` padded to `--value-size`; a CAS
+//! expects the last value any client saw for that key (absent if none is cached).
+//!
+//! Counting: an operation that was answered — a get of an absent key and a CAS mismatch
+//! included — counts in `ops` and in the latency histogram (microseconds, the whole call
+//! with its retries). An operation that failed counts under `errors` by kind, and also
+//! under `unknown` when it may have taken effect.
+
+use std::collections::{BTreeMap, HashMap};
+use std::io::{IsTerminal, Write};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use client::{CallError, CallOptions, Connection, Session};
+use hdrhistogram::Histogram;
+use lincheck::{OpKind, Operation, Outcome, Output};
+use proto::limits::{MAX_TEXT_BYTES, MAX_VALUE_BYTES};
+use proto::{Consistency, ErrorCode, Op, Reply};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use serde_json::{Value, json};
+use tokio_util::sync::CancellationToken;
+
+use crate::history::{Clock, HistoryError, HistoryRecorder, HistorySink};
+use crate::mix::{LoadOp, Mix, Rate};
+
+/// Most concurrent clients.
+pub const MAX_CLIENTS: usize = 4096;
+/// Most DEALER connections.
+pub const MAX_CONNECTIONS: usize = 64;
+/// Most distinct keys.
+pub const MAX_KEYS: u64 = 10_000_000;
+/// Bytes of values the CAS cache keeps (last value seen per key); beyond it, entries are
+/// evicted and those CASes expect absence.
+pub const CAS_CACHE_BYTES: usize = 64 * 1024 * 1024;
+/// Prefix of the load keys.
+pub const KEY_PREFIX: &str = "key-";
+/// The user that load publishes as.
+pub const LOAD_USER: &str = "load-bot";
+/// The channel load publishes on.
+pub const LOAD_CHANNEL: &str = "load";
+/// Largest recorded latency; longer ones are recorded as this.
+pub const MAX_LATENCY_US: u64 = 3_600_000_000;
+/// How often the progress line is redrawn on a terminal.
+pub const PROGRESS_INTERVAL: Duration = Duration::from_secs(1);
+/// How often a progress line is written when stderr is not a terminal (a log file).
+pub const PROGRESS_LOG_INTERVAL: Duration = Duration::from_secs(10);
+
+/// One load run.
+#[derive(Debug, Clone)]
+pub struct LoadConfig {
+    /// Broker frontend.
+    pub broker: String,
+    /// Concurrent sessions.
+    pub clients: usize,
+    /// DEALER connections the sessions share.
+    pub connections: usize,
+    /// How long to run; `None`: until shutdown.
+    pub duration: Option<Duration>,
+    /// Operation weights.
+    pub mix: Mix,
+    /// Distinct keys.
+    pub keys: u64,
+    /// Bytes of each written value (at least the length of its unique tag).
+    pub value_size: usize,
+    /// Record key operations to this file.
+    pub history: Option<PathBuf>,
+    /// Total operations per second across clients; `None`: as fast as answered.
+    pub rate: Option<Rate>,
+    /// Request deadlines.
+    pub options: CallOptions,
+    /// Print the progress line on stderr.
+    pub progress: bool,
+}
+
+/// Why a load run could not run (or its history is not usable).
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    /// A setting is out of range.
+    #[error("invalid configuration: {0}")]
+    Config(String),
+    /// A socket could not be opened.
+    #[error(transparent)]
+    Transport(#[from] transport::TransportError),
+    /// Creating the load user and channel failed.
+    #[error("setting up the load channel: {0}")]
+    Setup(CallError),
+    /// The history could not be written: it is incomplete and must not be checked.
+    #[error(transparent)]
+    History(#[from] HistoryError),
+    /// The latency histogram could not be created.
+    #[error("latency histogram: {0}")]
+    Histogram(String),
+}
+
+impl LoadConfig {
+    /// Checks every bound.
+    pub fn validate(&self) -> Result<(), LoadError> {
+        let fail = |message: String| Err(LoadError::Config(message));
+        if !(1..=MAX_CLIENTS).contains(&self.clients) {
+            return fail(format!("--clients must be 1..={MAX_CLIENTS}"));
+        }
+        if !(1..=MAX_CONNECTIONS).contains(&self.connections) {
+            return fail(format!("--connections must be 1..={MAX_CONNECTIONS}"));
+        }
+        if !(1..=MAX_KEYS).contains(&self.keys) {
+            return fail(format!("--keys must be 1..={MAX_KEYS}"));
+        }
+        if !(1..=MAX_VALUE_BYTES).contains(&self.value_size) {
+            return fail(format!("--value-size must be 1..={MAX_VALUE_BYTES}"));
+        }
+        if self.options.attempt_timeout.is_zero() || self.options.timeout.is_zero() {
+            return fail("timeouts must be above 0".into());
+        }
+        Ok(())
+    }
+}
+
+/// Counters the progress line reads while the run goes.
+#[derive(Debug, Default)]
+struct Live {
+    ops: AtomicU64,
+    errors: AtomicU64,
+    unknown: AtomicU64,
+}
+
+/// Last value seen per key, for CAS expectations; bounded by [`CAS_CACHE_BYTES`].
+#[derive(Debug)]
+struct CasCache {
+    values: Mutex<HashMap<u64, String>>,
+    capacity: usize,
+}
+
+impl CasCache {
+    fn new(value_size: usize) -> CasCache {
+        CasCache {
+            values: Mutex::new(HashMap::new()),
+            capacity: (CAS_CACHE_BYTES / value_size.max(1)).max(1),
+        }
+    }
+
+    fn get(&self, key: u64) -> Option<String> {
+        self.values
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(&key)
+            .cloned()
+    }
+
+    fn set(&self, key: u64, value: Option<String>) {
+        let mut values = self.values.lock().unwrap_or_else(PoisonError::into_inner);
+        match value {
+            Some(value) => {
+                if values.len() >= self.capacity && !values.contains_key(&key) {
+                    // Any victim will do: the cache only makes CASes likelier to match.
+                    if let Some(victim) = values.keys().next().copied() {
+                        values.remove(&victim);
+                    }
+                }
+                values.insert(key, value);
+            }
+            None => {
+                values.remove(&key);
+            }
+        }
+    }
+}
+
+/// What one client counted.
+#[derive(Debug, Clone)]
+struct ClientStats {
+    latency_us: Histogram<u64>,
+    ops: u64,
+    by_op: BTreeMap<&'static str, u64>,
+    errors: BTreeMap<String, u64>,
+    unknown: u64,
+    not_found: u64,
+    cas_mismatch: u64,
+    retried: u64,
+    history_error: Option<String>,
+}
+
+impl ClientStats {
+    fn new(histogram: Histogram<u64>) -> ClientStats {
+        ClientStats {
+            latency_us: histogram,
+            ops: 0,
+            by_op: BTreeMap::new(),
+            errors: BTreeMap::new(),
+            unknown: 0,
+            not_found: 0,
+            cas_mismatch: 0,
+            retried: 0,
+            history_error: None,
+        }
+    }
+}
+
+/// The result of a run.
+#[derive(Debug, Clone)]
+pub struct LoadReport {
+    /// Clients that ran.
+    pub clients: usize,
+    /// The mix.
+    pub mix: String,
+    /// Operations answered.
+    pub ops: u64,
+    /// Answered operations by kind.
+    pub by_op: BTreeMap<&'static str, u64>,
+    /// From the first operation to the last answer.
+    pub elapsed: Duration,
+    /// Latency of answered operations, microseconds.
+    pub latency_us: Histogram<u64>,
+    /// Failed operations by kind (`timeout`, `unavailable`, ...).
+    pub errors: BTreeMap<String, u64>,
+    /// Failed operations that may have taken effect.
+    pub unknown: u64,
+    /// Gets of an absent key (answered; not errors).
+    pub not_found: u64,
+    /// CASes that found another value (answered; not errors).
+    pub cas_mismatch: u64,
+    /// Answered operations that needed more than one attempt.
+    pub retried: u64,
+    /// The history file and how many operations it holds.
+    pub history: Option<(PathBuf, u64)>,
+}
+
+impl LoadReport {
+    /// Failed operations.
+    pub fn error_count(&self) -> u64 {
+        self.errors.values().sum()
+    }
+
+    /// Answered operations per second.
+    pub fn ops_per_sec(&self) -> f64 {
+        let seconds = self.elapsed.as_secs_f64();
+        if seconds > 0.0 {
+            self.ops as f64 / seconds
+        } else {
+            0.0
+        }
+    }
+
+    /// A latency quantile in milliseconds (0 without samples).
+    pub fn quantile_ms(&self, quantile: f64) -> f64 {
+        if self.latency_us.is_empty() {
+            return 0.0;
+        }
+        self.latency_us.value_at_quantile(quantile) as f64 / 1000.0
+    }
+
+    /// The largest latency in milliseconds.
+    pub fn max_ms(&self) -> f64 {
+        if self.latency_us.is_empty() {
+            return 0.0;
+        }
+        self.latency_us.max() as f64 / 1000.0
+    }
+
+    /// The report for people.
+    pub fn table(&self) -> String {
+        let mut rows = vec![
+            vec!["clients".to_owned(), self.clients.to_string()],
+            vec!["mix".to_owned(), self.mix.clone()],
+            vec![
+                "duration".to_owned(),
+                format!("{:.1} s", self.elapsed.as_secs_f64()),
+            ],
+            vec!["ops".to_owned(), self.ops.to_string()],
+            vec!["ops/s".to_owned(), format!("{:.0}", self.ops_per_sec())],
+        ];
+        for (label, quantile) in [("p50", 0.5), ("p90", 0.9), ("p99", 0.99), ("p99.9", 0.999)] {
+            rows.push(vec![
+                format!("{label} latency"),
+                format!("{:.2} ms", self.quantile_ms(quantile)),
+            ]);
+        }
+        rows.push(vec![
+            "max latency".into(),
+            format!("{:.2} ms", self.max_ms()),
+        ]);
+        rows.push(vec!["retried".into(), self.retried.to_string()]);
+        rows.push(vec!["get not found".into(), self.not_found.to_string()]);
+        rows.push(vec!["cas mismatch".into(), self.cas_mismatch.to_string()]);
+        rows.push(vec!["errors".into(), self.error_count().to_string()]);
+        for (kind, count) in &self.errors {
+            rows.push(vec![format!("  {kind}"), count.to_string()]);
+        }
+        rows.push(vec!["unknown outcome".into(), self.unknown.to_string()]);
+        if let Some((path, count)) = &self.history {
+            rows.push(vec![
+                "history".into(),
+                format!("{count} operations in {}", path.display()),
+            ]);
+        }
+        client::table::render(&["METRIC", "VALUE"], &rows)
+    }
+
+    /// The report as JSON: `ops`, `ops_per_sec`, `p50_ms`, `p99_ms`, `p999_ms`, `errors`,
+    /// `unknown`, and more.
+    pub fn json(&self) -> Value {
+        json!({
+            "ops": self.ops,
+            "ops_per_sec": self.ops_per_sec(),
+            "p50_ms": self.quantile_ms(0.5),
+            "p90_ms": self.quantile_ms(0.9),
+            "p99_ms": self.quantile_ms(0.99),
+            "p999_ms": self.quantile_ms(0.999),
+            "max_ms": self.max_ms(),
+            "errors": self.error_count(),
+            "unknown": self.unknown,
+            "errors_by_kind": self.errors,
+            "not_found": self.not_found,
+            "cas_mismatch": self.cas_mismatch,
+            "retried": self.retried,
+            "by_op": self.by_op,
+            "clients": self.clients,
+            "mix": self.mix,
+            "duration_s": self.elapsed.as_secs_f64(),
+            "history": self.history.as_ref().map(|(path, count)| json!({
+                "path": path.display().to_string(),
+                "operations": count,
+            })),
+        })
+    }
+}
+
+/// A unique value: `c<client>-s<n>-<random>`, padded with `.` to `size` bytes.
+fn unique_value(client: usize, n: u64, rng: &mut StdRng, size: usize) -> String {
+    let mut value = format!("c{client}-s{n}-{:08x}", rng.random::<u32>());
+    if value.len() < size {
+        value.extend(std::iter::repeat_n('.', size - value.len()));
+    }
+    value
+}
+
+/// Everything the client tasks share.
+struct Run {
+    config: LoadConfig,
+    clock: Clock,
+    live: Live,
+    cas_cache: CasCache,
+    history: Option<HistorySink>,
+    stop: CancellationToken,
+}
+
+/// How an operation ended, for the counters and the history.
+enum Ended {
+    /// Answered, with the history output (`None` for put/delete/publish).
+    Answered(Option<Output>),
+    /// Failed.
+    Failed(CallError),
+}
+
+async fn client_task(
+    index: usize,
+    mut session: Session,
+    run: Arc<Run>,
+    histogram: Histogram<u64>,
+) -> ClientStats {
+    let config = &run.config;
+    let mut stats = ClientStats::new(histogram);
+    let mut rng = StdRng::from_rng(&mut rand::rng());
+    let mut ticker = config.rate.map(|rate| {
+        let mut ticker = tokio::time::interval(rate.interval(config.clients));
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        ticker
+    });
+    let mut n: u64 = 0;
+    while !run.stop.is_cancelled() {
+        if let Some(ticker) = ticker.as_mut() {
+            tokio::select! {
+                () = run.stop.cancelled() => break,
+                _ = ticker.tick() => {}
+            }
+        }
+        n += 1;
+        let kind = config.mix.pick(rng.random_range(0..config.mix.total()));
+        let key_index = rng.random_range(0..config.keys);
+        let key = format!("{KEY_PREFIX}{key_index}");
+        let op = match kind {
+            LoadOp::Put => Op::Put {
+                key,
+                value: unique_value(index, n, &mut rng, config.value_size),
+            },
+            LoadOp::Get => Op::Get { key },
+            LoadOp::Delete => Op::Delete { key },
+            LoadOp::Cas => Op::Cas {
+                key,
+                expected: run.cas_cache.get(key_index),
+                new: unique_value(index, n, &mut rng, config.value_size),
+            },
+            LoadOp::Publish => {
+                let mut text = unique_value(index, n, &mut rng, config.value_size);
+                text.truncate(MAX_TEXT_BYTES);
+                Op::Publish {
+                    user: LOAD_USER.to_owned(),
+                    channel: LOAD_CHANNEL.to_owned(),
+                    text,
+                }
+            }
+        };
+        let recorded = kind != LoadOp::Publish && run.history.is_some();
+        if recorded
+            && let Some(history) = &run.history
+            && let Err(error) = history.reserve()
+        {
+            // Full: end the run rather than issue an operation the history would miss.
+            tracing::warn!(%error, "ending the run");
+            run.stop.cancel();
+            break;
+        }
+        let call_ns = run.clock.now_ns();
+        let started = Instant::now();
+        let result = session
+            .call(op.clone(), Consistency::Linearizable, &config.options)
+            .await;
+        let latency = started.elapsed();
+        let return_ns = run.clock.now_ns();
+        let ended = classify(&op, result, &mut stats, latency);
+        update_cache(&run.cas_cache, key_index, &op, &ended);
+        match &ended {
+            Ended::Answered(_) => {
+                stats.ops += 1;
+                *stats.by_op.entry(kind.name()).or_insert(0) += 1;
+                run.live.ops.fetch_add(1, Ordering::Relaxed);
+            }
+            Ended::Failed(error) => {
+                *stats.errors.entry(error.kind().to_owned()).or_insert(0) += 1;
+                run.live.errors.fetch_add(1, Ordering::Relaxed);
+                if !error.certainly_not_applied() {
+                    stats.unknown += 1;
+                    run.live.unknown.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        }
+        if recorded
+            && let Some(history) = &run.history
+            && let Some(operation) = history_operation(index, &op, &ended, call_ns, return_ns)
+            && let Err(error) = history.record(operation).await
+        {
+            stats.history_error = Some(error.to_string());
+            run.stop.cancel();
+            break;
+        }
+    }
+    stats
+}
+
+/// Sorts an answer into answered / failed, counting what is neither an op nor an error.
+fn classify(
+    op: &Op,
+    result: Result<client::Answer, CallError>,
+    stats: &mut ClientStats,
+    latency: Duration,
+) -> Ended {
+    let answered = |stats: &mut ClientStats, attempts: u32| {
+        let us = u64::try_from(latency.as_micros()).unwrap_or(u64::MAX);
+        stats
+            .latency_us
+            .saturating_record(us.clamp(1, MAX_LATENCY_US));
+        if attempts > 1 {
+            stats.retried += 1;
+        }
+    };
+    match result {
+        Ok(answer) => {
+            answered(stats, answer.attempts);
+            let output = match (op, answer.reply) {
+                (Op::Get { .. }, Reply::Value(value)) => Some(Output::Value(Some(value))),
+                (Op::Cas { .. }, _) => Some(Output::Bool(true)),
+                _ => None,
+            };
+            Ended::Answered(output)
+        }
+        Err(CallError::Rejected {
+            error, attempts, ..
+        }) if error.code == ErrorCode::NotFound && matches!(op, Op::Get { .. }) => {
+            answered(stats, attempts);
+            stats.not_found += 1;
+            Ended::Answered(Some(Output::Value(None)))
+        }
+        Err(CallError::Rejected {
+            error, attempts, ..
+        }) if error.code == ErrorCode::CasMismatch && matches!(op, Op::Cas { .. }) => {
+            answered(stats, attempts);
+            stats.cas_mismatch += 1;
+            Ended::Answered(Some(Output::Bool(false)))
+        }
+        Err(error) => Ended::Failed(error),
+    }
+}
+
+/// Remembers the value a key was seen holding, for later CAS expectations.
+fn update_cache(cache: &CasCache, key: u64, op: &Op, ended: &Ended) {
+    let Ended::Answered(output) = ended else {
+        return;
+    };
+    match (op, output) {
+        (Op::Put { value, .. }, _) => cache.set(key, Some(value.clone())),
+        (Op::Cas { new, .. }, Some(Output::Bool(true))) => cache.set(key, Some(new.clone())),
+        // Another value is there; absence is as good a guess as any.
+        (Op::Cas { .. }, _) | (Op::Delete { .. }, _) => cache.set(key, None),
+        (Op::Get { .. }, Some(Output::Value(value))) => cache.set(key, value.clone()),
+        _ => {}
+    }
+}
+
+/// The history line of a key operation (`None` for other operations).
+fn history_operation(
+    client: usize,
+    op: &Op,
+    ended: &Ended,
+    call_ns: u64,
+    return_ns: u64,
+) -> Option<Operation> {
+    let (kind, key, value, expected) = match op {
+        Op::Put { key, value } => (OpKind::Put, key, Some(value.clone()), None),
+        Op::Get { key } => (OpKind::Get, key, None, None),
+        Op::Delete { key } => (OpKind::Delete, key, None, None),
+        Op::Cas { key, expected, new } => (OpKind::Cas, key, Some(new.clone()), expected.clone()),
+        _ => return None,
+    };
+    let (outcome, output, return_) = match ended {
+        Ended::Answered(output) => (Outcome::Ok, output.clone(), Some(return_ns)),
+        Ended::Failed(error) if error.certainly_not_applied() => {
+            (Outcome::Fail, None, Some(return_ns))
+        }
+        // May have taken effect at any time after the call: no return.
+        Ended::Failed(_) => (Outcome::Unknown, None, None),
+    };
+    Some(Operation {
+        client: client as u64,
+        op: kind,
+        key: key.clone(),
+        value,
+        expected,
+        output,
+        outcome,
+        call: call_ns,
+        return_,
+    })
+}
+
+/// Creates the load user and channel (idempotent), so that publishes can succeed.
+async fn set_up_chat(connection: &Connection, options: &CallOptions) -> Result<(), CallError> {
+    let mut session = connection.session();
+    for op in [
+        Op::Login {
+            user: LOAD_USER.to_owned(),
+        },
+        Op::CreateChannel {
+            channel: LOAD_CHANNEL.to_owned(),
+        },
+    ] {
+        session.call(op, Consistency::Linearizable, options).await?;
+    }
+    Ok(())
+}
+
+/// Prints the progress line until `stop`.
+async fn progress(run: Arc<Run>, started: Instant, stop: CancellationToken) {
+    let terminal = std::io::stderr().is_terminal();
+    let interval = if terminal {
+        PROGRESS_INTERVAL
+    } else {
+        PROGRESS_LOG_INTERVAL
+    };
+    let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + interval, interval);
+    let mut last_ops = 0;
+    let mut last_at = Instant::now();
+    loop {
+        tokio::select! {
+            () = stop.cancelled() => break,
+            _ = ticker.tick() => {}
+        }
+        let ops = run.live.ops.load(Ordering::Relaxed);
+        let now = Instant::now();
+        let rate = (ops - last_ops) as f64 / now.duration_since(last_at).as_secs_f64().max(1e-9);
+        (last_ops, last_at) = (ops, now);
+        let line = format!(
+            "{:>6.1}s  ops {ops}  ops/s {rate:.0}  errors {}  unknown {}",
+            started.elapsed().as_secs_f64(),
+            run.live.errors.load(Ordering::Relaxed),
+            run.live.unknown.load(Ordering::Relaxed),
+        );
+        let mut stderr = std::io::stderr().lock();
+        // Progress is a courtesy: a closed stderr must not stop the run.
+        let _ = if terminal {
+            write!(stderr, "\r{line}\x1b[K")
+        } else {
+            writeln!(stderr, "{line}")
+        };
+        let _ = stderr.flush();
+    }
+    if terminal {
+        let _ = writeln!(std::io::stderr());
+    }
+}
+
+/// Runs the load until `config.duration` passes or `shutdown` is cancelled, then waits
+/// for the operations in flight, flushes the history and returns the report.
+pub async fn run_load(
+    config: LoadConfig,
+    shutdown: CancellationToken,
+) -> Result<LoadReport, LoadError> {
+    config.validate()?;
+    let histogram = Histogram::<u64>::new_with_bounds(1, MAX_LATENCY_US, 3)
+        .map_err(|e| LoadError::Histogram(e.to_string()))?;
+    let mut connections = Vec::with_capacity(config.connections);
+    for _ in 0..config.connections {
+        connections.push(Connection::open(&config.broker).await?);
+    }
+    if config.mix.has(LoadOp::Publish) {
+        set_up_chat(&connections[0], &config.options)
+            .await
+            .map_err(LoadError::Setup)?;
+    }
+    let recorder = match &config.history {
+        Some(path) => Some(HistoryRecorder::create(path)?),
+        None => None,
+    };
+    let stop = shutdown.child_token();
+    let run = Arc::new(Run {
+        clock: Clock::start(),
+        live: Live::default(),
+        cas_cache: CasCache::new(config.value_size),
+        history: recorder.as_ref().map(HistoryRecorder::sink),
+        stop: stop.clone(),
+        config,
+    });
+    let started = Instant::now();
+    if let Some(duration) = run.config.duration {
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            tokio::select! {
+                () = tokio::time::sleep(duration) => stop.cancel(),
+                () = stop.cancelled() => {}
+            }
+        });
+    }
+    let progress_stop = CancellationToken::new();
+    let progress_task = run
+        .config
+        .progress
+        .then(|| tokio::spawn(progress(run.clone(), started, progress_stop.clone())));
+    let tasks: Vec<_> = (0..run.config.clients)
+        .map(|index| {
+            let session = connections[index % connections.len()].session();
+            tokio::spawn(client_task(index, session, run.clone(), histogram.clone()))
+        })
+        .collect();
+    let mut total = ClientStats::new(histogram);
+    let mut history_error = None;
+    for task in tasks {
+        let stats = match task.await {
+            Ok(stats) => stats,
+            Err(error) => {
+                // A client task panicked: a bug; its operations are missing from the
+                // counts (and the history, which is therefore not trustworthy).
+                history_error.get_or_insert(format!("a client task failed: {error}"));
+                continue;
+            }
+        };
+        if total.latency_us.add(&stats.latency_us).is_err() {
+            tracing::warn!("a client's latency histogram does not merge");
+        }
+        total.ops += stats.ops;
+        total.unknown += stats.unknown;
+        total.not_found += stats.not_found;
+        total.cas_mismatch += stats.cas_mismatch;
+        total.retried += stats.retried;
+        for (op, count) in stats.by_op {
+            *total.by_op.entry(op).or_insert(0) += count;
+        }
+        for (kind, count) in stats.errors {
+            *total.errors.entry(kind).or_insert(0) += count;
+        }
+        if let Some(error) = stats.history_error {
+            history_error.get_or_insert(error);
+        }
+    }
+    let elapsed = started.elapsed();
+    stop.cancel();
+    progress_stop.cancel();
+    if let Some(task) = progress_task {
+        let _ = task.await;
+    }
+    let mix = run.config.mix.to_string();
+    let clients = run.config.clients;
+    drop(run);
+    let history = match recorder {
+        Some(recorder) => {
+            let path = recorder.path().to_owned();
+            let written = tokio::task::spawn_blocking(move || recorder.finish())
+                .await
+                .map_err(|e| HistoryError::Io {
+                    path: path.clone(),
+                    source: std::io::Error::other(e.to_string()),
+                })??;
+            if let Some(error) = history_error {
+                return Err(HistoryError::Io {
+                    path,
+                    source: std::io::Error::other(error),
+                }
+                .into());
+            }
+            Some((path, written))
+        }
+        None => None,
+    };
+    Ok(LoadReport {
+        clients,
+        mix,
+        ops: total.ops,
+        by_op: total.by_op,
+        elapsed,
+        latency_us: total.latency_us,
+        errors: total.errors,
+        unknown: total.unknown,
+        not_found: total.not_found,
+        cas_mismatch: total.cas_mismatch,
+        retried: total.retried,
+        history,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proto::Error;
+
+    fn stats() -> ClientStats {
+        ClientStats::new(Histogram::new_with_bounds(1, MAX_LATENCY_US, 3).unwrap())
+    }
+
+    fn rejected(code: ErrorCode) -> CallError {
+        CallError::Rejected {
+            error: Error::new(code, "test"),
+            node: "node-1".into(),
+            attempts: 1,
+            earlier_unanswered: false,
+        }
+    }
+
+    #[test]
+    fn values_are_unique_and_sized() {
+        let mut rng = StdRng::seed_from_u64(3);
+        let a = unique_value(1, 2, &mut rng, 64);
+        let b = unique_value(1, 3, &mut rng, 64);
+        assert_eq!(a.len(), 64);
+        assert!(a.starts_with("c1-s2-"));
+        assert_ne!(a, b);
+        // A tiny size never cuts the unique tag.
+        assert!(unique_value(1, 2, &mut rng, 1).starts_with("c1-s2-"));
+    }
+
+    #[test]
+    fn outcomes_map_to_the_history_format() {
+        let get = Op::Get { key: "k".into() };
+        let cas = Op::Cas {
+            key: "k".into(),
+            expected: None,
+            new: "v".into(),
+        };
+        let put = Op::Put {
+            key: "k".into(),
+            value: "v".into(),
+        };
+        let latency = Duration::from_millis(2);
+
+        // A get of an absent key: ok with output null.
+        let ended = classify(
+            &get,
+            Err(rejected(ErrorCode::NotFound)),
+            &mut stats(),
+            latency,
+        );
+        let line = history_operation(0, &get, &ended, 10, 20).unwrap();
+        assert_eq!(line.outcome, Outcome::Ok);
+        assert_eq!(line.output, Some(Output::Value(None)));
+        assert_eq!(line.return_, Some(20));
+
+        // A CAS mismatch: ok with output false, expected recorded.
+        let ended = classify(
+            &cas,
+            Err(rejected(ErrorCode::CasMismatch)),
+            &mut stats(),
+            latency,
+        );
+        let line = history_operation(0, &cas, &ended, 10, 20).unwrap();
+        assert_eq!(
+            (line.outcome, line.output),
+            (Outcome::Ok, Some(Output::Bool(false)))
+        );
+        assert_eq!(line.expected, None);
+        assert_eq!(line.value.as_deref(), Some("v"));
+
+        // A timeout: unknown, without a return.
+        let timeout = CallError::Timeout {
+            attempts: 3,
+            last_error: None,
+            timeout: Duration::from_secs(1),
+        };
+        let ended = classify(&put, Err(timeout), &mut stats(), latency);
+        let line = history_operation(0, &put, &ended, 10, 20).unwrap();
+        assert_eq!((line.outcome, line.return_), (Outcome::Unknown, None));
+
+        // Certainly not applied: fail.
+        let unavailable = CallError::Unavailable {
+            error: Error::new(ErrorCode::Unavailable, "no node"),
+            attempts: 5,
+        };
+        let ended = classify(&put, Err(unavailable), &mut stats(), latency);
+        assert_eq!(
+            history_operation(0, &put, &ended, 10, 20).unwrap().outcome,
+            Outcome::Fail
+        );
+
+        // An internal error proves nothing: unknown.
+        let ended = classify(
+            &put,
+            Err(rejected(ErrorCode::Internal)),
+            &mut stats(),
+            latency,
+        );
+        assert_eq!(
+            history_operation(0, &put, &ended, 10, 20).unwrap().outcome,
+            Outcome::Unknown
+        );
+
+        // Publishes are not key operations.
+        let publish = Op::Publish {
+            user: "u".into(),
+            channel: "c".into(),
+            text: "t".into(),
+        };
+        assert!(history_operation(0, &publish, &Ended::Answered(None), 1, 2).is_none());
+    }
+
+    #[test]
+    fn cas_cache_is_bounded() {
+        let cache = CasCache::new(CAS_CACHE_BYTES / 2);
+        cache.set(1, Some("a".into()));
+        cache.set(2, Some("b".into()));
+        cache.set(3, Some("c".into()));
+        let held = (1..=3).filter(|k| cache.get(*k).is_some()).count();
+        assert_eq!(held, 2);
+        assert_eq!(cache.get(3).as_deref(), Some("c"));
+        cache.set(3, None);
+        assert_eq!(cache.get(3), None);
+    }
+
+    #[test]
+    fn configs_are_checked() {
+        let config = LoadConfig {
+            broker: "tcp://127.0.0.1:1".into(),
+            clients: 0,
+            connections: 1,
+            duration: None,
+            mix: crate::mix::DEFAULT_MIX.parse().unwrap(),
+            keys: 10,
+            value_size: 8,
+            history: None,
+            rate: None,
+            options: CallOptions::default(),
+            progress: false,
+        };
+        assert!(config.validate().is_err());
+        assert!(
+            LoadConfig {
+                clients: 1,
+                ..config.clone()
+            }
+            .validate()
+            .is_ok()
+        );
+        assert!(
+            LoadConfig {
+                clients: 1,
+                value_size: MAX_VALUE_BYTES + 1,
+                ..config
+            }
+            .validate()
+            .is_err()
+        );
+    }
+}
