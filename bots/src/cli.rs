@@ -71,9 +71,13 @@ pub struct LoadArgs {
     /// Operation weights: put, get, cas, delete, publish.
     #[arg(long, env = "BOTS_MIX", default_value = DEFAULT_MIX)]
     pub mix: Mix,
-    /// Distinct keys (key-0 .. key-N-1).
+    /// Distinct keys (PREFIX0 .. PREFIX<N-1>).
     #[arg(long, env = "BOTS_KEYS", default_value_t = 1000)]
     pub keys: u64,
+    /// Keys are PREFIX0, PREFIX1...; default `key-`, or a fresh `run-<random>-` with
+    /// --history (a history assumes its keys start absent and untouched by others).
+    #[arg(long, env = "BOTS_KEY_PREFIX")]
+    pub key_prefix: Option<String>,
     /// Bytes of each written value.
     #[arg(long, env = "BOTS_VALUE_SIZE", default_value_t = 256)]
     pub value_size: usize,
@@ -135,6 +139,7 @@ pub async fn run(cli: Cli, shutdown: CancellationToken, out: &mut dyn Write) -> 
                 duration: args.duration,
                 mix: args.mix,
                 keys: args.keys,
+                key_prefix: crate::load::key_prefix_for(args.key_prefix, args.history.is_some()),
                 value_size: args.value_size,
                 history: args.history,
                 rate: args.rate,

@@ -2,7 +2,9 @@
 //!
 //! Each of `--clients` tasks owns one [`Session`] (sessions share a few DEALER
 //! [`Connection`]s) and issues one operation at a time, as fast as answers come or at
-//! its share of `--rate`. Keys are `key-0 .. key-<keys-1>`, drawn uniformly. A put and a
+//! its share of `--rate`. Keys are `<prefix>0 .. <prefix><keys-1>`, drawn uniformly; a
+//! recorded run takes a fresh prefix, because a history assumes every key starts absent
+//! and is written by nobody else (an earlier run, or the steady bot of `on.sh`). A put and a
 //! CAS write a unique value `c<client>-s<n>-<random>` padded to `--value-size`; a CAS
 //! expects the last value any client saw for that key (absent if none is cached).
 //!
@@ -40,8 +42,10 @@ pub const MAX_KEYS: u64 = 10_000_000;
 /// Bytes of values the CAS cache keeps (last value seen per key); beyond it, entries are
 /// evicted and those CASes expect absence.
 pub const CAS_CACHE_BYTES: usize = 64 * 1024 * 1024;
-/// Prefix of the load keys.
+/// Prefix of the load keys of a run without a history.
 pub const KEY_PREFIX: &str = "key-";
+/// Longest `--key-prefix`: room is left for the key number within the key limit.
+pub const MAX_KEY_PREFIX_BYTES: usize = 256;
 /// The user that load publishes as.
 pub const LOAD_USER: &str = "load-bot";
 /// The channel load publishes on.
@@ -68,6 +72,9 @@ pub struct LoadConfig {
     pub mix: Mix,
     /// Distinct keys.
     pub keys: u64,
+    /// Keys are `<key_prefix><n>`. A recorded run needs keys nobody else writes, since a
+    /// history assumes every key starts absent: see [`key_prefix_for`].
+    pub key_prefix: String,
     /// Bytes of each written value (at least the length of its unique tag).
     pub value_size: usize,
     /// Record key operations to this file.
@@ -112,6 +119,9 @@ impl LoadConfig {
         }
         if !(1..=MAX_KEYS).contains(&self.keys) {
             return fail(format!("--keys must be 1..={MAX_KEYS}"));
+        }
+        if self.key_prefix.len() > MAX_KEY_PREFIX_BYTES {
+            return fail(format!("--key-prefix is over {MAX_KEY_PREFIX_BYTES} bytes"));
         }
         if !(1..=MAX_VALUE_BYTES).contains(&self.value_size) {
             return fail(format!("--value-size must be 1..={MAX_VALUE_BYTES}"));
@@ -210,6 +220,10 @@ pub struct LoadReport {
     pub clients: usize,
     /// The mix.
     pub mix: String,
+    /// Distinct keys.
+    pub keys: u64,
+    /// Their prefix.
+    pub key_prefix: String,
     /// Operations answered.
     pub ops: u64,
     /// Answered operations by kind.
@@ -270,6 +284,16 @@ impl LoadReport {
             vec!["clients".to_owned(), self.clients.to_string()],
             vec!["mix".to_owned(), self.mix.clone()],
             vec![
+                "keys".to_owned(),
+                format!(
+                    "{} ({}0 .. {}{})",
+                    self.keys,
+                    self.key_prefix,
+                    self.key_prefix,
+                    self.keys.saturating_sub(1)
+                ),
+            ],
+            vec![
                 "duration".to_owned(),
                 format!("{:.1} s", self.elapsed.as_secs_f64()),
             ],
@@ -323,12 +347,25 @@ impl LoadReport {
             "by_op": self.by_op,
             "clients": self.clients,
             "mix": self.mix,
+            "keys": self.keys,
+            "key_prefix": self.key_prefix,
             "duration_s": self.elapsed.as_secs_f64(),
             "history": self.history.as_ref().map(|(path, count)| json!({
                 "path": path.display().to_string(),
                 "operations": count,
             })),
         })
+    }
+}
+
+/// The key prefix of a run: the one asked for, else [`KEY_PREFIX`] without a history,
+/// else a fresh `run-<random>-` so that a recorded run starts from absent keys that no
+/// earlier run and no concurrent bot touches (a history assumes an empty register).
+pub fn key_prefix_for(asked: Option<String>, recording: bool) -> String {
+    match asked {
+        Some(prefix) => prefix,
+        None if recording => format!("run-{:08x}-", rand::random::<u32>()),
+        None => KEY_PREFIX.to_owned(),
     }
 }
 
@@ -384,7 +421,7 @@ async fn client_task(
         n += 1;
         let kind = config.mix.pick(rng.random_range(0..config.mix.total()));
         let key_index = rng.random_range(0..config.keys);
-        let key = format!("{KEY_PREFIX}{key_index}");
+        let key = format!("{}{key_index}", config.key_prefix);
         let op = match kind {
             LoadOp::Put => Op::Put {
                 key,
@@ -695,6 +732,8 @@ pub async fn run_load(
     }
     let mix = run.config.mix.to_string();
     let clients = run.config.clients;
+    let keys = run.config.keys;
+    let key_prefix = run.config.key_prefix.clone();
     drop(run);
     let history = match recorder {
         Some(recorder) => {
@@ -719,6 +758,8 @@ pub async fn run_load(
     Ok(LoadReport {
         clients,
         mix,
+        keys,
+        key_prefix,
         ops: total.ops,
         by_op: total.by_op,
         elapsed,
@@ -846,6 +887,16 @@ mod tests {
     }
 
     #[test]
+    fn recorded_runs_get_fresh_keys() {
+        assert_eq!(key_prefix_for(None, false), KEY_PREFIX);
+        assert_eq!(key_prefix_for(Some("x-".into()), true), "x-");
+        let a = key_prefix_for(None, true);
+        let b = key_prefix_for(None, true);
+        assert!(a.starts_with("run-") && a.ends_with('-'), "{a}");
+        assert_ne!(a, b);
+    }
+
+    #[test]
     fn cas_cache_is_bounded() {
         let cache = CasCache::new(CAS_CACHE_BYTES / 2);
         cache.set(1, Some("a".into()));
@@ -867,6 +918,7 @@ mod tests {
             duration: None,
             mix: crate::mix::DEFAULT_MIX.parse().unwrap(),
             keys: 10,
+            key_prefix: KEY_PREFIX.into(),
             value_size: 8,
             history: None,
             rate: None,

@@ -42,6 +42,7 @@ fn load_config(fake: &FakeCluster, history: Option<PathBuf>) -> LoadConfig {
         mix: "put=35,get=35,cas=15,delete=5,publish=10".parse().unwrap(),
         // Few keys: many operations per key, so the check has something to chew on.
         keys: 20,
+        key_prefix: bots::load::key_prefix_for(None, history.is_some()),
         value_size: 32,
         history,
         rate: None,
@@ -132,6 +133,38 @@ async fn a_faulty_run_records_a_linearizable_history() {
         other => panic!("tampered history judged {other:?}"),
     }
     std::fs::remove_file(&path).unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_recorded_run_is_not_polluted_by_earlier_load() {
+    // A steady unrecorded load (like on.sh's bot) fills the default keys first; a
+    // history taken afterwards must not start from those values.
+    let fake = FakeCluster::start(FakeConfig::default()).await.unwrap();
+    let mut steady = load_config(&fake, None);
+    steady.duration = Some(Duration::from_millis(500));
+    steady.mix = "put=1".parse().unwrap();
+    let report = run_load(steady, CancellationToken::new()).await.unwrap();
+    assert_eq!(report.key_prefix, bots::load::KEY_PREFIX);
+    assert!(report.ops > 0);
+
+    let path = temp_path("after-steady-history");
+    let mut recorded = load_config(&fake, Some(path.clone()));
+    recorded.duration = Some(Duration::from_millis(500));
+    let report = run_load(recorded, CancellationToken::new()).await.unwrap();
+    assert!(
+        report.key_prefix.starts_with("run-"),
+        "{}",
+        report.key_prefix
+    );
+    let ops = lincheck::parse_history(std::io::BufReader::new(std::fs::File::open(&path).unwrap()))
+        .unwrap();
+    assert!(ops.iter().all(|op| op.key.starts_with(&report.key_prefix)));
+    assert_eq!(
+        lincheck::check(&ops, &lincheck::CheckOptions::default()),
+        Verdict::Linearizable
+    );
+    std::fs::remove_file(&path).unwrap();
+    fake.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -119,7 +119,7 @@ pub fn status_table(statuses: &[NodeStatus]) -> String {
                     field(doc, &["node", "id"]),
                     field(doc, &["rank"]),
                     field(doc, &["role"]),
-                    field(doc, &["leader"]),
+                    field(doc, &["leader_node", "leader"]),
                     field(doc, &["applied_slot"]),
                     digest,
                     field(doc, &["lamport"]),
