@@ -69,8 +69,11 @@ pub struct Config {
     /// in ticks.
     #[arg(long, env = "PENDING_TIMEOUT_TICKS", default_value_t = 300)]
     pub pending_timeout_ticks: Ticks,
-    /// Slots the leader keeps in flight at once.
-    #[arg(long, env = "WINDOW_SLOTS", default_value_t = 32)]
+    /// Slots the leader keeps in flight at once. A small window makes the commands that
+    /// arrive during a round trip wait for the next slot, so batches grow with the load
+    /// and each command costs fewer messages (measured: 2 slots did ~1.7x the writes/s
+    /// of 32 at 64 clients, with a third of the p99).
+    #[arg(long, env = "WINDOW_SLOTS", default_value_t = 2)]
     pub window_slots: usize,
     /// Most commands in one slot.
     #[arg(long, env = "MAX_BATCH_COMMANDS", default_value_t = MAX_BATCH_COMMANDS)]
