@@ -98,9 +98,9 @@ printf ' %s leads\n' "$leader"
 
 if (( BOTS )); then
     bold "==> Starting 2 bots (steady mixed load and chat)"
-    start_process bot-1 "$BIN/bots" load --clients 4 --duration 24h --rate 100 \
+    start_process bot-1 "$BIN/bots" load --clients 4 --rate 100/s \
         --mix put=40,get=40,cas=10,publish=10 --keys 100 --value-size 64 --quiet
-    start_process bot-2 "$BIN/bots" chat --bots 2 --rate 1
+    start_process bot-2 "$BIN/bots" chat --bots 2 --rate 1/s
 fi
 
 printf '\n%-10s %-8s %-42s %s\n' PROCESS PID ADDRESS LOG
