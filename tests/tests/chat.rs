@@ -1,0 +1,122 @@
+//! Live delivery: a committed chat message is published once on `chan.<channel>` (by the
+//! leader), not once per replica. Also: `consistency = local` reads are answered by one
+//! replica at once and say which, and `node health` reports a live node.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a panic in a test is a failed test
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use e2e::{Client, Cluster, ClusterOptions, bin_dir, runtime};
+use node::driver::LiveMessage;
+use proto::{Consistency, Op, Reply};
+use transport::{Kind, Mode, Options, Socket};
+
+#[test]
+fn a_chat_message_is_published_once() {
+    let rt = runtime();
+    let cluster = Cluster::start(ClusterOptions::default());
+    let ids = cluster.ids();
+    cluster.wait_for_leader(&ids);
+    let client = rt.block_on(Client::connect(&cluster.endpoints.broker_frontend));
+    rt.block_on(async {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let mut session = client.session();
+        for op in [
+            Op::Login { user: "ann".into() },
+            Op::CreateChannel {
+                channel: "general".into(),
+            },
+        ] {
+            let response = session
+                .call(op, Consistency::Linearizable, deadline)
+                .await
+                .unwrap();
+            assert_eq!(response.result, Ok(Reply::Done));
+        }
+        let feed = Socket::open(
+            Kind::Sub,
+            Mode::Connect,
+            &cluster.endpoints.proxy_backend,
+            Options::default().subscribe("chan.general"),
+        )
+        .await
+        .unwrap();
+        let (_keep, mut feed) = feed.split();
+        let publish = |text: String| {
+            let op = Op::Publish {
+                user: "ann".into(),
+                channel: "general".into(),
+                text,
+            };
+            let mut session = client.session();
+            async move {
+                let response = session.call(op, Consistency::Linearizable, deadline).await;
+                assert!(matches!(response.unwrap().result, Ok(Reply::Posted { .. })));
+            }
+        };
+        // The subscription travels to the publishers asynchronously: post until one
+        // message comes through.
+        let mut warm = 0;
+        loop {
+            warm += 1;
+            publish(format!("warm-up {warm}")).await;
+            if tokio::time::timeout(Duration::from_millis(500), feed.recv())
+                .await
+                .is_ok()
+            {
+                break;
+            }
+            assert!(Instant::now() < deadline, "no live delivery at all");
+        }
+        publish("A".into()).await;
+        publish("B".into()).await;
+        let mut seen_a = 0;
+        loop {
+            let frames = tokio::time::timeout_at(deadline.into(), feed.recv())
+                .await
+                .expect("B was never delivered")
+                .unwrap();
+            assert_eq!(frames.len(), 2);
+            assert_eq!(frames[0], b"chan.general");
+            let message = proto::decode::<LiveMessage>(&frames[1]).unwrap().0;
+            match message.text.as_str() {
+                "A" => seen_a += 1,
+                "B" => break,
+                _ => {}
+            }
+        }
+        assert_eq!(seen_a, 1, "message A delivered {seen_a} times");
+
+        // A local read: answered at once by one replica, which names itself.
+        let mut session = client.session();
+        session.put("local-key", "v", deadline).await.unwrap();
+        loop {
+            let op = Op::Get {
+                key: "local-key".into(),
+            };
+            let response = session
+                .call(op, Consistency::Local, deadline)
+                .await
+                .unwrap();
+            assert!(response.node.starts_with("node-"));
+            if response.result == Ok(Reply::Value("v".into())) {
+                break;
+            }
+            assert!(Instant::now() < deadline, "local reads never caught up");
+        }
+    });
+
+    // `node health` for the docker healthcheck.
+    let addr = cluster.status_addr(1).to_string();
+    let health = || {
+        Command::new(bin_dir().join("node"))
+            .args(["health", "--status-addr", &addr])
+            .status()
+            .unwrap()
+    };
+    assert!(health().success());
+    let mut cluster = cluster;
+    cluster.kill("node-1");
+    assert!(!health().success());
+}
