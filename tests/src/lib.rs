@@ -706,15 +706,36 @@ impl Acked {
     }
 }
 
-/// Reads every acknowledged key back (linearizably) and returns the ones whose value is
-/// not the acknowledged one.
+/// Sessions [`lost_writes`] reads with, concurrently.
+pub const READ_BACK_SESSIONS: usize = 16;
+
+/// Reads every acknowledged key back (linearizably, from [`READ_BACK_SESSIONS`]
+/// sessions at once) and returns the ones whose value is not the acknowledged one.
 pub async fn lost_writes(client: &Client, acked: &Acked, deadline: Instant) -> Vec<String> {
-    let mut session = client.session();
+    let all: Vec<(String, String)> = acked.all().into_iter().collect();
+    let chunk = all.len().div_ceil(READ_BACK_SESSIONS).max(1);
+    let tasks: Vec<_> = all
+        .chunks(chunk)
+        .map(|part| {
+            let part = part.to_vec();
+            let mut session = client.session();
+            tokio::spawn(async move {
+                let mut lost = Vec::new();
+                for (key, value) in part {
+                    match session.get(&key, deadline).await {
+                        Ok(Some(found)) if found == value => {}
+                        other => lost.push(format!("{key}: acked {value:?}, read {other:?}")),
+                    }
+                }
+                lost
+            })
+        })
+        .collect();
     let mut lost = Vec::new();
-    for (key, value) in acked.all() {
-        match session.get(&key, deadline).await {
-            Ok(Some(found)) if found == value => {}
-            other => lost.push(format!("{key}: acked {value:?}, read {other:?}")),
+    for task in tasks {
+        match task.await {
+            Ok(part) => lost.extend(part),
+            Err(e) => lost.push(format!("reader failed: {e}")),
         }
     }
     lost

@@ -29,9 +29,11 @@ fn stop_the_leader_for_five_seconds() {
     let held = Duration::from_secs(5).saturating_sub(stopped_at.elapsed());
     std::thread::sleep(held);
     cluster.signal(&format!("node-{old}"), "CONT");
+    let resumed = Instant::now();
 
     // The old leader learns of the higher ballot and follows the new one.
     let leader = cluster.wait_for_leader(&ids);
+    let follows_after = resumed.elapsed();
     assert_eq!(
         leader, new,
         "the returning node does not take leadership back"
@@ -50,6 +52,7 @@ fn stop_the_leader_for_five_seconds() {
     );
     let (slot, digest) = cluster.wait_converged(&ids, 1);
     println!(
-        "sigstop: node-{old} stopped 5 s, node-{new} led meanwhile; converged at slot {slot} ({digest})"
+        "sigstop: node-{old} stopped 5 s, node-{new} led meanwhile; every node followed it \
+         {follows_after:?} after SIGCONT; converged at slot {slot} ({digest})"
     );
 }
