@@ -181,6 +181,8 @@ pub(crate) struct Driver {
     request_in_flight: bool,
 
     role: Role,
+    /// The leader the core followed at the end of the last turn.
+    leader: Option<Rank>,
     candidacy_started: Option<Instant>,
     proposed_at: BTreeMap<Slot, Instant>,
 
@@ -260,6 +262,7 @@ impl Driver {
             durable_seq: 0,
             request_in_flight: false,
             role: Role::Follower,
+            leader: None,
             candidacy_started: None,
             proposed_at: BTreeMap::new(),
             registered: false,
@@ -852,7 +855,8 @@ impl Driver {
             return;
         }
         let key = (request.client_id, request.seq);
-        match self.pending.insert(key, route, op, now) {
+        let command = Command::from(&request);
+        match self.pending.insert(route, command.clone(), now) {
             Ok(_) => {}
             Err(_) => {
                 let error = Error::new(ErrorCode::Overloaded, "too many requests wait here");
@@ -862,7 +866,6 @@ impl Driver {
                 return;
             }
         }
-        let command = Command::from(&request);
         match self.replica.propose(command) {
             Ok(()) => {
                 self.metrics.proposals.inc();
@@ -1038,7 +1041,14 @@ impl Driver {
     // ------------------------------------------------------------------ snapshots
 
     fn after_turn(&mut self) {
-        let role = self.replica.status().role;
+        let status = self.replica.status();
+        if status.leader != self.leader {
+            self.leader = status.leader;
+            if self.leader.is_some() {
+                self.propose_waiting_again();
+            }
+        }
+        let role = status.role;
         if role != self.role {
             let now = Instant::now();
             match role {
@@ -1064,6 +1074,24 @@ impl Driver {
             self.role = role;
         }
         self.maybe_snapshot();
+    }
+
+    /// A new leader is known: hand it the commands of every client still waiting here.
+    /// Those this node forwarded to a leader that died are lost otherwise until the
+    /// client retries; those that did reach the log take effect once anyway (the store's
+    /// session table answers the second copy with the first one's result).
+    fn propose_waiting_again(&mut self) {
+        let commands: Vec<Command> = self.pending.commands().cloned().collect();
+        let mut proposed = 0usize;
+        for command in commands {
+            if self.replica.propose(command).is_err() {
+                break; // full: the clients' own retries will do
+            }
+            proposed += 1;
+        }
+        if proposed > 0 {
+            tracing::debug!(proposed, "handed waiting commands to the new leader");
+        }
     }
 
     fn maybe_snapshot(&mut self) {

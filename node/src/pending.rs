@@ -4,7 +4,7 @@
 use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
-use proto::client::{ClientId, Seq};
+use proto::client::{ClientId, Command, Seq};
 
 /// Most client requests waiting for their command at one node; beyond it new requests
 /// are answered `overloaded` at once.
@@ -19,6 +19,9 @@ pub struct Waiting {
     /// The routing frames to put in front of the reply (the client's identity at the
     /// broker).
     pub route: Vec<Vec<u8>>,
+    /// The command, to hand to the cluster again when the leader changes (a follower's
+    /// forward to a leader that died is lost).
+    pub command: Command,
     /// The op's name, for metrics.
     pub op: &'static str,
     /// When the request (or its latest retry) arrived.
@@ -58,11 +61,11 @@ impl PendingRequests {
     /// client's newest path is the one still listening). Returns whether it was a retry.
     pub fn insert(
         &mut self,
-        key: (ClientId, Seq),
         route: Vec<Vec<u8>>,
-        op: &'static str,
+        command: Command,
         now: Instant,
     ) -> Result<bool, Full> {
+        let key = (command.client_id, command.seq);
         if let Some(waiting) = self.waiting.get_mut(&key) {
             waiting.route = route;
             return Ok(true);
@@ -74,12 +77,18 @@ impl PendingRequests {
             key,
             Waiting {
                 route,
-                op,
+                op: command.op.name(),
+                command,
                 since: now,
             },
         );
         self.order.push_back((key, now));
         Ok(false)
+    }
+
+    /// The commands of every waiting request.
+    pub fn commands(&self) -> impl Iterator<Item = &Command> {
+        self.waiting.values().map(|w| &w.command)
     }
 
     /// Takes the request waiting for `key`, if any.
@@ -113,17 +122,26 @@ impl PendingRequests {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proto::Op;
+
+    fn cmd(client_id: ClientId, seq: Seq) -> Command {
+        Command {
+            client_id,
+            seq,
+            op: Op::Noop,
+        }
+    }
 
     #[test]
     fn a_retry_updates_the_route() {
         let now = Instant::now();
         let mut pending = PendingRequests::new();
         assert_eq!(
-            pending.insert((1, 1), vec![b"a".to_vec()], "put", now),
+            pending.insert(vec![b"a".to_vec()], cmd(1, 1), now),
             Ok(false)
         );
         assert_eq!(
-            pending.insert((1, 1), vec![b"b".to_vec()], "put", now),
+            pending.insert(vec![b"b".to_vec()], cmd(1, 1), now),
             Ok(true)
         );
         assert_eq!(pending.len(), 1);
@@ -136,11 +154,11 @@ mod tests {
     fn old_requests_expire_and_answered_ones_do_not_count() {
         let start = Instant::now();
         let mut pending = PendingRequests::new();
-        pending.insert((1, 1), vec![], "put", start).unwrap();
-        pending.insert((2, 1), vec![], "get", start).unwrap();
+        pending.insert(vec![], cmd(1, 1), start).unwrap();
+        pending.insert(vec![], cmd(2, 1), start).unwrap();
         pending.take((2, 1));
         let later = start + PENDING_REQUEST_TTL / 2;
-        pending.insert((3, 1), vec![], "put", later).unwrap();
+        pending.insert(vec![], cmd(3, 1), later).unwrap();
         assert_eq!(pending.expire(start + PENDING_REQUEST_TTL), 1);
         assert!(pending.take((1, 1)).is_none());
         assert!(pending.take((3, 1)).is_some());
@@ -151,10 +169,10 @@ mod tests {
         let now = Instant::now();
         let mut pending = PendingRequests::new();
         for seq in 0..MAX_PENDING_REQUESTS as u64 {
-            pending.insert((1, seq), vec![], "put", now).unwrap();
+            pending.insert(vec![], cmd(1, seq), now).unwrap();
         }
-        assert_eq!(pending.insert((2, 0), vec![], "put", now), Err(Full));
+        assert_eq!(pending.insert(vec![], cmd(2, 0), now), Err(Full));
         // A retry of a waiting request is still taken.
-        assert_eq!(pending.insert((1, 5), vec![], "put", now), Ok(true));
+        assert_eq!(pending.insert(vec![], cmd(1, 5), now), Ok(true));
     }
 }

@@ -11,7 +11,14 @@ use e2e::{Client, Cluster, ClusterOptions, Load, lost_writes, runtime};
 #[test]
 fn kill_the_leader_under_load() {
     let rt = runtime();
-    let mut cluster = Cluster::start(ClusterOptions::default());
+    // `FAILOVER_NODE_ARGS` tries other timings, e.g. `--election-timeout-ticks 30`.
+    let node_args = std::env::var("FAILOVER_NODE_ARGS")
+        .map(|args| args.split_whitespace().map(str::to_owned).collect())
+        .unwrap_or_default();
+    let mut cluster = Cluster::start(ClusterOptions {
+        node_args,
+        ..ClusterOptions::default()
+    });
     let ids = cluster.ids();
     let leader = cluster.wait_for_leader(&ids);
     let client = rt.block_on(Client::connect(&cluster.endpoints.broker_frontend));
