@@ -55,7 +55,7 @@ case "$ACTION" in
             say "$TARGET: $(stop_process "$TARGET")"
         fi
         restart_process "$TARGET"
-        say "$TARGET restarted (pid $(cat "$RUN/$TARGET.pid")), log data/logs/$TARGET.log"
+        say "$TARGET restarted (pid $(cat "$RUN/$TARGET.pid")), log ${LOGS#"$ROOT"/}/$TARGET.log"
         ;;
     stop)
         if [[ -n "$TARGET" ]]; then

@@ -5,12 +5,13 @@ set -euo pipefail
 source "$(dirname "$0")/common.sh"
 cd "$ROOT"
 TARGET=x86_64-unknown-linux-gnu
+TARGET_DIR="${CARGO_TARGET_DIR:-$ROOT/target}"
 bold "==> Building static binaries (crt-static, --target $TARGET)"
 RUSTFLAGS="-C target-feature=+crt-static" cargo build --release --target "$TARGET" \
     -p reference -p proxy -p broker -p node -p bots -p client
 mkdir -p target/docker/bin
 for binary in reference proxy broker node bots client; do
-    cp "target/$TARGET/release/$binary" target/docker/bin/
+    cp "$TARGET_DIR/$TARGET/release/$binary" target/docker/bin/
 done
 bold "==> Building the image paxos-zmq:latest (FROM scratch)"
 # The classic builder: BuildKit would try to pull its frontend image.

@@ -8,7 +8,7 @@ set -euo pipefail
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 cd "$ROOT"
 source scripts/common.sh
-BIN="$ROOT/target/release"
+BIN="${PAXOS_BIN_DIR:-$ROOT/target/release}"
 WORK="$(mktemp -d /tmp/paxos-zmq-docker.XXXXXX)"
 HISTORY="$WORK/history.jsonl"
 export DATA_DIR="$ROOT/data"
