@@ -126,8 +126,11 @@ pub struct Config {
     /// with-pending-request, after-snapshot.
     #[arg(long, env = "CRASH_AT")]
     pub crash_at: Option<CrashAt>,
-    /// When the WAL or store.json is corrupt: move this node's folder aside and catch up
-    /// from the peers instead of refusing to start.
+    /// When the WAL or store.json is corrupt: move them aside (`corrupt-<time>/`) and
+    /// catch up from the peers instead of refusing to start. The node forgets what its
+    /// acceptor promised and accepted, as with a replaced disk: use it only while the
+    /// other members are healthy (a value chosen with this node's vote and not yet
+    /// learned elsewhere could otherwise be lost).
     #[arg(long, env = "REBUILD_FROM_PEERS")]
     pub rebuild_from_peers: bool,
     /// Seed of the election back-off [default: derived from the id and the time].

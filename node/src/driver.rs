@@ -312,6 +312,9 @@ impl Driver {
         let mut buffer = Vec::with_capacity(MAX_DRAIN_PER_TURN);
         loop {
             let reading = self.held.len() < MAX_HELD_GROUPS;
+            // `biased`: the rare events (timers, status, snapshots) come first, so that a
+            // steady stream of peer and client messages can never starve them (a missed
+            // broker heartbeat would take this node out of the ring).
             let event = tokio::select! {
                 biased;
                 _ = shutdown.cancelled() => Event::Shutdown,
@@ -320,6 +323,15 @@ impl Driver {
                     Err(_) => Event::Closed("WAL writer"),
                 },
                 _ = tick.tick() => Event::Tick,
+                _ = broker_heartbeat.tick() => Event::BrokerHeartbeat,
+                _ = reference_heartbeat.tick() => Event::ReferenceHeartbeat,
+                _ = clock_timer.tick() => Event::ClockRound,
+                Some(query) = inputs.status.recv() => Event::Status(query),
+                Some(done) = snapshot_rx.recv() => Event::Snapshot(done),
+                message = inputs.reference.recv() => match message {
+                    Some(m) => Event::Reference(m),
+                    None => Event::Closed("reference socket"),
+                },
                 message = inputs.subscriber.recv(), if reading => match message {
                     Some(m) => Event::Peer(m),
                     None => Event::Closed("SUB socket"),
@@ -328,15 +340,6 @@ impl Driver {
                     Some(m) => Event::Client(m),
                     None => Event::Closed("broker socket"),
                 },
-                message = inputs.reference.recv() => match message {
-                    Some(m) => Event::Reference(m),
-                    None => Event::Closed("reference socket"),
-                },
-                _ = broker_heartbeat.tick() => Event::BrokerHeartbeat,
-                _ = reference_heartbeat.tick() => Event::ReferenceHeartbeat,
-                _ = clock_timer.tick() => Event::ClockRound,
-                Some(query) = inputs.status.recv() => Event::Status(query),
-                Some(done) = snapshot_rx.recv() => Event::Snapshot(done),
             };
             match event {
                 Event::Shutdown => break,
