@@ -61,10 +61,11 @@ use crate::NodeError;
 use crate::clock::{Berkeley, ClockMessage};
 use crate::config::{Config, CrashPoint, Crasher};
 use crate::files::{FileError, Identity, write_atomically};
+use crate::gate::Gate;
 use crate::http::{PeerReport, StatusQuery, StatusReport};
 use crate::metrics::{Metrics, RequestLabels};
 use crate::pending::PendingRequests;
-use crate::wal::{WalProgress, WalRequest, gates_messages};
+use crate::wal::{WalProgress, WalRequest};
 
 /// Most messages taken from one socket per turn, so that one busy input cannot starve
 /// the others or delay the tick.
@@ -170,14 +171,8 @@ pub(crate) struct Driver {
 
     pending: PendingRequests,
     held: VecDeque<Held>,
-    /// Sequence number of the last group sent to the WAL.
-    wal_seq: u64,
-    /// Sequence number of the last group with a gating record.
-    gating_seq: u64,
-    /// Sequence number of the last group with a `Round` or `Promise` record.
-    ballot_seq: u64,
-    /// Every gating record up to this group is durable.
-    durable_seq: u64,
+    /// WAL group numbers and how far they are durable.
+    gate: Gate,
     request_in_flight: bool,
 
     role: Role,
@@ -256,10 +251,7 @@ impl Driver {
             crasher,
             pending: PendingRequests::new(),
             held: VecDeque::new(),
-            wal_seq: 0,
-            gating_seq: 0,
-            ballot_seq: 0,
-            durable_seq: 0,
+            gate: Gate::new(),
             request_in_flight: false,
             role: Role::Follower,
             leader: None,
@@ -351,7 +343,7 @@ impl Driver {
                     if let Some(error) = progress.error {
                         return Err(NodeError::Wal(error));
                     }
-                    self.durable_seq = self.durable_seq.max(progress.durable_seq);
+                    self.gate.durable(progress.durable_seq);
                 }
                 Event::Tick => self.on_tick(),
                 Event::Peer(message) => {
@@ -417,7 +409,9 @@ impl Driver {
             .map_err(|_| NodeError::Wal("WAL writer stopped".to_owned()))?
             .map_err(NodeError::Wal)?;
         let progress = inputs.wal_progress.borrow_and_update().clone();
-        self.durable_seq = self.durable_seq.max(progress.durable_seq).max(self.wal_seq);
+        self.gate.durable(progress.durable_seq);
+        // The explicit sync covered every group handed over.
+        self.gate.all_durable();
         self.release()?;
         let path = self.config.node_dir().join("store.json");
         write_atomically(&path, &self.store.to_json(&self.name))?;
@@ -444,18 +438,8 @@ impl Driver {
             rejected,
         } = ready;
         let accept_record = persist.iter().any(|r| matches!(r, Record::Accept { .. }));
-        let ballot_record = persist
-            .iter()
-            .any(|r| matches!(r, Record::Round { .. } | Record::Promise { .. }));
-        if !persist.is_empty() {
-            self.wal_seq += 1;
-            let seq = self.wal_seq;
-            if persist.iter().any(gates_messages) {
-                self.gating_seq = seq;
-            }
-            if ballot_record {
-                self.ballot_seq = seq;
-            }
+        let admission = self.gate.admit(&persist);
+        if let Some(seq) = admission.wal_seq {
             self.wal
                 .send(WalRequest::Append {
                     seq,
@@ -465,7 +449,7 @@ impl Driver {
                 .map_err(|_| NodeError::Wal("WAL writer stopped".to_owned()))?;
         }
         // The leader's Accepts leave now, unless their ballot is not durable yet.
-        if !ballot_record && self.durable_seq >= self.ballot_seq {
+        if admission.accepts_may_leave_now {
             let now = Instant::now();
             let mut early = Vec::new();
             messages.retain(|m| {
@@ -486,7 +470,7 @@ impl Driver {
             }
         }
         self.held.push_back(Held {
-            needs_seq: self.gating_seq,
+            needs_seq: admission.needs_seq,
             messages,
             install_snapshot,
             decided,
@@ -501,7 +485,7 @@ impl Driver {
         while self
             .held
             .front()
-            .is_some_and(|h| h.needs_seq <= self.durable_seq)
+            .is_some_and(|h| self.gate.releasable(h.needs_seq))
         {
             let Some(held) = self.held.pop_front() else {
                 break;

@@ -13,6 +13,7 @@
 //!   commit on its own thread, truncation behind snapshots, recovery).
 //! - [`files`]: `node.json` and `store.json`, written atomically.
 //! - [`driver`]: the loop that owns the replica, the store and the sockets.
+//! - [`gate`]: which outputs wait for which WAL records (persist before send).
 //! - [`pending`]: client requests waiting for their command.
 //! - [`clock`]: Berkeley clock synchronisation.
 //! - [`http`]: `/status`, `/metrics`, `/livez`, `/readyz`, and a tiny HTTP client for
@@ -50,6 +51,7 @@ pub mod clock;
 pub mod config;
 pub mod driver;
 pub mod files;
+pub mod gate;
 pub mod http;
 pub mod metrics;
 pub mod pending;
