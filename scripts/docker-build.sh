@@ -11,7 +11,9 @@ RUSTFLAGS="-C target-feature=+crt-static" cargo build --release --target "$TARGE
     -p reference -p proxy -p broker -p node -p bots -p client
 mkdir -p target/docker/bin
 for binary in reference proxy broker node bots client; do
-    cp "$TARGET_DIR/$TARGET/release/$binary" target/docker/bin/
+    # Debug info is for the host's binaries; the image keeps symbols (readable
+    # backtraces) and sheds the rest (about 48 MB -> 9 MB for the node).
+    strip --strip-debug -o "target/docker/bin/$binary" "$TARGET_DIR/$TARGET/release/$binary"
 done
 bold "==> Building the image paxos-zmq:latest (FROM scratch)"
 # The classic builder: BuildKit would try to pull its frontend image.
