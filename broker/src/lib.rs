@@ -41,8 +41,6 @@
 
 pub mod ring;
 
-mod ratelimit;
-
 use std::time::{Duration, Instant};
 
 use proto::codec::PROTOCOL_VERSION;
@@ -53,8 +51,8 @@ use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 use transport::{Kind, Mode, Multipart, Options, Socket, TransportError};
 
-use crate::ratelimit::RateLimitedLog;
 use crate::ring::{Liveness, Ring};
+use service::RateLimitedLog;
 
 /// Where clients connect, by default.
 pub const DEFAULT_FRONTEND: &str = "tcp://127.0.0.1:5555";
@@ -535,7 +533,7 @@ pub enum HealthError {
 /// `Noop` read and returns its answer. Any [`Response`] counts as healthy, even
 /// `unavailable`: the broker itself is up.
 pub async fn health(endpoint: &str, timeout: Duration) -> Result<Response, HealthError> {
-    let endpoint = local_endpoint(endpoint);
+    let endpoint = transport::local_endpoint(endpoint);
     let seq = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(1, |d| d.as_nanos() as u64);
@@ -565,17 +563,6 @@ pub async fn health(endpoint: &str, timeout: Duration) -> Result<Response, Healt
             return Ok(response);
         }
     }
-}
-
-/// The endpoint to connect to for a bind endpoint: `tcp://*:5555` and
-/// `tcp://0.0.0.0:5555` mean this machine.
-pub fn local_endpoint(endpoint: &str) -> String {
-    for wildcard in ["tcp://*:", "tcp://0.0.0.0:"] {
-        if let Some(port) = endpoint.strip_prefix(wildcard) {
-            return format!("tcp://127.0.0.1:{port}");
-        }
-    }
-    endpoint.to_owned()
 }
 
 #[cfg(test)]
@@ -764,12 +751,5 @@ mod tests {
             ..Config::default()
         };
         assert_eq!(zero.validate(), Err(ConfigError::Zero("liveness timeout")));
-    }
-
-    #[test]
-    fn wildcard_endpoints_mean_this_machine() {
-        assert_eq!(local_endpoint("tcp://*:5555"), "tcp://127.0.0.1:5555");
-        assert_eq!(local_endpoint("tcp://0.0.0.0:5555"), "tcp://127.0.0.1:5555");
-        assert_eq!(local_endpoint("tcp://broker:5555"), "tcp://broker:5555");
     }
 }

@@ -182,14 +182,14 @@ pub async fn health(
     let publisher = Socket::open(
         Kind::Pub,
         Mode::Connect,
-        &local_endpoint(frontend),
+        &transport::local_endpoint(frontend),
         Options::default(),
     )
     .await?;
     let mut subscriber = Socket::open(
         Kind::Sub,
         Mode::Connect,
-        &local_endpoint(backend),
+        &transport::local_endpoint(backend),
         Options::default().subscribe(topic.clone()),
     )
     .await?;
@@ -216,17 +216,6 @@ pub async fn health(
         .map_err(|_| HealthError::Timeout(timeout))?
 }
 
-/// The endpoint to connect to for a bind endpoint: `tcp://*:5557` and
-/// `tcp://0.0.0.0:5557` mean this machine.
-pub fn local_endpoint(endpoint: &str) -> String {
-    for wildcard in ["tcp://*:", "tcp://0.0.0.0:"] {
-        if let Some(port) = endpoint.strip_prefix(wildcard) {
-            return format!("tcp://127.0.0.1:{port}");
-        }
-    }
-    endpoint.to_owned()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -241,12 +230,5 @@ mod tests {
             .validate()
             .is_err()
         );
-    }
-
-    #[test]
-    fn wildcard_endpoints_mean_this_machine() {
-        assert_eq!(local_endpoint("tcp://*:5557"), "tcp://127.0.0.1:5557");
-        assert_eq!(local_endpoint("tcp://0.0.0.0:5558"), "tcp://127.0.0.1:5558");
-        assert_eq!(local_endpoint("tcp://proxy:5557"), "tcp://proxy:5557");
     }
 }

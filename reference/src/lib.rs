@@ -35,8 +35,6 @@
 pub mod registry;
 pub mod store;
 
-mod ratelimit;
-
 use std::time::{Duration, Instant};
 
 use proto::fabric::{RefReply, RefRequest};
@@ -45,9 +43,9 @@ use proto::{Error, ErrorCode};
 use tokio_util::sync::CancellationToken;
 use transport::{Kind, Mode, Multipart, Options, Socket, TransportError};
 
-use crate::ratelimit::RateLimitedLog;
 use crate::registry::{Now, Registry, RegistryError};
 use crate::store::{Store, StoreError};
+use service::RateLimitedLog;
 
 /// Where nodes connect, by default.
 pub const DEFAULT_ENDPOINT: &str = "tcp://127.0.0.1:5559";
@@ -385,7 +383,7 @@ pub async fn health(
     let mut socket = Socket::open(
         Kind::Dealer,
         Mode::Connect,
-        &local_endpoint(endpoint),
+        &transport::local_endpoint(endpoint),
         Options::default(),
     )
     .await?;
@@ -404,17 +402,6 @@ pub async fn health(
         Ok(other) => Err(HealthError::Unexpected(format!("{other:?}"))),
         Err(e) => Err(HealthError::Unexpected(e.to_string())),
     }
-}
-
-/// The endpoint to connect to for a bind endpoint: `tcp://*:5559` and
-/// `tcp://0.0.0.0:5559` mean this machine.
-pub fn local_endpoint(endpoint: &str) -> String {
-    for wildcard in ["tcp://*:", "tcp://0.0.0.0:"] {
-        if let Some(port) = endpoint.strip_prefix(wildcard) {
-            return format!("tcp://127.0.0.1:{port}");
-        }
-    }
-    endpoint.to_owned()
 }
 
 #[cfg(test)]

@@ -7,8 +7,13 @@
 //!   or SIGTERM, so that `run` functions finish their work (flush state, close sockets)
 //!   and return. A second signal exits at once.
 //! - [`parse_duration`]: `150ms`, `2s`, `1m` for duration flags.
+//! - [`RateLimitedLog`]: a warning logged at most once per interval (malformed input at
+//!   line rate must not flood the log).
 
 use std::time::Duration;
+
+mod ratelimit;
+pub use ratelimit::RateLimitedLog;
 
 use tokio_util::sync::CancellationToken;
 

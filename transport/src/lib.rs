@@ -507,3 +507,26 @@ impl Forwarder {
         let _ = self.done.await;
     }
 }
+
+/// The endpoint to connect to for a bind endpoint: `tcp://*:5555` and
+/// `tcp://0.0.0.0:5555` mean this machine; any other endpoint is returned as it is.
+pub fn local_endpoint(endpoint: &str) -> String {
+    for wildcard in ["tcp://*:", "tcp://0.0.0.0:"] {
+        if let Some(port) = endpoint.strip_prefix(wildcard) {
+            return format!("tcp://127.0.0.1:{port}");
+        }
+    }
+    endpoint.to_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::local_endpoint;
+
+    #[test]
+    fn wildcard_binds_are_reached_on_loopback() {
+        assert_eq!(local_endpoint("tcp://*:5555"), "tcp://127.0.0.1:5555");
+        assert_eq!(local_endpoint("tcp://0.0.0.0:5558"), "tcp://127.0.0.1:5558");
+        assert_eq!(local_endpoint("tcp://broker:5555"), "tcp://broker:5555");
+    }
+}

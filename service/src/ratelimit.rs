@@ -7,14 +7,15 @@ use std::time::{Duration, Instant};
 
 /// Logs at most once per `interval`, and says how many were left out in between.
 #[derive(Debug)]
-pub(crate) struct RateLimitedLog {
+pub struct RateLimitedLog {
     interval: Duration,
     next_log: Option<Instant>,
     suppressed: u64,
 }
 
 impl RateLimitedLog {
-    pub(crate) fn new(interval: Duration) -> RateLimitedLog {
+    /// A log that writes at most one line per `interval`.
+    pub fn new(interval: Duration) -> RateLimitedLog {
         RateLimitedLog {
             interval,
             next_log: None,
@@ -22,8 +23,8 @@ impl RateLimitedLog {
         }
     }
 
-    /// Logs `reason` now if the interval has passed since the last line, or counts it.
-    pub(crate) fn warn(&mut self, now: Instant, socket: &'static str, reason: &dyn Display) {
+    /// Logs `reason` about `socket` now if the interval has passed since the last line, or counts it.
+    pub fn warn(&mut self, now: Instant, socket: &'static str, reason: &dyn Display) {
         if self.next_log.is_some_and(|next| now < next) {
             self.suppressed += 1;
             return;
