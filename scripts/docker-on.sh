@@ -28,7 +28,7 @@ printf 'Waiting for every service to be healthy '
 deadline=$((SECONDS + 180))
 while true; do
     unhealthy=0
-    for service in reference proxy broker node1 node2 node3; do
+    for service in "${services[@]}"; do
         id="$(docker_compose ps -q "$service")"
         health="$(docker inspect -f '{{if .State.Health}}{{.State.Health.Status}}{{else}}{{.State.Status}}{{end}}' "$id" 2>/dev/null || echo missing)"
         [[ "$health" == healthy ]] || unhealthy=1
@@ -50,7 +50,7 @@ Try:
   ./status.sh                                   consistency report (status ports 7001-7003)
   cat data/node-1/store.json                    a replica's state (bind-mounted)
   docker-compose -p $COMPOSE_PROJECT run --rm client       the interactive chat client
-  target/release/client --broker tcp://127.0.0.1:5555 put k v
+  docker-compose -p $COMPOSE_PROJECT run --rm client put k v   one-shot commands
   ./off.sh --docker --kill node-2               docker kill (also --pause/--resume/--restart)
   ./off.sh --docker                             remove every container and network
 TXT
