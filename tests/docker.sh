@@ -18,6 +18,10 @@ json_field() { python3 -c "import json,sys; d=json.load(sys.stdin); print($1)"; 
 container() { docker_compose ps -q "${1/node-/node}"; }
 
 [[ -z "$(docker_compose ps -q 2>/dev/null)" ]] || fail "a compose deployment is already up; ./off.sh --docker first"
+for name in $(known_processes); do
+    # The compose file bind-mounts ./data/<node>: never wipe a running local cluster's state.
+    pid_of "$name" >/dev/null && fail "a local cluster runs ($name); stop it with ./off.sh first"
+done
 rm -rf "$DATA_DIR"/node-* "$DATA_DIR"/reference
 
 echo "--- ./on.sh --docker"
