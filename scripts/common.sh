@@ -14,11 +14,14 @@ bold() { printf '\033[1m%s\033[0m\n' "$*"; }
 say() { printf '%s\n' "$*"; }
 die() { printf 'error: %s\n' "$*" >&2; exit 1; }
 
-pid_of() { # name -> pid if the process is alive
+pid_of() { # name -> pid if the process is alive (a killed process not yet reaped, a
+            # zombie, is not)
     local file="$RUN/$1.pid" pid
     [[ -f "$file" ]] || return 1
     pid="$(cat "$file")"
-    [[ -n "$pid" ]] && kill -0 "$pid" 2>/dev/null && echo "$pid"
+    [[ -n "$pid" ]] && kill -0 "$pid" 2>/dev/null || return 1
+    [[ "$(awk '{print $3}' "/proc/$pid/stat" 2>/dev/null)" != Z ]] || return 1
+    echo "$pid"
 }
 
 process_state() { # name -> running|paused|dead
