@@ -1,24 +1,28 @@
 //! # transport — the only code of paxos-zmq that touches ZeroMQ
 //!
 //! A [`Socket`] is one ZeroMQ socket of a [`Kind`] (ROUTER, DEALER, PUB, SUB, XPUB,
-//! XSUB) whose multipart messages are sent and received through **bounded** tokio
-//! channels. [`Forwarder`] is the XSUB/XPUB device of the proxy.
+//! XSUB) whose multipart messages are sent and received from tokio tasks.
+//! [`Forwarder`] is the XSUB/XPUB device of the proxy.
 //!
 //! ## Backends
 //! - [`Backend::Libzmq`] (default, feature `libzmq`): libzmq through the `zmq` crate,
-//!   built from source and linked statically. libzmq sockets are not thread-safe, so each
-//!   socket lives on its own I/O thread, which polls the socket and a wake-up pipe and
-//!   moves messages between the socket and the channels.
+//!   built from source and linked statically. The socket's signalling descriptor
+//!   (`ZMQ_FD`) is registered with tokio's reactor and the calling task sends and
+//!   receives with `ZMQ_DONTWAIT` on its own thread, behind a mutex (libzmq sockets are
+//!   not thread-safe): no thread of ours between a task and libzmq's I/O thread.
 //! - [`Backend::ZeromqRs`] (feature `zeromq-rs`): the pure-Rust `zeromq` crate, driven
-//!   by a tokio task. It passes the functional tests but has known limits that make it
+//!   by a tokio task behind bounded channels. It passes the functional tests but has
+//!   known limits that make it
 //!   unfit for servers (no frame-size limit, unbounded PUB queues, no reconnect); see
 //!   `docs/transport.md`.
 //!
 //! ## Invariants kept here
-//! - Every queue is bounded: the channels by [`Options::channel_capacity`], the ZeroMQ
-//!   pipes by the high-water marks, inbound frames by `ZMQ_MAXMSGSIZE`
-//!   ([`proto::limits::MAX_FRAME_BYTES`]). A full outbound pipe makes `send` wait (or
+//! - Every queue is bounded: the ZeroMQ pipes by the high-water marks, inbound frames
+//!   by `ZMQ_MAXMSGSIZE` ([`proto::limits::MAX_FRAME_BYTES`]), the `zeromq-rs` channels
+//!   by [`Options::channel_capacity`]. A full outbound pipe makes `send` wait (or
 //!   `try_send` fail); a PUB/XPUB socket drops for the slow subscriber only.
+//! - A libzmq socket needs a tokio runtime with its I/O driver (`enable_io`/`enable_all`)
+//!   and is closed when both of its halves are dropped.
 //! - A peer cannot crash the process: a bad frame is dropped by libzmq, a closed peer is
 //!   reconnected with the named intervals, and ZMTP heartbeats detect dead connections.
 
@@ -38,7 +42,7 @@ compile_error!("transport needs a backend: enable feature `libzmq` or `zeromq-rs
 /// One ZeroMQ message: its frames in order.
 pub type Multipart = Vec<Vec<u8>>;
 
-/// Messages buffered between a socket and its user, each way.
+/// Messages buffered between a `zeromq-rs` socket's task and its user, each way.
 pub const CHANNEL_CAPACITY: usize = 4096;
 /// ZeroMQ send high-water mark, in messages per peer.
 pub const SEND_HWM: i32 = 10_000;
@@ -54,7 +58,7 @@ pub const HEARTBEAT_INTERVAL: Duration = Duration::from_secs(1);
 pub const HEARTBEAT_TIMEOUT: Duration = Duration::from_secs(3);
 /// How long closing a socket may wait to flush queued messages.
 pub const LINGER: Duration = Duration::from_millis(200);
-/// Most messages the I/O thread moves one way before it serves the other way.
+/// Most messages the forwarder moves one way before it serves the other way.
 pub const BATCH_MAX: usize = 256;
 
 /// The ZeroMQ socket kinds paxos-zmq uses.
@@ -126,7 +130,8 @@ pub struct Options {
     pub identity: Option<Vec<u8>>,
     /// Topic prefixes a SUB socket subscribes to at creation.
     pub subscriptions: Vec<Vec<u8>>,
-    /// Capacity of each bridging channel.
+    /// Capacity of each bridging channel (`zeromq-rs` backend; libzmq queues only up to
+    /// its high-water marks).
     pub channel_capacity: usize,
     /// ZeroMQ send high-water mark.
     pub send_hwm: i32,
@@ -220,7 +225,8 @@ pub enum Mode {
     Connect,
 }
 
-/// What the user of a socket asks its I/O thread or task to do.
+/// What the user of a socket asks a `zeromq-rs` socket's task to do.
+#[cfg(feature = "zeromq-rs")]
 #[derive(Debug)]
 pub(crate) enum Outbound {
     Message(Multipart),
@@ -228,16 +234,29 @@ pub(crate) enum Outbound {
     Unsubscribe(Vec<u8>),
 }
 
-/// Wakes a backend's I/O loop after something was queued for it.
-pub(crate) trait Wake: Send + Sync {
-    fn wake(&self);
+/// How a [`Sender`] reaches its socket.
+#[derive(Clone)]
+enum SendHalf {
+    /// libzmq: the socket itself, used on the caller's thread.
+    #[cfg(feature = "libzmq")]
+    Libzmq(std::sync::Arc<libzmq::Shared>),
+    /// zeromq-rs: a bounded channel to the socket's task.
+    #[cfg(feature = "zeromq-rs")]
+    Channel(mpsc::Sender<Outbound>),
+}
+
+/// How a [`Receiver`] reaches its socket.
+enum ReceiveHalf {
+    #[cfg(feature = "libzmq")]
+    Libzmq(std::sync::Arc<libzmq::Shared>),
+    #[cfg(feature = "zeromq-rs")]
+    Channel(mpsc::Receiver<Multipart>),
 }
 
 /// The sending half of a [`Socket`]; cheap to clone.
 #[derive(Clone)]
 pub struct Sender {
-    tx: mpsc::Sender<Outbound>,
-    waker: std::sync::Arc<dyn Wake>,
+    half: SendHalf,
     kind: Kind,
 }
 
@@ -248,74 +267,131 @@ impl fmt::Debug for Sender {
 }
 
 impl Sender {
-    /// Queues a message, waiting while the bounded queue is full.
+    /// Sends a message, waiting while the socket's outbound queue (libzmq's high-water
+    /// mark, or the channel of the `zeromq-rs` backend) is full.
     pub async fn send(&self, message: Multipart) -> Result<(), TransportError> {
-        self.tx
-            .send(Outbound::Message(message))
-            .await
-            .map_err(|_| TransportError::Closed)?;
-        self.waker.wake();
-        Ok(())
+        match &self.half {
+            #[cfg(feature = "libzmq")]
+            SendHalf::Libzmq(shared) => shared.send(&message).await,
+            #[cfg(feature = "zeromq-rs")]
+            SendHalf::Channel(tx) => tx
+                .send(Outbound::Message(message))
+                .await
+                .map_err(|_| TransportError::Closed),
+        }
     }
 
-    /// Queues a message if there is room now.
+    /// Sends a message if there is room now.
     pub fn try_send(&self, message: Multipart) -> Result<(), TransportError> {
-        self.tx
-            .try_send(Outbound::Message(message))
-            .map_err(|e| match e {
-                mpsc::error::TrySendError::Full(_) => TransportError::Full,
-                mpsc::error::TrySendError::Closed(_) => TransportError::Closed,
-            })?;
-        self.waker.wake();
-        Ok(())
+        match &self.half {
+            #[cfg(feature = "libzmq")]
+            SendHalf::Libzmq(shared) => match shared.try_send(&message) {
+                Ok(()) => Ok(()),
+                Err(libzmq::NotNow::Again) => Err(TransportError::Full),
+                Err(libzmq::NotNow::Failed(e)) => {
+                    // The peer is gone (EHOSTUNREACH and the like): dropped, as PUB and
+                    // ROUTER drop; the protocols above retry.
+                    tracing::debug!(kind = %self.kind, error = %e, "send dropped");
+                    Ok(())
+                }
+            },
+            #[cfg(feature = "zeromq-rs")]
+            SendHalf::Channel(tx) => tx
+                .try_send(Outbound::Message(message))
+                .map_err(|e| match e {
+                    mpsc::error::TrySendError::Full(_) => TransportError::Full,
+                    mpsc::error::TrySendError::Closed(_) => TransportError::Closed,
+                }),
+        }
     }
 
     /// Adds a topic prefix to a SUB socket.
     pub async fn subscribe(&self, prefix: impl Into<Vec<u8>>) -> Result<(), TransportError> {
-        self.control(Outbound::Subscribe(prefix.into())).await
+        self.subscription(prefix.into(), true).await
     }
 
     /// Removes a topic prefix from a SUB socket.
     pub async fn unsubscribe(&self, prefix: impl Into<Vec<u8>>) -> Result<(), TransportError> {
-        self.control(Outbound::Unsubscribe(prefix.into())).await
+        self.subscription(prefix.into(), false).await
     }
 
-    async fn control(&self, command: Outbound) -> Result<(), TransportError> {
+    async fn subscription(&self, prefix: Vec<u8>, subscribe: bool) -> Result<(), TransportError> {
         if self.kind != Kind::Sub {
             return Err(TransportError::Unsupported(format!(
                 "subscriptions are for SUB sockets, not {}",
                 self.kind
             )));
         }
-        self.tx
-            .send(command)
-            .await
-            .map_err(|_| TransportError::Closed)?;
-        self.waker.wake();
-        Ok(())
+        match &self.half {
+            #[cfg(feature = "libzmq")]
+            SendHalf::Libzmq(shared) => shared.set_subscription(&prefix, subscribe),
+            #[cfg(feature = "zeromq-rs")]
+            SendHalf::Channel(tx) => {
+                let command = if subscribe {
+                    Outbound::Subscribe(prefix)
+                } else {
+                    Outbound::Unsubscribe(prefix)
+                };
+                tx.send(command).await.map_err(|_| TransportError::Closed)
+            }
+        }
     }
 }
 
 /// The receiving half of a [`Socket`].
-#[derive(Debug)]
 pub struct Receiver {
-    rx: mpsc::Receiver<Multipart>,
+    half: ReceiveHalf,
+}
+
+impl fmt::Debug for Receiver {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Receiver").finish_non_exhaustive()
+    }
 }
 
 impl Receiver {
-    /// The next message; `None` once the socket is closed.
+    /// The next message; `None` once the socket is closed or broken.
+    ///
+    /// Cancel-safe: a message is taken from the socket only in the poll that returns it.
     pub async fn recv(&mut self) -> Option<Multipart> {
-        self.rx.recv().await
+        match &mut self.half {
+            #[cfg(feature = "libzmq")]
+            ReceiveHalf::Libzmq(shared) => shared.recv().await,
+            #[cfg(feature = "zeromq-rs")]
+            ReceiveHalf::Channel(rx) => rx.recv().await,
+        }
     }
 
     /// Up to `limit` messages at once (at least one unless closed): fewer wake-ups under load.
     pub async fn recv_many(&mut self, buffer: &mut Vec<Multipart>, limit: usize) -> usize {
-        self.rx.recv_many(buffer, limit).await
+        if limit == 0 {
+            return 0;
+        }
+        let Some(first) = self.recv().await else {
+            return 0;
+        };
+        buffer.push(first);
+        let mut received = 1;
+        while received < limit {
+            match self.try_recv() {
+                Some(message) => {
+                    buffer.push(message);
+                    received += 1;
+                }
+                None => break,
+            }
+        }
+        received
     }
 
     /// A message if one is waiting now.
     pub fn try_recv(&mut self) -> Option<Multipart> {
-        self.rx.try_recv().ok()
+        match &mut self.half {
+            #[cfg(feature = "libzmq")]
+            ReceiveHalf::Libzmq(shared) => shared.try_recv().ok().flatten(),
+            #[cfg(feature = "zeromq-rs")]
+            ReceiveHalf::Channel(rx) => rx.try_recv().ok(),
+        }
     }
 }
 
@@ -360,23 +436,32 @@ impl Socket {
         endpoint: &str,
         options: Options,
     ) -> Result<Socket, TransportError> {
-        let (out_tx, out_rx) = mpsc::channel(options.channel_capacity.max(1));
-        let (in_tx, in_rx) = mpsc::channel(options.channel_capacity.max(1));
-        let (endpoint, waker) = match backend {
+        let (endpoint, sender, receiver) = match backend {
             #[cfg(feature = "libzmq")]
-            Backend::Libzmq => libzmq::spawn(kind, mode, endpoint, &options, out_rx, in_tx)?,
+            Backend::Libzmq => {
+                let (endpoint, shared) = libzmq::spawn(kind, mode, endpoint, &options)?;
+                (
+                    endpoint,
+                    SendHalf::Libzmq(shared.clone()),
+                    ReceiveHalf::Libzmq(shared),
+                )
+            }
             #[cfg(feature = "zeromq-rs")]
             Backend::ZeromqRs => {
-                zeromq_rs::spawn(kind, mode, endpoint, &options, out_rx, in_tx).await?
+                let (out_tx, out_rx) = mpsc::channel(options.channel_capacity.max(1));
+                let (in_tx, in_rx) = mpsc::channel(options.channel_capacity.max(1));
+                let endpoint =
+                    zeromq_rs::spawn(kind, mode, endpoint, &options, out_rx, in_tx).await?;
+                (
+                    endpoint,
+                    SendHalf::Channel(out_tx),
+                    ReceiveHalf::Channel(in_rx),
+                )
             }
         };
         Ok(Socket {
-            sender: Sender {
-                tx: out_tx,
-                waker,
-                kind,
-            },
-            receiver: Receiver { rx: in_rx },
+            sender: Sender { half: sender, kind },
+            receiver: Receiver { half: receiver },
             endpoint,
             kind,
         })

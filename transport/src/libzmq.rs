@@ -1,29 +1,40 @@
-//! The libzmq backend: one I/O thread per socket.
+//! The libzmq backend: sockets driven by the tokio task that uses them.
 //!
-//! libzmq sockets must not be used from two threads at once, and tokio tasks move
-//! between threads, so each socket is owned by one OS thread that polls the socket and a
-//! wake-up pipe. Senders push into a bounded channel and write one byte into the pipe only
-//! when the thread is (about to be) asleep, so a busy socket costs no system call per
-//! message. Inbound messages are read only while the inbound channel has room
-//! (`try_reserve`), so a slow user pushes back on libzmq, whose high-water marks then
-//! push back on (or drop for) the peers.
+//! Each libzmq socket exposes a signalling descriptor (`ZMQ_FD`) that becomes readable
+//! when the socket may have become readable or writable. It is registered with tokio's
+//! reactor ([`AsyncFd`]); tasks send and receive with `ZMQ_DONTWAIT` on the calling
+//! thread and park on the descriptor only when libzmq says `EAGAIN`. So a message costs
+//! no thread hop of ours: between the task and the network there is only libzmq's own
+//! I/O thread.
+//!
+//! libzmq sockets are not thread-safe: the socket sits behind a mutex, and every call
+//! is one complete libzmq call made under it (the mutex also gives the full memory
+//! barrier libzmq asks for when a socket moves between threads, as tokio tasks do).
+//!
+//! The descriptor is edge-triggered, and every libzmq call on the socket may consume an
+//! edge (it processes pending commands). So after each operation the socket wakes the
+//! tasks parked on the *other* side, if any, when libzmq reports the socket ready for
+//! them (`ZMQ_EVENTS`). Parked tasks register their notification before they try, so a
+//! wake-up can never fall between a failed try and the wait.
+//!
+//! Inbound messages are read only when the user asks for one, so a slow user pushes
+//! back on libzmq, whose high-water marks then push back on (or drop for) the peers.
 
-use std::io::{Read, Write};
-use std::os::fd::AsRawFd;
-use std::os::unix::net::UnixStream;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::os::fd::{AsRawFd, RawFd};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::Duration;
 
-use tokio::sync::{mpsc, oneshot};
+use tokio::io::Interest;
+use tokio::io::unix::AsyncFd;
+use tokio::sync::{Notify, oneshot};
 use tokio_util::sync::CancellationToken;
 
-use crate::{ForwardStats, Kind, Mode, Multipart, Options, Outbound, TransportError, Wake};
+use crate::{ForwardStats, Kind, Mode, Options, TransportError};
+type Multipart = crate::Multipart;
 
-/// Longest sleep of an idle I/O thread: how soon it notices that its socket was dropped.
+/// Longest sleep of the forwarder's thread: how soon it notices that it should stop.
 const IDLE_POLL: Duration = Duration::from_millis(100);
-/// Sleep while the inbound channel is full, before trying again.
-const FULL_POLL: Duration = Duration::from_millis(1);
 
 fn context() -> &'static zmq::Context {
     static CONTEXT: OnceLock<zmq::Context> = OnceLock::new();
@@ -105,197 +116,250 @@ fn open(
     Ok((socket, resolved))
 }
 
-/// Wakes the I/O thread through a socket pair, only when it sleeps.
-struct PipeWaker {
-    writer: UnixStream,
-    sleeping: AtomicBool,
-}
+/// The ZeroMQ socket's signalling descriptor (`ZMQ_FD`), registered with tokio's reactor.
+/// libzmq owns it; it is only watched here, never read.
+struct SignalFd(RawFd);
 
-impl Wake for PipeWaker {
-    fn wake(&self) {
-        if self.sleeping.swap(false, Ordering::SeqCst) {
-            // WouldBlock means the pipe already holds a wake-up: nothing is lost.
-            let _ = (&self.writer).write(&[1]);
-        }
+impl AsRawFd for SignalFd {
+    fn as_raw_fd(&self) -> RawFd {
+        self.0
     }
 }
 
-fn wake_pipe() -> std::io::Result<(Arc<PipeWaker>, UnixStream)> {
-    let (reader, writer) = UnixStream::pair()?;
-    reader.set_nonblocking(true)?;
-    writer.set_nonblocking(true)?;
-    Ok((
-        Arc::new(PipeWaker {
-            writer,
-            sleeping: AtomicBool::new(false),
-        }),
-        reader,
-    ))
+/// Counts the tasks parked on one side of a socket while they are parked.
+struct Parked<'a>(&'a AtomicUsize);
+
+impl<'a> Parked<'a> {
+    fn new(counter: &'a AtomicUsize) -> Self {
+        counter.fetch_add(1, Ordering::SeqCst);
+        Parked(counter)
+    }
 }
 
-/// Starts the I/O thread of one socket.
+impl Drop for Parked<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// Why an operation did not go through now.
+pub(crate) enum NotNow {
+    /// `EAGAIN`: wait for readiness.
+    Again,
+    /// Any other error: the socket cannot be used any more.
+    Failed(zmq::Error),
+}
+
+/// One libzmq socket shared by its [`crate::Sender`]s and its [`crate::Receiver`]. The
+/// socket is closed when the last of them is dropped.
+pub(crate) struct Shared {
+    // Field order is drop order: the descriptor leaves the reactor before libzmq closes it.
+    signal: AsyncFd<SignalFd>,
+    socket: Mutex<zmq::Socket>,
+    kind: Kind,
+    /// Tasks waiting to receive / to send, and the notifications that re-arm them when
+    /// another operation consumed the readiness edge they wait for.
+    readers: AtomicUsize,
+    writers: AtomicUsize,
+    readable: Notify,
+    writable: Notify,
+}
+
+impl std::fmt::Debug for Shared {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Shared").field("kind", &self.kind).finish()
+    }
+}
+
+/// Opens a socket and registers its signalling descriptor with the current tokio runtime
+/// (which must have its I/O driver enabled).
 pub(crate) fn spawn(
     kind: Kind,
     mode: Mode,
     endpoint: &str,
     options: &Options,
-    out_rx: mpsc::Receiver<Outbound>,
-    in_tx: mpsc::Sender<Multipart>,
-) -> Result<(String, Arc<dyn Wake>), TransportError> {
+) -> Result<(String, Arc<Shared>), TransportError> {
     let (socket, resolved) = open(kind, mode, endpoint, options)?;
-    let io_error = |e: std::io::Error| TransportError::Setup {
-        action: "start",
+    let setup = |reason: String| TransportError::Setup {
+        action: "register",
         kind,
         endpoint: endpoint.to_owned(),
-        reason: e.to_string(),
+        reason,
     };
-    let (waker, wake_reader) = wake_pipe().map_err(io_error)?;
-    let thread_waker = waker.clone();
-    let name = format!("zmq-{}", kind.to_string().to_lowercase());
-    std::thread::Builder::new()
-        .name(name)
-        .spawn(move || {
-            let mut io = IoLoop {
-                socket,
-                kind,
-                out_rx,
-                in_tx,
-                waker: thread_waker,
-                wake_reader,
-                stalled_out: None,
-            };
-            io.run();
-        })
-        .map_err(io_error)?;
-    Ok((resolved, waker))
+    let fd = socket.get_fd().map_err(|e| setup(e.to_string()))?;
+    // tokio 1.54 deprecated its safe constructors (they take a raw descriptor without
+    // proof that it stays open) in favour of an `unsafe` one, and this workspace forbids
+    // unsafe code. The contract of `register_with_interest` holds here: the descriptor is
+    // libzmq's, open until the socket is closed, and `Shared` drops the `AsyncFd` first.
+    #[allow(deprecated)]
+    let signal = AsyncFd::with_interest(SignalFd(fd), Interest::READABLE).map_err(|e| {
+        setup(format!(
+            "{e} (is a tokio runtime with I/O enabled running?)"
+        ))
+    })?;
+    Ok((
+        resolved,
+        Arc::new(Shared {
+            signal,
+            socket: Mutex::new(socket),
+            kind,
+            readers: AtomicUsize::new(0),
+            writers: AtomicUsize::new(0),
+            readable: Notify::new(),
+            writable: Notify::new(),
+        }),
+    ))
 }
 
-struct IoLoop {
-    socket: zmq::Socket,
-    kind: Kind,
-    out_rx: mpsc::Receiver<Outbound>,
-    in_tx: mpsc::Sender<Multipart>,
-    waker: Arc<PipeWaker>,
-    wake_reader: UnixStream,
-    /// A message libzmq refused with EAGAIN (peer pipe full, or no peer yet): it is sent
-    /// first once the socket is writable, and nothing else is taken from the channel
-    /// meanwhile, so the bounded channel pushes back on the senders.
-    stalled_out: Option<Multipart>,
-}
-
-impl IoLoop {
-    fn run(&mut self) {
-        let mut out_open = true;
-        loop {
-            if out_open {
-                out_open = self.send_ready();
-            }
-            let inbound_full = self.receive_ready();
-            if !out_open && self.in_tx.is_closed() {
-                break;
-            }
-            self.sleep(inbound_full, out_open);
-        }
-        tracing::trace!(kind = %self.kind, "socket closed");
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, zmq::Socket> {
+        // A panic while holding the lock cannot leave a libzmq socket half-updated in a
+        // way that matters here: every call below is one complete libzmq call.
+        self.socket
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    /// Sends what is queued until the queue is empty, libzmq pushes back, or a batch is
-    /// done. Returns false once every sender is gone.
-    fn send_ready(&mut self) -> bool {
-        for _ in 0..crate::BATCH_MAX {
-            let message = match self.stalled_out.take() {
-                Some(message) => message,
-                None => match self.out_rx.try_recv() {
-                    Ok(Outbound::Message(message)) => message,
-                    Ok(Outbound::Subscribe(prefix)) => {
-                        if let Err(e) = self.socket.set_subscribe(&prefix) {
-                            tracing::warn!(error = %e, "subscribe failed");
-                        }
-                        continue;
-                    }
-                    Ok(Outbound::Unsubscribe(prefix)) => {
-                        if let Err(e) = self.socket.set_unsubscribe(&prefix) {
-                            tracing::warn!(error = %e, "unsubscribe failed");
-                        }
-                        continue;
-                    }
-                    Err(mpsc::error::TryRecvError::Empty) => return true,
-                    Err(mpsc::error::TryRecvError::Disconnected) => return false,
-                },
-            };
-            match self.socket.send_multipart(message.iter(), zmq::DONTWAIT) {
-                Ok(()) => {}
-                Err(zmq::Error::EAGAIN) => {
-                    self.stalled_out = Some(message);
-                    return true;
-                }
-                Err(e) => {
-                    // EHOSTUNREACH and the like: the peer is gone; the protocol above
-                    // retries, so the message is dropped here.
-                    tracing::debug!(kind = %self.kind, error = %e, "send dropped");
-                }
-            }
-        }
-        true
-    }
-
-    /// Moves received messages into the inbound channel while it has room. Returns true
-    /// when it stopped because the channel is full.
-    fn receive_ready(&mut self) -> bool {
-        for _ in 0..crate::BATCH_MAX {
-            let permit = match self.in_tx.try_reserve() {
-                Ok(permit) => Some(permit),
-                Err(mpsc::error::TrySendError::Full(())) => return true,
-                // Nobody reads: drain and drop, so that peers are not blocked forever.
-                Err(mpsc::error::TrySendError::Closed(())) => None,
-            };
-            match self.socket.recv_multipart(zmq::DONTWAIT) {
-                Ok(message) => {
-                    if let Some(permit) = permit {
-                        permit.send(message);
-                    }
-                }
-                Err(zmq::Error::EAGAIN) => return false,
-                Err(e) => {
-                    tracing::debug!(kind = %self.kind, error = %e, "receive failed");
-                    return false;
-                }
-            }
-        }
-        false
-    }
-
-    /// Waits for the socket or the wake-up pipe.
-    fn sleep(&mut self, inbound_full: bool, out_open: bool) {
-        self.waker.sleeping.store(true, Ordering::SeqCst);
-        // A sender that queued after our last look but before `sleeping` was set did not
-        // write to the pipe: look once more before sleeping.
-        if out_open && self.stalled_out.is_none() && !self.out_rx.is_empty() {
-            self.waker.sleeping.store(false, Ordering::SeqCst);
+    /// After an operation of one side, wakes the parked tasks of the other side if the
+    /// socket is ready for them: the operation may have consumed the edge of `ZMQ_FD`
+    /// they wait for (libzmq processes its pending commands inside every call).
+    fn rearm(&self, socket: &zmq::Socket, for_readers: bool, for_writers: bool) {
+        let readers = for_readers && self.readers.load(Ordering::SeqCst) > 0;
+        let writers = for_writers && self.writers.load(Ordering::SeqCst) > 0;
+        if !readers && !writers {
             return;
         }
-        let mut events = zmq::PollEvents::empty();
-        if !inbound_full {
-            events |= zmq::POLLIN;
+        let Ok(events) = socket.get_events() else {
+            // A broken socket: let everyone look for themselves.
+            self.readable.notify_waiters();
+            self.writable.notify_waiters();
+            return;
+        };
+        if readers && events.contains(zmq::POLLIN) {
+            self.readable.notify_waiters();
         }
-        if self.stalled_out.is_some() {
-            events |= zmq::POLLOUT;
+        if writers && events.contains(zmq::POLLOUT) {
+            self.writable.notify_waiters();
         }
-        let timeout = if inbound_full { FULL_POLL } else { IDLE_POLL };
-        let mut items = [
-            self.socket.as_poll_item(events),
-            zmq::PollItem::from_fd(self.wake_reader.as_raw_fd(), zmq::POLLIN),
-        ];
-        let polled = zmq::poll(&mut items, i64::from(millis(timeout)));
-        let woken = items[1].is_readable();
-        self.waker.sleeping.store(false, Ordering::SeqCst);
-        if let Err(e) = polled {
-            tracing::debug!(kind = %self.kind, error = %e, "poll failed");
+    }
+
+    /// Sends now or says why not.
+    pub(crate) fn try_send(&self, message: &Multipart) -> Result<(), NotNow> {
+        let socket = self.lock();
+        let send = || socket.send_multipart(message.iter().map(Vec::as_slice), zmq::DONTWAIT);
+        let mut result = send();
+        if matches!(result, Err(zmq::Error::EAGAIN))
+            && socket.get_events().is_ok_and(|e| e.contains(zmq::POLLOUT))
+        {
+            // A non-blocking send processes libzmq's pending commands only every so often
+            // (it is throttled by the CPU's clock), so a pipe may have been re-opened by a
+            // command still waiting in the mailbox, whose descriptor edge is already
+            // spent. ZMQ_EVENTS processes them all: one more try is then exact, and any
+            // later command makes a new edge.
+            result = send();
         }
-        if woken {
-            let mut buffer = [0u8; 64];
-            while matches!((&self.wake_reader).read(&mut buffer), Ok(n) if n > 0) {}
+        self.rearm(&socket, true, false);
+        match result {
+            Ok(()) => Ok(()),
+            Err(zmq::Error::EAGAIN) => Err(NotNow::Again),
+            Err(e) => Err(NotNow::Failed(e)),
         }
+    }
+
+    /// Sends, waiting while libzmq's queue for the peer is full (or no peer is there).
+    pub(crate) async fn send(&self, message: &Multipart) -> Result<(), TransportError> {
+        let _parked = Parked::new(&self.writers);
+        loop {
+            let notified = self.writable.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            match self.try_send(message) {
+                Ok(()) => return Ok(()),
+                Err(NotNow::Again) => {}
+                Err(NotNow::Failed(e)) => {
+                    // EHOSTUNREACH and the like: the peer is gone; the protocols above
+                    // retry, so the message is dropped here, as PUB and ROUTER do.
+                    tracing::debug!(kind = %self.kind, error = %e, "send dropped");
+                    return Ok(());
+                }
+            }
+            self.wait(notified).await?;
+        }
+    }
+
+    /// Receives a message if one is there now; `Err` if the socket is broken.
+    pub(crate) fn try_recv(&self) -> Result<Option<Multipart>, zmq::Error> {
+        let socket = self.lock();
+        let result = socket.recv_multipart(zmq::DONTWAIT);
+        self.rearm(&socket, false, true);
+        match result {
+            Ok(message) => Ok(Some(message)),
+            Err(zmq::Error::EAGAIN) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// The next message; `None` if the socket is broken.
+    pub(crate) async fn recv(&self) -> Option<Multipart> {
+        let _parked = Parked::new(&self.readers);
+        loop {
+            let notified = self.readable.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            match self.try_recv() {
+                Ok(Some(message)) => return Some(message),
+                Ok(None) => {}
+                Err(e) => {
+                    tracing::debug!(kind = %self.kind, error = %e, "receive failed");
+                    return None;
+                }
+            }
+            // EAGAIN: that call processed every pending libzmq command, so only a new
+            // edge of ZMQ_FD, or another task's operation (which re-arms us), can bring
+            // a message.
+            if self.wait(notified).await.is_err() {
+                return None;
+            }
+        }
+    }
+
+    /// Waits for a new edge of `ZMQ_FD` or a re-arming notification.
+    async fn wait(
+        &self,
+        notified: std::pin::Pin<&mut tokio::sync::futures::Notified<'_>>,
+    ) -> Result<(), TransportError> {
+        tokio::select! {
+            biased;
+            () = notified => Ok(()),
+            ready = self.signal.readable() => match ready {
+                Ok(mut guard) => {
+                    // Cleared before the caller's next try, which processes every command
+                    // that arrived so far; a later edge sets readiness again.
+                    guard.clear_ready();
+                    Ok(())
+                }
+                Err(e) => {
+                    tracing::debug!(kind = %self.kind, error = %e, "reactor failed");
+                    Err(TransportError::Closed)
+                }
+            },
+        }
+    }
+
+    /// Adds or removes a subscription (SUB).
+    pub(crate) fn set_subscription(
+        &self,
+        prefix: &[u8],
+        subscribe: bool,
+    ) -> Result<(), TransportError> {
+        let socket = self.lock();
+        let result = if subscribe {
+            socket.set_subscribe(prefix)
+        } else {
+            socket.set_unsubscribe(prefix)
+        };
+        self.rearm(&socket, true, true);
+        result.map_err(|e| TransportError::Unsupported(format!("subscription failed: {e}")))
     }
 }
 

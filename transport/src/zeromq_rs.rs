@@ -1,6 +1,6 @@
 //! The pure-Rust `zeromq` backend: one tokio task per socket.
 //!
-//! It keeps the same bounded channels as the libzmq backend, but the crate below has no
+//! The user talks to the task through bounded channels. The crate below has no
 //! `ZMQ_MAXMSGSIZE`, no high-water marks, no ZMTP heartbeats and no reconnect after a
 //! peer restarts; `docs/transport.md` lists these limits with a reproduction for each.
 //! Use it only where a C++ compiler is not available.
@@ -13,17 +13,10 @@ use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use zeromq::{Socket as _, SocketOptions, SocketRecv, SocketSend, ZmqMessage};
 
-use crate::{ForwardStats, Kind, Mode, Multipart, Options, Outbound, TransportError, Wake};
+use crate::{ForwardStats, Kind, Mode, Multipart, Options, Outbound, TransportError};
 
 /// How long `connect` waits for the peer before it gives up.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
-
-/// Tasks await the channel directly: nothing to wake.
-struct NoWake;
-
-impl Wake for NoWake {
-    fn wake(&self) {}
-}
 
 fn to_zmq(message: Multipart) -> Option<ZmqMessage> {
     let frames: Vec<Bytes> = message.into_iter().map(Bytes::from).collect();
@@ -84,7 +77,7 @@ pub(crate) async fn spawn(
     options: &Options,
     out_rx: mpsc::Receiver<Outbound>,
     in_tx: mpsc::Sender<Multipart>,
-) -> Result<(String, Arc<dyn Wake>), TransportError> {
+) -> Result<String, TransportError> {
     let zmq_options = socket_options(options);
     let resolved = match kind {
         Kind::Router => {
@@ -136,7 +129,7 @@ pub(crate) async fn spawn(
             resolved
         }
     };
-    Ok((resolved, Arc::new(NoWake)))
+    Ok(resolved)
 }
 
 /// Drives a socket that both sends and receives.

@@ -333,3 +333,120 @@ async fn dealer_reconnects_after_the_router_restarts() {
         assert_eq!(reply, vec![b"pong".to_vec()]);
     }
 }
+
+/// One socket whose sending and receiving halves live in different tasks, with
+/// high-water marks small enough that both directions fill up and drain thousands of
+/// times. libzmq's signalling descriptor is edge-triggered and any call on the socket
+/// may consume an edge meant for the other half: a lost wake-up shows here as a stall.
+#[cfg(feature = "libzmq")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn both_halves_in_different_tasks_under_backpressure() {
+    let small = Options {
+        send_hwm: 4,
+        recv_hwm: 4,
+        ..Options::default()
+    };
+    let echo = open(
+        Backend::Libzmq,
+        Kind::Dealer,
+        Mode::Bind,
+        "tcp://127.0.0.1:0",
+        small.clone(),
+    )
+    .await;
+    let client = open(
+        Backend::Libzmq,
+        Kind::Dealer,
+        Mode::Connect,
+        echo.endpoint(),
+        small,
+    )
+    .await;
+    let (echo_tx, mut echo_rx) = echo.split();
+    let echo_task = tokio::spawn(async move {
+        while let Some(message) = echo_rx.recv().await {
+            if echo_tx.send(message).await.is_err() {
+                break;
+            }
+        }
+    });
+    let (tx, mut rx) = client.split();
+    let count = 20_000u32;
+    let producer = tokio::spawn(async move {
+        for i in 0..count {
+            tx.send(vec![i.to_be_bytes().to_vec()]).await.unwrap();
+        }
+        tx
+    });
+    for expected in 0..count {
+        let message = tokio::time::timeout(DEADLINE, rx.recv())
+            .await
+            .unwrap_or_else(|_| panic!("echo {expected} never arrived: a lost wake-up"))
+            .expect("socket open");
+        assert_eq!(message, vec![expected.to_be_bytes().to_vec()]);
+    }
+    let _tx = producer.await.unwrap();
+    echo_task.abort();
+}
+
+/// `try_send` reports a full queue instead of waiting, and succeeds again once the peer
+/// has read.
+#[cfg(feature = "libzmq")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn try_send_says_full_then_recovers() {
+    let small = Options {
+        send_hwm: 2,
+        recv_hwm: 2,
+        ..Options::default()
+    };
+    // A bound DEALER with no peer yet has nowhere to queue: full at once.
+    let mut server = open(
+        Backend::Libzmq,
+        Kind::Dealer,
+        Mode::Bind,
+        "tcp://127.0.0.1:0",
+        small.clone(),
+    )
+    .await;
+    assert!(matches!(
+        server.sender.try_send(vec![b"early".to_vec()]),
+        Err(transport::TransportError::Full)
+    ));
+    let client = open(
+        Backend::Libzmq,
+        Kind::Dealer,
+        Mode::Connect,
+        server.endpoint(),
+        small,
+    )
+    .await;
+    // Fill the client's queues (its pipe, the TCP buffers, the server's pipe) until full.
+    let mut sent = 0u32;
+    let start = Instant::now();
+    loop {
+        match client
+            .sender
+            .try_send(vec![sent.to_be_bytes().to_vec(), vec![0; 64 * 1024]])
+        {
+            Ok(()) => sent += 1,
+            Err(transport::TransportError::Full) => break,
+            Err(e) => panic!("unexpected {e}"),
+        }
+        assert!(
+            start.elapsed() < DEADLINE,
+            "never full after {sent} messages"
+        );
+    }
+    assert!(sent > 0);
+    // Read everything: every message arrives in order, and the sender has room again.
+    for expected in 0..sent {
+        let message = recv_within(&mut server, DEADLINE).await.expect("arrives");
+        assert_eq!(message[0], expected.to_be_bytes().to_vec());
+    }
+    tokio::time::timeout(DEADLINE, client.send(vec![b"again".to_vec(), Vec::new()]))
+        .await
+        .expect("room again")
+        .unwrap();
+    let message = recv_within(&mut server, DEADLINE).await.expect("arrives");
+    assert_eq!(message[0], b"again".to_vec());
+}
