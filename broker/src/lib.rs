@@ -481,7 +481,7 @@ pub async fn run(
     Ok(stats)
 }
 
-/// Sends what [`Broker`] produced. Waits only while the socket's I/O thread catches up:
+/// Sends what [`Broker`] produced. Waits only while libzmq's queue is full:
 /// a ROUTER never blocks (libzmq drops for a peer over its high-water mark, or unknown).
 async fn send(
     frontend: &transport::Sender,

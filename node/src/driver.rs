@@ -119,10 +119,17 @@ pub fn broadcast_topic(message: &Message) -> &'static str {
     }
 }
 
-/// Whether a message may leave before the records of its group are durable: only the
-/// leader's phase-2a `Accept` (see the module page).
+/// Whether a message may leave before the records of its group are durable: the
+/// leader's phase-2a `Accept` (see the module page; only once its ballot is durable).
 pub fn may_leave_early(envelope: &Envelope) -> bool {
     envelope.to.is_none() && matches!(envelope.message, Message::Accept { .. })
+}
+
+/// Whether a message never waits for the disk: a follower's `Forward` of client commands
+/// vouches for nothing this replica stored, and the leader cuts its next batch when the
+/// `Accepted` it travels with arrives, so it must not arrive later than that `Accepted`.
+pub fn never_waits(envelope: &Envelope) -> bool {
+    matches!(envelope.message, Message::Forward { .. })
 }
 
 /// The outputs of one `Ready`, waiting for the disk.
@@ -448,18 +455,15 @@ impl Driver {
                 .await
                 .map_err(|_| NodeError::Wal("WAL writer stopped".to_owned()))?;
         }
-        // The leader's Accepts leave now, unless their ballot is not durable yet.
-        if admission.accepts_may_leave_now {
+        // Forwards leave now; the leader's Accepts too, unless their ballot is not
+        // durable yet.
+        let accepts_now = admission.accepts_may_leave_now;
+        if accepts_now || messages.iter().any(never_waits) {
             let now = Instant::now();
-            let mut early = Vec::new();
-            messages.retain(|m| {
-                if may_leave_early(m) {
-                    early.push(m.clone());
-                    false
-                } else {
-                    true
-                }
-            });
+            let (early, held): (Vec<Envelope>, Vec<Envelope>) = messages
+                .into_iter()
+                .partition(|m| never_waits(m) || (accepts_now && may_leave_early(m)));
+            messages = held;
             for envelope in &early {
                 self.note_proposal(envelope, now);
                 self.publish_envelope(envelope);

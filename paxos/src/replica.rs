@@ -1279,10 +1279,32 @@ impl Replica {
                 self.propose_at(slot, value);
             },
             State::Follower => {
-                let Some((leader, _)) = self.leader else {
+                let Some((leader, ballot)) = self.leader else {
                     return;
                 };
                 if leader == self.config.rank {
+                    return;
+                }
+                // Forwards ride with this follower's `Accepted` while the leader has a
+                // slot in flight: the leader cuts its next batch when the first
+                // `Accepted` of a quorum reaches it, so commands that arrive meanwhile
+                // make the same batch whether they go now or with the next `Accepted`,
+                // and one message carries them all instead of one per turn. With no slot
+                // in flight they go at once, and a tick sends whatever waits (a lost
+                // `Decide` must not hold them longer).
+                let accepted_now =
+                    self.out.messages.iter().any(|e| {
+                        e.to == Some(leader) && matches!(e.message, Message::Accepted { .. })
+                    });
+                let leader_busy = self
+                    .accepted
+                    .range(self.decided_upto + 1..)
+                    .any(|(_, (b, _))| *b == ballot);
+                let waited_a_tick = self
+                    .pending
+                    .front()
+                    .is_some_and(|p| p.queued_at_tick < self.now_ticks);
+                if leader_busy && !accepted_now && !waited_a_tick {
                     return;
                 }
                 while !self.pending.is_empty() {

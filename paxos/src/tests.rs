@@ -689,3 +689,85 @@ fn a_candidate_asks_for_the_rest_of_a_cut_promise_before_leading() {
         .collect();
     assert_eq!(accepts, vec![1, 2]);
 }
+
+fn forwards(ready: &Ready) -> Vec<(Option<Rank>, Vec<u64>)> {
+    ready
+        .messages
+        .iter()
+        .filter_map(|e| match &e.message {
+            Message::Forward { commands } => Some((e.to, commands.iter().map(|c| c.seq).collect())),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn a_follower_forwards_with_its_accepted_while_the_leader_is_busy() {
+    let mut r = replica(1);
+    let ballot = Ballot::new(1, 3);
+    let accept = |slot: Slot| {
+        env(
+            3,
+            Message::Accept {
+                ballot,
+                slot,
+                value: value(slot),
+                decided_upto: slot - 1,
+            },
+        )
+    };
+    // Following 3, nothing in flight: a command goes to the leader at once.
+    r.step(env(
+        3,
+        Message::Heartbeat {
+            ballot,
+            leader: Some(3),
+            decided_upto: 0,
+            truncated_upto: 0,
+        },
+    ));
+    let _ = r.ready();
+    r.propose(put(1)).unwrap();
+    assert_eq!(forwards(&r.ready()), vec![(Some(3), vec![1])]);
+    // Slot 1 in flight (accepted here, not decided): commands wait...
+    r.step(accept(1));
+    let _ = r.ready();
+    r.propose(put(2)).unwrap();
+    assert!(forwards(&r.ready()).is_empty());
+    r.propose(put(3)).unwrap();
+    assert!(forwards(&r.ready()).is_empty());
+    // ... and leave in one message with the next Accepted, which is when the leader
+    // cuts its next batch.
+    r.step(env(
+        3,
+        Message::Decide {
+            slot: 1,
+            value: value(1),
+        },
+    ));
+    r.step(accept(2));
+    let ready = r.ready();
+    assert_eq!(forwards(&ready), vec![(Some(3), vec![2, 3])]);
+    assert!(
+        ready
+            .messages
+            .iter()
+            .any(|e| matches!(e.message, Message::Accepted { slot: 2, .. }))
+    );
+    // Slot 2 in flight and its Decide lost: a command waits at most until the next tick.
+    r.propose(put(4)).unwrap();
+    assert!(forwards(&r.ready()).is_empty());
+    r.tick();
+    assert_eq!(forwards(&r.ready()), vec![(Some(3), vec![4])]);
+    // Once the slot is decided here, nothing is in flight: at once again.
+    r.step(env(
+        3,
+        Message::Decide {
+            slot: 2,
+            value: value(2),
+        },
+    ));
+    let _ = r.ready();
+    r.propose(put(5)).unwrap();
+    assert_eq!(forwards(&r.ready()), vec![(Some(3), vec![5])]);
+}

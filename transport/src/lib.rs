@@ -29,6 +29,7 @@
 use std::fmt;
 use std::time::Duration;
 
+#[cfg(feature = "zeromq-rs")]
 use tokio::sync::mpsc;
 
 #[cfg(feature = "libzmq")]
