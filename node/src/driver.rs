@@ -108,15 +108,36 @@ pub fn live_topic(message: &ChatMessage) -> String {
     }
 }
 
-/// The broadcast topic of an envelope addressed to every node.
-pub fn broadcast_topic(message: &Message) -> &'static str {
-    match message {
+/// The broadcast topic of an envelope from `rank` addressed to every node: the Paxos
+/// broadcasts name their sender ([`topic::from_rank`]), so that it does not receive them
+/// back; the rare others go on `repl`.
+pub fn broadcast_topic(message: &Message, rank: Rank) -> String {
+    let kind = match message {
         Message::Prepare { .. } => topic::PAXOS_PREPARE,
         Message::Accept { .. } => topic::PAXOS_ACCEPT,
         Message::Decide { .. } => topic::PAXOS_DECIDE,
         Message::Heartbeat { .. } => topic::HEARTBEAT,
-        _ => topic::REPL,
-    }
+        _ => return topic::REPL.to_owned(),
+    };
+    topic::from_rank(kind, rank)
+}
+
+/// Every topic whose messages the core should see, given this node's name and rank:
+/// the peers' ranked broadcasts, `repl`, `election` and `to.<name>`. Compared whole:
+/// SUB filters by prefix, so `to.node-1` also lets `to.node-10` through.
+pub fn paxos_topics(name: &str, rank: Rank, cluster_size: u32) -> Vec<Vec<u8>> {
+    let mut topics: Vec<Vec<u8>> = (1..=cluster_size)
+        .filter(|&r| r != rank)
+        .flat_map(|r| {
+            topic::RANKED_BROADCASTS
+                .iter()
+                .map(move |kind| topic::from_rank(kind, r).into_bytes())
+        })
+        .collect();
+    topics.push(topic::REPL.as_bytes().to_vec());
+    topics.push(topic::ELECTION.as_bytes().to_vec());
+    topics.push(topic::to(name).into_bytes());
+    topics
 }
 
 /// Whether a message may leave before the records of its group are durable: the
@@ -203,6 +224,8 @@ pub(crate) struct Driver {
     snapshot_rx: Option<mpsc::Receiver<SnapshotDone>>,
 
     digest_cache: Option<(Slot, Digest)>,
+    /// [`paxos_topics`] of this node.
+    paxos_topics: Vec<Vec<u8>>,
 }
 
 /// A written store.json: its slot and the snapshot bytes to serve to peers.
@@ -245,6 +268,7 @@ impl Driver {
         let (snapshot_tx, snapshot_rx) = mpsc::channel(1);
         let crasher = Crasher::new(config.crash_at);
         let snapshot_slot = store.applied_slot();
+        let topics = paxos_topics(&config.name(), rank, config.cluster_size);
         Driver {
             name: config.name(),
             config,
@@ -276,6 +300,7 @@ impl Driver {
             snapshot_tx,
             snapshot_rx: Some(snapshot_rx),
             digest_cache: None,
+            paxos_topics: topics,
         }
     }
 
@@ -648,7 +673,7 @@ impl Driver {
 
     fn publish_envelope(&mut self, envelope: &Envelope) {
         let topic = match envelope.to {
-            None => broadcast_topic(&envelope.message).to_owned(),
+            None => broadcast_topic(&envelope.message, self.rank),
             Some(rank) => match self.identity.peers.get(&rank) {
                 Some(name) => topic::to(name),
                 // Unknown name: broadcast; the other cores ignore it (`to` is set).
@@ -751,17 +776,7 @@ impl Driver {
             }
             return;
         }
-        let own = topic::to(&self.name);
-        let known = [
-            topic::PAXOS_PREPARE,
-            topic::PAXOS_ACCEPT,
-            topic::PAXOS_DECIDE,
-            topic::REPL,
-            topic::ELECTION,
-            topic::HEARTBEAT,
-            own.as_str(),
-        ];
-        if !known.iter().any(|t| topic::is(topic, t)) {
+        if !self.paxos_topics.iter().any(|t| t == topic) {
             // A prefix match for someone else (`to.node-10` for `to.node-1`).
             return;
         }
@@ -1256,7 +1271,7 @@ mod tests {
         assert!(!may_leave_early(&envelope(Some(2), promise)));
         let decide = Message::Decide {
             slot: 1,
-            value: Value::noop(1),
+            ballot: Ballot::new(1, 1),
         };
         assert!(!may_leave_early(&envelope(None, decide)));
     }
@@ -1267,19 +1282,34 @@ mod tests {
             ballot: Ballot::new(1, 1),
             from_slot: 1,
         };
-        assert_eq!(broadcast_topic(&prepare), topic::PAXOS_PREPARE);
+        assert_eq!(broadcast_topic(&prepare, 2), "paxos.prepare.2");
         let heartbeat = Message::Heartbeat {
             ballot: Ballot::new(1, 1),
             leader: None,
             decided_upto: 0,
             truncated_upto: 0,
         };
-        assert_eq!(broadcast_topic(&heartbeat), topic::HEARTBEAT);
+        assert_eq!(broadcast_topic(&heartbeat, 3), "heartbeat.3");
         let fetch = Message::Fetch {
             from_slot: 1,
             to_slot: 2,
         };
-        assert_eq!(broadcast_topic(&fetch), topic::REPL);
+        assert_eq!(broadcast_topic(&fetch, 2), topic::REPL);
+    }
+
+    #[test]
+    fn a_node_listens_to_its_peers_broadcasts_not_its_own() {
+        let topics = paxos_topics("node-2", 2, 3);
+        let has = |t: &str| topics.iter().any(|x| x == t.as_bytes());
+        for kind in topic::RANKED_BROADCASTS {
+            assert!(has(&topic::from_rank(kind, 1)));
+            assert!(has(&topic::from_rank(kind, 3)));
+            assert!(!has(&topic::from_rank(kind, 2)), "its own {kind}");
+        }
+        assert!(has("to.node-2") && has(topic::REPL) && !has("to.node-1"));
+        // Exact topics: rank 1's subscription prefix also matches rank 10's topics.
+        let ten = topic::from_rank(topic::PAXOS_ACCEPT, 10);
+        assert!(!has(&ten));
     }
 
     #[test]

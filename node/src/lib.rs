@@ -147,11 +147,11 @@ impl Sockets {
     pub async fn open(config: &Config) -> Result<Sockets, NodeError> {
         let name = config.name();
         let mut sub_options = Options::default();
+        // The peers' Paxos broadcasts are subscribed to by [`run`], once the rank is
+        // known (`topic::from_rank`): a node's own never come back.
         for prefix in [
-            "paxos.",
             topic::REPL,
             topic::ELECTION,
-            topic::HEARTBEAT,
             topic::CLOCK,
             topic::MEMBERSHIP,
         ] {
@@ -218,8 +218,8 @@ pub async fn run(
     let (sub_tx, sub_rx) = sockets.subscriber.split();
     let (broker_tx, broker_rx) = sockets.broker.split();
     let (reference_tx, mut reference_rx) = sockets.reference.split();
-    // Keep the SUB's sending half: dropping it would close the socket.
-    let _sub_tx = sub_tx;
+    // Keep the SUB's sending half (subscriptions; dropping it would close the socket).
+    let sub_control = sub_tx;
 
     // Who we are: node.json, or a first registration with the reference.
     let identity_path = node_dir.join("node.json");
@@ -244,6 +244,11 @@ pub async fn run(
             rank,
             cluster_size: config.cluster_size,
         });
+    }
+    for peer in (1..=config.cluster_size).filter(|&r| r != rank) {
+        for kind in topic::RANKED_BROADCASTS {
+            sub_control.subscribe(topic::from_rank(kind, peer)).await?;
+        }
     }
 
     // State: store.json, then the WAL after it.

@@ -50,8 +50,10 @@
 //!   call (bounded by `max_batch_commands` / `max_batch_bytes`), with up to
 //!   `window_slots` slots in flight; `Accept`s of undecided slots are retransmitted every
 //!   `retransmit_ticks`; a quorum of `Accepted` decides the slot and the leader broadcasts
-//!   `Decide`. A leader that has not heard a majority for a timeout steps down. A `Nack`
-//!   or a heartbeat of a higher-ballot leader makes a leader step down.
+//!   `Decide { slot, ballot }` — without the value, which every acceptor that accepted in
+//!   that ballot holds (a leader proposes one value per slot in its ballot); the others
+//!   fetch the slot. A leader that has not heard a majority for a timeout steps down. A
+//!   `Nack` or a heartbeat of a higher-ballot leader makes a leader step down.
 //! - **Learning**: decided slots are handed out strictly in order without gaps
 //!   ([`Ready::decided`]). Heartbeats and `Accept`s carry the sender's decided prefix; a
 //!   replica behind asks for the missing slots (`Fetch`), and a peer that truncated them
@@ -62,8 +64,11 @@
 //!   proposes it, and the store records it with the applied entries.
 //! - **Reads** go through the log like every command, so they are linearizable; a
 //!   `local` read is the driver's business (it answers from its applied state at once).
-//! - **Clients**: a follower forwards commands to the leader it knows; without one it
-//!   buffers them (bounded) and rejects them with `unavailable` after
+//! - **Clients**: a follower forwards commands to the leader it knows — at once when the
+//!   leader has no slot in flight (as far as this follower accepted), otherwise with its
+//!   next `Accepted`, which is when the leader cuts its next batch (and at the latest on
+//!   the next tick): one `Forward` per slot instead of one per arrival. Without a leader
+//!   it buffers them (bounded) and rejects them with `unavailable` after
 //!   `pending_timeout_ticks`. Exactly-once effects come from the store's session table:
 //!   a command may appear in the log twice (a client retry), and takes effect once.
 //!

@@ -334,7 +334,7 @@ impl Replica {
                 self.on_accept(from, ballot, slot, value);
             }
             Message::Accepted { ballot, slot } => self.on_accepted(from, ballot, slot),
-            Message::Decide { slot, value } => self.learn(slot, value),
+            Message::Decide { slot, ballot } => self.on_decide(from, slot, ballot),
             Message::Nack { ballot, promised } => self.on_nack(ballot, promised),
             Message::Heartbeat {
                 ballot,
@@ -602,9 +602,11 @@ impl Replica {
             // Already decided here: tell the leader instead of accepting again.
             self.send(
                 Some(from),
-                Message::Decide {
-                    slot,
-                    value: decided,
+                Message::Decided {
+                    entries: vec![DecidedEntry {
+                        slot,
+                        value: decided,
+                    }],
                 },
             );
             return;
@@ -628,6 +630,24 @@ impl Replica {
     }
 
     // ---------------------------------------------------------------- learner
+
+    /// `from` decided `slot` with its value of `ballot`. Learnt at once when that is the
+    /// value accepted here; otherwise (its `Accept` was lost, or is late) the slot is
+    /// fetched from `from` by the catch-up.
+    fn on_decide(&mut self, from: Rank, slot: Slot, ballot: Ballot) {
+        if slot <= self.decided_upto || self.decided.contains_key(&slot) {
+            return;
+        }
+        match self.accepted.get(&slot) {
+            Some((accepted, value)) if *accepted == ballot => {
+                let value = value.clone();
+                self.learn(slot, value);
+            }
+            // The sender may not have every earlier slot decided: a fetch up to `slot`
+            // returns what it has and is asked again for the rest.
+            _ => self.note_peer_decided(from, slot),
+        }
+    }
 
     /// Records that `slot` is decided with `value`, and hands out what became contiguous.
     fn learn(&mut self, slot: Slot, value: Value) {
@@ -1168,16 +1188,11 @@ impl Replica {
         if !chosen {
             return;
         }
+        let ballot = l.ballot;
         let Some(p) = l.in_flight.remove(&slot) else {
             return;
         };
-        self.send(
-            None,
-            Message::Decide {
-                slot,
-                value: p.value.clone(),
-            },
-        );
+        self.send(None, Message::Decide { slot, ballot });
         self.learn(slot, p.value);
     }
 

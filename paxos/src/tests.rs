@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use proto::paxos::{MAX_PROMISE_ENTRIES, PromiseEntry};
+use proto::paxos::{DecidedEntry, MAX_PROMISE_ENTRIES, PromiseEntry};
 use proto::{Command, ErrorCode, Op};
 
 use crate::*;
@@ -170,9 +170,11 @@ fn a_promise_raised_by_an_unrecorded_accept_is_still_durable() {
     let mut r = replica(1);
     r.step(env(
         3,
-        Message::Decide {
-            slot: 1,
-            value: value(1),
+        Message::Decided {
+            entries: vec![DecidedEntry {
+                slot: 1,
+                value: value(1),
+            }],
         },
     ));
     let _ = r.ready();
@@ -204,9 +206,11 @@ fn promise_reports_accepted_and_decided_values() {
     ));
     r.step(env(
         3,
-        Message::Decide {
-            slot: 1,
-            value: value(1),
+        Message::Decided {
+            entries: vec![DecidedEntry {
+                slot: 1,
+                value: value(1),
+            }],
         },
     ));
     let ready = r.ready();
@@ -555,9 +559,11 @@ fn restart_keeps_promise_and_replays_decided_slots() {
     ));
     r.step(env(
         3,
-        Message::Decide {
-            slot: 1,
-            value: value(1),
+        Message::Decided {
+            entries: vec![DecidedEntry {
+                slot: 1,
+                value: value(1),
+            }],
         },
     ));
     r.step(env(
@@ -595,9 +601,11 @@ fn a_lagging_replica_installs_a_snapshot_from_a_truncated_peer() {
     for slot in 1..=5 {
         ahead.step(env(
             3,
-            Message::Decide {
-                slot,
-                value: value(slot),
+            Message::Decided {
+                entries: vec![DecidedEntry {
+                    slot,
+                    value: value(slot),
+                }],
             },
         ));
     }
@@ -738,13 +746,7 @@ fn a_follower_forwards_with_its_accepted_while_the_leader_is_busy() {
     assert!(forwards(&r.ready()).is_empty());
     // ... and leave in one message with the next Accepted, which is when the leader
     // cuts its next batch.
-    r.step(env(
-        3,
-        Message::Decide {
-            slot: 1,
-            value: value(1),
-        },
-    ));
+    r.step(env(3, Message::Decide { slot: 1, ballot }));
     r.step(accept(2));
     let ready = r.ready();
     assert_eq!(forwards(&ready), vec![(Some(3), vec![2, 3])]);
@@ -760,14 +762,74 @@ fn a_follower_forwards_with_its_accepted_while_the_leader_is_busy() {
     r.tick();
     assert_eq!(forwards(&r.ready()), vec![(Some(3), vec![4])]);
     // Once the slot is decided here, nothing is in flight: at once again.
+    r.step(env(3, Message::Decide { slot: 2, ballot }));
+    let _ = r.ready();
+    r.propose(put(5)).unwrap();
+    assert_eq!(forwards(&r.ready()), vec![(Some(3), vec![5])]);
+}
+
+#[test]
+fn a_decide_names_the_ballot_and_the_value_accepted_in_it_is_learnt() {
+    let mut r = replica(1);
+    let accept = |ballot: Ballot, slot: Slot, tag: u64| {
+        env(
+            3,
+            Message::Accept {
+                ballot,
+                slot,
+                value: value(tag),
+                decided_upto: 0,
+            },
+        )
+    };
+    // Slot 1 accepted in (1,3): a Decide in (1,3) hands it out with that value.
+    r.step(accept(Ballot::new(1, 3), 1, 10));
+    let _ = r.ready();
+    r.step(env(
+        3,
+        Message::Decide {
+            slot: 1,
+            ballot: Ballot::new(1, 3),
+        },
+    ));
+    assert_eq!(r.ready().decided, vec![(1, value(10))]);
+    // Slot 2 accepted in an older ballot than the one it was decided in: the value here
+    // may not be the chosen one, so nothing is learnt; the slot is fetched from the
+    // leader on the next tick instead.
+    r.step(accept(Ballot::new(1, 3), 2, 20));
+    let _ = r.ready();
     r.step(env(
         3,
         Message::Decide {
             slot: 2,
-            value: value(2),
+            ballot: Ballot::new(2, 3),
         },
     ));
-    let _ = r.ready();
-    r.propose(put(5)).unwrap();
-    assert_eq!(forwards(&r.ready()), vec![(Some(3), vec![5])]);
+    let ready = r.ready();
+    assert!(ready.decided.is_empty());
+    r.tick();
+    let ready = r.ready();
+    assert!(
+        ready.messages.iter().any(|e| e.to == Some(3)
+            && matches!(
+                e.message,
+                Message::Fetch {
+                    from_slot: 2,
+                    to_slot: 2
+                }
+            )),
+        "{:?}",
+        ready.messages
+    );
+    // The answer carries the value.
+    r.step(env(
+        3,
+        Message::Decided {
+            entries: vec![DecidedEntry {
+                slot: 2,
+                value: value(21),
+            }],
+        },
+    ));
+    assert_eq!(r.ready().decided, vec![(2, value(21))]);
 }

@@ -211,12 +211,15 @@ pub enum Message {
         /// The slot.
         slot: Slot,
     },
-    /// `slot` is decided with `value` (a quorum accepted it).
+    /// `slot` is decided with the value its leader proposed in `ballot` (a quorum
+    /// accepted it). The value does not travel again: an acceptor that accepted in that
+    /// ballot holds it (a leader proposes one value per slot in its ballot), and one
+    /// that did not fetches it ([`Message::Fetch`]).
     Decide {
         /// The slot.
         slot: Slot,
-        /// The chosen value.
-        value: Value,
+        /// The ballot the value was proposed (and chosen) in.
+        ballot: Ballot,
     },
     /// The acceptor refused `ballot` because it promised the higher `promised`.
     Nack {
@@ -302,7 +305,7 @@ impl Message {
                 check_entries_bytes(entries.iter().map(|e| e.value.size_bytes()))?;
                 entries.iter().try_for_each(|e| e.value.validate())
             }
-            Message::Accept { value, .. } | Message::Decide { value, .. } => value.validate(),
+            Message::Accept { value, .. } => value.validate(),
             Message::Forward { commands } => {
                 check_count("commands", commands.len(), MAX_BATCH_COMMANDS)?;
                 let bytes = commands.iter().map(command_size_bytes).sum();
@@ -334,6 +337,7 @@ impl Message {
             }
             Message::Prepare { .. }
             | Message::Accepted { .. }
+            | Message::Decide { .. }
             | Message::Nack { .. }
             | Message::Heartbeat { .. }
             | Message::Fetch { .. }

@@ -2,6 +2,11 @@
 //!
 //! SUB sockets filter by *prefix*, so `to.node-1` would also let `to.node-10` through:
 //! receivers compare the whole topic with [`is`] before they trust a message.
+//!
+//! The Paxos broadcasts (`Prepare`, `Accept`, `Decide`, heartbeats) are published under
+//! [`from_rank`]`(kind, sender's rank)`, and each node subscribes to its peers' ranks
+//! only: the proxy never sends a node's own broadcasts back to it (a leader would
+//! otherwise receive and drop a copy of every `Accept` and `Decide` it sends).
 
 /// Phase 1a: a leader candidate's `Prepare`, to every node.
 pub const PAXOS_PREPARE: &str = "paxos.prepare";
@@ -25,6 +30,15 @@ pub const MEMBERSHIP: &str = "membership";
 pub fn to(node: &str) -> String {
     format!("to.{node}")
 }
+
+/// Topic of a broadcast of `kind` ([`PAXOS_PREPARE`], [`PAXOS_ACCEPT`], [`PAXOS_DECIDE`],
+/// [`HEARTBEAT`]) sent by the node of rank `rank`: `paxos.accept.3`.
+pub fn from_rank(kind: &str, rank: u32) -> String {
+    format!("{kind}.{rank}")
+}
+
+/// The broadcast kinds published under [`from_rank`].
+pub const RANKED_BROADCASTS: [&str; 4] = [PAXOS_PREPARE, PAXOS_ACCEPT, PAXOS_DECIDE, HEARTBEAT];
 
 /// Topic of a channel's live messages.
 pub fn channel(name: &str) -> String {

@@ -104,7 +104,13 @@ fn valid_frames() -> Vec<Vec<u8>> {
             value: value.clone(),
             decided_upto: 9,
         },
-        Message::Decide { slot: 10, value },
+        Message::Decided {
+            entries: vec![proto::paxos::DecidedEntry { slot: 10, value }],
+        },
+        Message::Decide {
+            slot: 10,
+            ballot: Ballot { round: 3, rank: 1 },
+        },
     ] {
         if let Ok(frame) = encode(&Envelope {
             from: 1,
