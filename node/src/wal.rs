@@ -499,7 +499,7 @@ impl WalWriter {
     /// Grows the active file with zeros to at least `end`: by [`PREALLOC_BYTES`], up to
     /// the segment size (a group never waits for more than its own bytes past it).
     fn preallocate(&mut self, end: u64) -> Result<(), WalError> {
-        const ZEROS: [u8; 64 * 1024] = [0; 64 * 1024];
+        static ZEROS: [u8; 64 * 1024] = [0; 64 * 1024];
         let target = (self.allocated + PREALLOC_BYTES)
             .min(self.segment_max_bytes)
             .max(end);
