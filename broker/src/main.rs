@@ -49,7 +49,9 @@ enum Command {
     },
 }
 
-#[tokio::main]
+// One event loop and nothing to spread over threads: on a current-thread runtime the loop
+// drives the I/O reactor itself, so a message wakes no second thread.
+#[tokio::main(flavor = "current_thread")]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
     service::init_logging(&cli.log);
