@@ -417,35 +417,65 @@ fn forward_loop(
         }
         if items[0].is_readable() {
             for _ in 0..crate::BATCH_MAX {
-                match frontend.recv_multipart(zmq::DONTWAIT) {
-                    Ok(message) => {
-                        let bytes: usize = message.iter().map(Vec::len).sum();
-                        // XPUB never blocks: a subscriber whose pipe is full misses this
-                        // message, the others get it.
-                        match backend.send_multipart(message, zmq::DONTWAIT) {
-                            Ok(()) => {
-                                stats.messages.fetch_add(1, Relaxed);
-                                stats.bytes.fetch_add(bytes as u64, Relaxed);
-                            }
-                            Err(e) => tracing::debug!(error = %e, "forward dropped"),
-                        }
+                // XPUB never blocks: a subscriber whose pipe is full misses this message,
+                // the others get it.
+                match move_message(frontend, backend) {
+                    None => break,
+                    Some(Ok(bytes)) => {
+                        stats.messages.fetch_add(1, Relaxed);
+                        stats.bytes.fetch_add(bytes as u64, Relaxed);
                     }
-                    Err(_) => break,
+                    Some(Err(e)) => tracing::debug!(error = %e, "forward dropped"),
                 }
             }
         }
         if items[1].is_readable() {
             for _ in 0..crate::BATCH_MAX {
-                match backend.recv_multipart(zmq::DONTWAIT) {
-                    Ok(subscription) => {
+                match move_message(backend, frontend) {
+                    None => break,
+                    Some(Ok(_)) => {
                         stats.subscriptions.fetch_add(1, Relaxed);
-                        if let Err(e) = frontend.send_multipart(subscription, zmq::DONTWAIT) {
-                            tracing::debug!(error = %e, "subscription dropped");
-                        }
                     }
-                    Err(_) => break,
+                    Some(Err(e)) => tracing::debug!(error = %e, "subscription dropped"),
                 }
             }
+        }
+    }
+}
+
+/// Moves one multipart message from `from` to `to`, frame by frame, without copying a
+/// byte (libzmq hands each frame's buffer over). `None` when nothing waits; otherwise its
+/// size, or why it was dropped (the rest of a dropped message is read and dropped too, so
+/// the next message starts on its first frame).
+fn move_message(from: &zmq::Socket, to: &zmq::Socket) -> Option<Result<usize, zmq::Error>> {
+    let mut bytes = 0;
+    let mut first = true;
+    loop {
+        let mut frame = zmq::Message::new();
+        match from.recv(&mut frame, zmq::DONTWAIT) {
+            Ok(()) => {}
+            Err(zmq::Error::EAGAIN) if first => return None,
+            // libzmq delivers a message's frames together: no other error is expected
+            // here, and nothing more can be read of it.
+            Err(e) => return Some(Err(e)),
+        }
+        first = false;
+        bytes += frame.len();
+        let more = frame.get_more();
+        let flags = zmq::DONTWAIT | if more { zmq::SNDMORE } else { 0 };
+        if let Err(e) = to.send(frame, flags) {
+            let mut more = more;
+            while more {
+                let mut rest = zmq::Message::new();
+                if from.recv(&mut rest, zmq::DONTWAIT).is_err() {
+                    break;
+                }
+                more = rest.get_more();
+            }
+            return Some(Err(e));
+        }
+        if !more {
+            return Some(Ok(bytes));
         }
     }
 }
