@@ -334,6 +334,17 @@ async fn dealer_reconnects_after_the_router_restarts() {
     }
 }
 
+/// A libzmq DEALER with high-water marks of `hwm` messages.
+#[cfg(feature = "libzmq")]
+async fn small_dealer(mode: Mode, endpoint: &str, hwm: i32) -> Socket {
+    let options = Options {
+        send_hwm: hwm,
+        recv_hwm: hwm,
+        ..Options::default()
+    };
+    open(Backend::Libzmq, Kind::Dealer, mode, endpoint, options).await
+}
+
 /// One socket whose sending and receiving halves live in different tasks, with
 /// high-water marks small enough that both directions fill up and drain thousands of
 /// times. libzmq's signalling descriptor is edge-triggered and any call on the socket
@@ -341,27 +352,8 @@ async fn dealer_reconnects_after_the_router_restarts() {
 #[cfg(feature = "libzmq")]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn both_halves_in_different_tasks_under_backpressure() {
-    let small = Options {
-        send_hwm: 4,
-        recv_hwm: 4,
-        ..Options::default()
-    };
-    let echo = open(
-        Backend::Libzmq,
-        Kind::Dealer,
-        Mode::Bind,
-        "tcp://127.0.0.1:0",
-        small.clone(),
-    )
-    .await;
-    let client = open(
-        Backend::Libzmq,
-        Kind::Dealer,
-        Mode::Connect,
-        echo.endpoint(),
-        small,
-    )
-    .await;
+    let echo = small_dealer(Mode::Bind, "tcp://127.0.0.1:0", 4).await;
+    let client = small_dealer(Mode::Connect, echo.endpoint(), 4).await;
     let (echo_tx, mut echo_rx) = echo.split();
     let echo_task = tokio::spawn(async move {
         while let Some(message) = echo_rx.recv().await {
@@ -394,32 +386,13 @@ async fn both_halves_in_different_tasks_under_backpressure() {
 #[cfg(feature = "libzmq")]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn try_send_says_full_then_recovers() {
-    let small = Options {
-        send_hwm: 2,
-        recv_hwm: 2,
-        ..Options::default()
-    };
     // A bound DEALER with no peer yet has nowhere to queue: full at once.
-    let mut server = open(
-        Backend::Libzmq,
-        Kind::Dealer,
-        Mode::Bind,
-        "tcp://127.0.0.1:0",
-        small.clone(),
-    )
-    .await;
+    let mut server = small_dealer(Mode::Bind, "tcp://127.0.0.1:0", 2).await;
     assert!(matches!(
         server.sender.try_send(vec![b"early".to_vec()]),
         Err(transport::TransportError::Full)
     ));
-    let client = open(
-        Backend::Libzmq,
-        Kind::Dealer,
-        Mode::Connect,
-        server.endpoint(),
-        small,
-    )
-    .await;
+    let client = small_dealer(Mode::Connect, server.endpoint(), 2).await;
     // Fill the client's queues (its pipe, the TCP buffers, the server's pipe) until full.
     let mut sent = 0u32;
     let start = Instant::now();
