@@ -440,7 +440,7 @@ impl Socket {
         let (endpoint, sender, receiver) = match backend {
             #[cfg(feature = "libzmq")]
             Backend::Libzmq => {
-                let (endpoint, shared) = libzmq::spawn(kind, mode, endpoint, &options)?;
+                let (endpoint, shared) = libzmq::attach(kind, mode, endpoint, &options)?;
                 (
                     endpoint,
                     SendHalf::Libzmq(shared.clone()),

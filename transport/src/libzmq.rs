@@ -173,7 +173,7 @@ impl std::fmt::Debug for Shared {
 
 /// Opens a socket and registers its signalling descriptor with the current tokio runtime
 /// (which must have its I/O driver enabled).
-pub(crate) fn spawn(
+pub(crate) fn attach(
     kind: Kind,
     mode: Mode,
     endpoint: &str,
