@@ -126,13 +126,9 @@ pub fn broadcast_topic(message: &Message, rank: Rank) -> String {
 /// the peers' ranked broadcasts, `repl`, `election` and `to.<name>`. Compared whole:
 /// SUB filters by prefix, so `to.node-1` also lets `to.node-10` through.
 pub fn paxos_topics(name: &str, rank: Rank, cluster_size: u32) -> Vec<Vec<u8>> {
-    let mut topics: Vec<Vec<u8>> = (1..=cluster_size)
-        .filter(|&r| r != rank)
-        .flat_map(|r| {
-            topic::RANKED_BROADCASTS
-                .iter()
-                .map(move |kind| topic::from_rank(kind, r).into_bytes())
-        })
+    let mut topics: Vec<Vec<u8>> = topic::peer_broadcasts(rank, cluster_size)
+        .into_iter()
+        .map(String::into_bytes)
         .collect();
     topics.push(topic::REPL.as_bytes().to_vec());
     topics.push(topic::ELECTION.as_bytes().to_vec());

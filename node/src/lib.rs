@@ -245,10 +245,8 @@ pub async fn run(
             cluster_size: config.cluster_size,
         });
     }
-    for peer in (1..=config.cluster_size).filter(|&r| r != rank) {
-        for kind in topic::RANKED_BROADCASTS {
-            sub_control.subscribe(topic::from_rank(kind, peer)).await?;
-        }
+    for prefix in topic::peer_broadcasts(rank, config.cluster_size) {
+        sub_control.subscribe(prefix).await?;
     }
 
     // State: store.json, then the WAL after it.

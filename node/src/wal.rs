@@ -244,29 +244,27 @@ fn valid_frame_after(data: &[u8], pos: usize) -> bool {
 /// The byte offsets of the valid records of a segment file's contents, up to the first
 /// damaged one (for tools and tests that inspect or damage a WAL on purpose).
 pub fn record_offsets(segment: &[u8]) -> Vec<u64> {
+    walk_frames(segment).0
+}
+
+/// Where the valid records of a segment file's contents end (where a preallocated zero
+/// tail, or damage, begins); 0 for a file that is not a segment.
+pub fn records_end(segment: &[u8]) -> u64 {
+    walk_frames(segment).1
+}
+
+/// The offsets of a segment's valid records and where they end.
+fn walk_frames(segment: &[u8]) -> (Vec<u64>, u64) {
     let mut offsets = Vec::new();
     if !segment.starts_with(SEGMENT_MAGIC) {
-        return offsets;
+        return (offsets, 0);
     }
     let mut pos = SEGMENT_MAGIC.len();
     while let Ok(end) = check_frame(segment, pos) {
         offsets.push(pos as u64);
         pos = end;
     }
-    offsets
-}
-
-/// Where the valid records of a segment file's contents end (where a preallocated zero
-/// tail, or damage, begins); 0 for a file that is not a segment.
-pub fn records_end(segment: &[u8]) -> u64 {
-    if !segment.starts_with(SEGMENT_MAGIC) {
-        return 0;
-    }
-    let mut pos = SEGMENT_MAGIC.len();
-    while let Ok(end) = check_frame(segment, pos) {
-        pos = end;
-    }
-    pos as u64
+    (offsets, pos as u64)
 }
 
 fn slot_of(record: &Record) -> Slot {

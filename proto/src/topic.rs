@@ -40,6 +40,15 @@ pub fn from_rank(kind: &str, rank: u32) -> String {
 /// The broadcast kinds published under [`from_rank`].
 pub const RANKED_BROADCASTS: [&str; 4] = [PAXOS_PREPARE, PAXOS_ACCEPT, PAXOS_DECIDE, HEARTBEAT];
 
+/// Every broadcast topic of the peers of the node of rank `rank` in a cluster of ranks
+/// `1..=cluster_size` (its own excluded): what that node subscribes to.
+pub fn peer_broadcasts(rank: u32, cluster_size: u32) -> Vec<String> {
+    (1..=cluster_size)
+        .filter(|&peer| peer != rank)
+        .flat_map(|peer| RANKED_BROADCASTS.map(|kind| from_rank(kind, peer)))
+        .collect()
+}
+
 /// Topic of a channel's live messages.
 pub fn channel(name: &str) -> String {
     format!("chan.{name}")

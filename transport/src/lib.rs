@@ -286,16 +286,9 @@ impl Sender {
     pub fn try_send(&self, message: Multipart) -> Result<(), TransportError> {
         match &self.half {
             #[cfg(feature = "libzmq")]
-            SendHalf::Libzmq(shared) => match shared.try_send(&message) {
-                Ok(()) => Ok(()),
-                Err(libzmq::NotNow::Again) => Err(TransportError::Full),
-                Err(libzmq::NotNow::Failed(e)) => {
-                    // The peer is gone (EHOSTUNREACH and the like): dropped, as PUB and
-                    // ROUTER drop; the protocols above retry.
-                    tracing::debug!(kind = %self.kind, error = %e, "send dropped");
-                    Ok(())
-                }
-            },
+            SendHalf::Libzmq(shared) => shared
+                .try_send(&message)
+                .map_err(|libzmq::Full| TransportError::Full),
             #[cfg(feature = "zeromq-rs")]
             SendHalf::Channel(tx) => tx
                 .try_send(Outbound::Message(message))

@@ -142,13 +142,8 @@ impl Drop for Parked<'_> {
     }
 }
 
-/// Why an operation did not go through now.
-pub(crate) enum NotNow {
-    /// `EAGAIN`: wait for readiness.
-    Again,
-    /// Any other error: the socket cannot be used any more.
-    Failed(zmq::Error),
-}
+/// libzmq's queue for the peer is full (or there is no peer yet): wait for readiness.
+pub(crate) struct Full;
 
 /// One libzmq socket shared by its [`crate::Sender`]s and its [`crate::Receiver`]. The
 /// socket is closed when the last of them is dropped.
@@ -243,8 +238,10 @@ impl Shared {
         }
     }
 
-    /// Sends now or says why not.
-    pub(crate) fn try_send(&self, message: &Multipart) -> Result<(), NotNow> {
+    /// Sends now, or says that the queue is full. A send that fails otherwise
+    /// (`EHOSTUNREACH` and the like: the peer is gone) is dropped, as PUB and ROUTER drop:
+    /// the protocols above retry.
+    pub(crate) fn try_send(&self, message: &Multipart) -> Result<(), Full> {
         let socket = self.lock();
         let send = || socket.send_multipart(message.iter().map(Vec::as_slice), zmq::DONTWAIT);
         let mut result = send();
@@ -261,8 +258,11 @@ impl Shared {
         self.rearm(&socket, true, false);
         match result {
             Ok(()) => Ok(()),
-            Err(zmq::Error::EAGAIN) => Err(NotNow::Again),
-            Err(e) => Err(NotNow::Failed(e)),
+            Err(zmq::Error::EAGAIN) => Err(Full),
+            Err(e) => {
+                tracing::debug!(kind = %self.kind, error = %e, "send dropped");
+                Ok(())
+            }
         }
     }
 
@@ -273,15 +273,8 @@ impl Shared {
             let notified = self.writable.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
-            match self.try_send(message) {
-                Ok(()) => return Ok(()),
-                Err(NotNow::Again) => {}
-                Err(NotNow::Failed(e)) => {
-                    // EHOSTUNREACH and the like: the peer is gone; the protocols above
-                    // retry, so the message is dropped here, as PUB and ROUTER do.
-                    tracing::debug!(kind = %self.kind, error = %e, "send dropped");
-                    return Ok(());
-                }
+            if self.try_send(message).is_ok() {
+                return Ok(());
             }
             self.wait(notified).await?;
         }
