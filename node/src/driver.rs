@@ -28,6 +28,15 @@
 //! `Decide` records gate nothing: a decided value is already durably accepted by a
 //! quorum.
 //!
+//! A second refinement keeps the reply from waiting for the *next* slot's fsync: the
+//! leader decides slot *n* and cuts slot *n+1* in the same turn, so that group holds the
+//! Accept record of *n+1*. The group's decisions — `Decide`/`Decided` messages, applies,
+//! replies, rejections — vouch for a quorum's votes on *n*, the leader's own among them,
+//! which an earlier group wrote; they need every **earlier** group durable, not this
+//! one ([`crate::gate::Admission::decisions_need_seq`]). When the group itself holds the
+//! ballot or an accepted value of a slot it decides (one replica deciding alone, a new
+//! ballot), the decisions wait for the group as before.
+//!
 //! ## Who answers, who publishes
 //! The node that received a client request answers it when the command is applied here
 //! (`(client_id, seq)` matched in the store's replies), or when the core rejects it. A
@@ -147,6 +156,17 @@ pub fn may_leave_early(envelope: &Envelope) -> bool {
 /// `Accepted` it travels with arrives, so it must not arrive later than that `Accepted`.
 pub fn never_waits(envelope: &Envelope) -> bool {
     matches!(envelope.message, Message::Forward { .. })
+}
+
+/// The highest slot a message announces as decided (`Decide`, `Decided`); `None` for
+/// the others. Such messages vouch for a quorum's votes, not for this replica's newest
+/// records (see [`crate::gate`]).
+pub fn decision_slot(envelope: &Envelope) -> Option<Slot> {
+    match &envelope.message {
+        Message::Decide { slot, .. } => Some(*slot),
+        Message::Decided { entries } => entries.iter().map(|e| e.slot).max(),
+        _ => None,
+    }
 }
 
 /// The outputs of one `Ready`, waiting for the disk.
@@ -466,7 +486,12 @@ impl Driver {
             rejected,
         } = ready;
         let accept_record = persist.iter().any(|r| matches!(r, Record::Accept { .. }));
-        let admission = self.gate.admit(&persist);
+        let decides_upto = decided
+            .iter()
+            .map(|(slot, _)| *slot)
+            .chain(messages.iter().filter_map(decision_slot))
+            .max();
+        let admission = self.gate.admit(&persist, decides_upto);
         if let Some(seq) = admission.wal_seq {
             self.wal
                 .send(WalRequest::Append {
@@ -494,14 +519,38 @@ impl Driver {
                 self.crasher.reached(CrashPoint::WithPendingRequest);
             }
         }
-        self.held.push_back(Held {
-            needs_seq: admission.needs_seq,
-            messages,
-            install_snapshot,
-            decided,
-            rejected,
-            accept_record,
-        });
+        // The decisions go as soon as the earlier groups are durable (see the gate); the
+        // rest waits for this group. Both stay in the one queue, in this order, so the
+        // applies keep slot order (the next group's decisions need exactly what this
+        // group's rest needs). A snapshot install keeps the whole group together.
+        if admission.decisions_need_seq < admission.needs_seq && install_snapshot.is_none() {
+            let (decisions, rest): (Vec<Envelope>, Vec<Envelope>) = messages
+                .into_iter()
+                .partition(|m| decision_slot(m).is_some());
+            self.held.push_back(Held {
+                needs_seq: admission.decisions_need_seq,
+                messages: decisions,
+                install_snapshot: None,
+                decided,
+                rejected,
+                accept_record: false,
+            });
+            self.held.push_back(Held {
+                needs_seq: admission.needs_seq,
+                messages: rest,
+                accept_record,
+                ..Held::default()
+            });
+        } else {
+            self.held.push_back(Held {
+                needs_seq: admission.needs_seq,
+                messages,
+                install_snapshot,
+                decided,
+                rejected,
+                accept_record,
+            });
+        }
         Ok(())
     }
 

@@ -5,13 +5,18 @@
 //! `Ready`'s outputs need every gating record of that group **and of every earlier
 //! group** to be durable (a message may depend on a record of an earlier `Ready`: an
 //! `Accepted` retransmitted a turn later vouches for an Accept record written before).
-//! The one exception, argued in [`crate::driver`], is the leader's phase-2a `Accept`
-//! broadcast: it may leave at once provided no `Round`/`Promise` record — its ballot —
-//! is still on its way to the disk.
+//! Two exceptions, argued in [`crate::driver`]:
+//! - the leader's phase-2a `Accept` broadcast may leave at once provided no
+//!   `Round`/`Promise` record — its ballot — is still on its way to the disk;
+//! - a `Ready`'s **decisions** (its `Decide`/`Decided` messages, the slots it applies,
+//!   the replies) need only the *earlier* groups, unless its own records include the
+//!   ballot or an accepted value of a slot it decides. A decision vouches for a quorum's
+//!   accepted values, not for what this group adds (typically the leader's Accept of
+//!   the next slot, cut in the same turn), so it need not wait for this group's fsync.
 //!
 //! This is plain data with no I/O, so the rule is unit-tested here.
 
-use paxos::Record;
+use paxos::{Record, Slot};
 
 use crate::wal::gates_messages;
 
@@ -24,6 +29,9 @@ pub struct Admission {
     pub needs_seq: u64,
     /// Whether the leader's `Accept` broadcasts of this `Ready` may leave now.
     pub accepts_may_leave_now: bool,
+    /// Its decisions are released once the durable group number reaches this
+    /// (`<= needs_seq`).
+    pub decisions_need_seq: u64,
 }
 
 /// The sequence numbers of the WAL groups and how far they are durable.
@@ -45,11 +53,20 @@ impl Gate {
         Gate::default()
     }
 
-    /// Admits the next `Ready`, whose records are `persist`.
-    pub fn admit(&mut self, persist: &[Record]) -> Admission {
+    /// Admits the next `Ready`, whose records are `persist` and whose highest decided
+    /// slot (applied, or announced in a message) is `decides_upto`.
+    pub fn admit(&mut self, persist: &[Record], decides_upto: Option<Slot>) -> Admission {
         let ballot_record = persist
             .iter()
             .any(|r| matches!(r, Record::Round { .. } | Record::Promise { .. }));
+        // A slot decided in this very turn may count this replica's own vote, whose
+        // Accept record is then in this group: such decisions wait for it.
+        let accepts_what_it_decides = decides_upto.is_some_and(|upto| {
+            persist
+                .iter()
+                .any(|r| matches!(r, Record::Accept { slot, .. } if *slot <= upto))
+        });
+        let earlier_gating_seq = self.gating_seq;
         let wal_seq = if persist.is_empty() {
             None
         } else {
@@ -66,6 +83,11 @@ impl Gate {
             wal_seq,
             needs_seq: self.gating_seq,
             accepts_may_leave_now: !ballot_record && self.durable_seq >= self.ballot_seq,
+            decisions_need_seq: if ballot_record || accepts_what_it_decides {
+                self.gating_seq
+            } else {
+                earlier_gating_seq
+            },
         }
     }
 
@@ -108,7 +130,7 @@ mod tests {
     #[test]
     fn outputs_wait_for_their_own_records() {
         let mut gate = Gate::new();
-        let a = gate.admit(&[accept(1)]);
+        let a = gate.admit(&[accept(1)], None);
         assert_eq!(a.wal_seq, Some(1));
         assert!(!gate.releasable(a.needs_seq));
         gate.durable(1);
@@ -118,10 +140,10 @@ mod tests {
     #[test]
     fn outputs_wait_for_earlier_records_too() {
         let mut gate = Gate::new();
-        let first = gate.admit(&[accept(1)]);
+        let first = gate.admit(&[accept(1)], None);
         // A Ready with no records (say, a retransmitted Accepted) depends on the earlier
         // Accept record.
-        let second = gate.admit(&[]);
+        let second = gate.admit(&[], None);
         assert_eq!(second.wal_seq, None);
         assert_eq!(second.needs_seq, first.needs_seq);
         assert!(!gate.releasable(second.needs_seq));
@@ -132,10 +154,10 @@ mod tests {
     #[test]
     fn decide_records_gate_nothing() {
         let mut gate = Gate::new();
-        let a = gate.admit(&[accept(1)]);
+        let a = gate.admit(&[accept(1)], None);
         gate.durable(1);
         // The Decide record is written (group 2) but nothing waits for it.
-        let d = gate.admit(&[decide(1)]);
+        let d = gate.admit(&[decide(1)], None);
         assert_eq!(d.wal_seq, Some(2));
         assert_eq!(d.needs_seq, a.needs_seq);
         assert!(gate.releasable(d.needs_seq));
@@ -145,23 +167,63 @@ mod tests {
     fn accepts_leave_early_only_behind_a_durable_ballot() {
         let mut gate = Gate::new();
         // A candidacy: its Round and Promise records are in this very group.
-        let candidacy = gate.admit(&[
-            Record::Round { round: 1 },
-            Record::Promise {
-                ballot: Ballot::new(1, 1),
-            },
-        ]);
+        let candidacy = gate.admit(
+            &[
+                Record::Round { round: 1 },
+                Record::Promise {
+                    ballot: Ballot::new(1, 1),
+                },
+            ],
+            None,
+        );
         assert!(!candidacy.accepts_may_leave_now);
         // Leading already, but the ballot's records are not durable yet: wait.
-        let proposal = gate.admit(&[accept(1)]);
+        let proposal = gate.admit(&[accept(1)], None);
         assert!(!proposal.accepts_may_leave_now);
         gate.durable(1);
         // The ballot is durable: the next proposal's Accept leaves while its own record
         // is written, but its outputs (the Decide, the reply) still wait for it.
-        let next = gate.admit(&[accept(2)]);
+        let next = gate.admit(&[accept(2)], None);
         assert!(next.accepts_may_leave_now);
         assert!(!gate.releasable(next.needs_seq));
         gate.all_durable();
         assert!(gate.releasable(next.needs_seq));
+    }
+
+    #[test]
+    fn decisions_need_only_the_earlier_groups() {
+        let mut gate = Gate::new();
+        let first = gate.admit(&[accept(1)], None);
+        // The turn that decides slot 1 also proposes slot 2: the Decide, the apply and
+        // the reply of slot 1 wait for slot 1's record, not for slot 2's.
+        let second = gate.admit(&[accept(2), decide(1)], Some(1));
+        assert_eq!(second.decisions_need_seq, first.needs_seq);
+        assert!(second.decisions_need_seq < second.needs_seq);
+        gate.durable(1);
+        assert!(gate.releasable(second.decisions_need_seq));
+        assert!(!gate.releasable(second.needs_seq));
+    }
+
+    #[test]
+    fn a_decision_on_a_vote_of_this_group_waits_for_it() {
+        let mut gate = Gate::new();
+        gate.admit(&[accept(1)], None);
+        gate.durable(1);
+        // A single replica proposes and decides slot 2 in one turn: its own vote is in
+        // this group.
+        let both = gate.admit(&[accept(2), decide(2)], Some(2));
+        assert_eq!(both.decisions_need_seq, both.needs_seq);
+        assert!(!gate.releasable(both.decisions_need_seq));
+        // A new ballot in this group: everything waits for it too.
+        let ballot = gate.admit(
+            &[
+                Record::Promise {
+                    ballot: Ballot::new(2, 1),
+                },
+                decide(2),
+            ],
+            Some(2),
+        );
+        assert_eq!(ballot.decisions_need_seq, ballot.needs_seq);
     }
 }
