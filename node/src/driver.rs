@@ -576,12 +576,17 @@ impl Driver {
         let now = Instant::now();
         let mut promised = false;
         let mut decided_by_me = false;
+        let mut voted = false;
         for envelope in &held.messages {
             promised |= matches!(envelope.message, Message::Promise { .. });
+            voted |= matches!(envelope.message, Message::Accepted { .. });
             decided_by_me |=
                 envelope.to.is_none() && matches!(envelope.message, Message::Decide { .. });
             self.note_proposal(envelope, now);
             self.publish_envelope(envelope);
+        }
+        if voted {
+            self.replica.votes_sent();
         }
         if held.accept_record && !held.messages.is_empty() {
             self.crasher.reached(CrashPoint::AfterAcceptSend);

@@ -221,6 +221,9 @@ pub struct Replica {
     heartbeat_in_ticks: Ticks,
     peers: BTreeMap<Rank, Peer>,
     pending: VecDeque<Pending>,
+    /// This follower's last `Accepted` is still waiting for the disk: the driver has not
+    /// called [`Replica::votes_sent`] since the `ready()` that emitted it.
+    vote_on_its_way: bool,
 
     out: Ready,
     #[cfg(feature = "bug-injection")]
@@ -276,6 +279,7 @@ impl Replica {
             heartbeat_in_ticks: 1,
             peers,
             pending: VecDeque::new(),
+            vote_on_its_way: false,
             out: Ready::default(),
             #[cfg(feature = "bug-injection")]
             bug: None,
@@ -423,7 +427,25 @@ impl Replica {
     /// turn gets one slot for everything that arrived in that turn.
     pub fn ready(&mut self) -> Ready {
         self.flush_pending();
+        if self
+            .out
+            .messages
+            .iter()
+            .any(|e| matches!(e.message, Message::Accepted { .. }))
+        {
+            self.vote_on_its_way = true;
+        }
         std::mem::take(&mut self.out)
+    }
+
+    /// The driver sent the `Accepted` messages of earlier `ready()`s (they wait for the
+    /// disk). Until it says so, a follower forwards commands at once: they still reach
+    /// the leader before this vote does, in time for the batch the leader cuts when it
+    /// gets the first vote of a quorum. Afterwards they wait for the next `Accept` and
+    /// leave with it (see `flush_pending`). A driver that never calls this only sends
+    /// more, smaller `Forward`s.
+    pub fn votes_sent(&mut self) {
+        self.vote_on_its_way = false;
     }
 
     /// The driver made a snapshot of its state machine at `slot` durable (it had applied
@@ -1300,12 +1322,14 @@ impl Replica {
                 if leader == self.config.rank {
                     return;
                 }
-                // Forwards ride with this follower's `Accepted` while the leader has a
-                // slot in flight: the leader cuts its next batch when the first
-                // `Accepted` of a quorum reaches it, so commands that arrive meanwhile
-                // make the same batch whether they go now or with the next `Accepted`,
-                // and one message carries them all instead of one per turn. With no slot
-                // in flight they go at once, and a tick sends whatever waits (a lost
+                // The leader cuts its next batch when the first `Accepted` of a quorum
+                // reaches it. While this follower's vote for the slot in flight is still
+                // on its way to the disk, a command sent now arrives before the vote and
+                // makes that batch: it goes at once. Once the vote has left, the cut has
+                // been (or is being) made, so commands wait for the next `Accept` and
+                // leave the moment it arrives — one message for them all instead of one
+                // per turn, still ahead of this follower's next vote. With no slot in
+                // flight they go at once, and a tick sends whatever waits (a lost
                 // `Decide` must not hold them longer).
                 let accepted_now =
                     self.out.messages.iter().any(|e| {
@@ -1319,7 +1343,7 @@ impl Replica {
                     .pending
                     .front()
                     .is_some_and(|p| p.queued_at_tick < self.now_ticks);
-                if leader_busy && !accepted_now && !waited_a_tick {
+                if leader_busy && !accepted_now && !self.vote_on_its_way && !waited_a_tick {
                     return;
                 }
                 while !self.pending.is_empty() {

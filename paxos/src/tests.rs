@@ -710,7 +710,7 @@ fn forwards(ready: &Ready) -> Vec<(Option<Rank>, Vec<u64>)> {
 }
 
 #[test]
-fn a_follower_forwards_with_its_accepted_while_the_leader_is_busy() {
+fn a_follower_forwards_ahead_of_its_vote_while_the_leader_is_busy() {
     let mut r = replica(1);
     let ballot = Ballot::new(1, 3);
     let accept = |slot: Slot| {
@@ -737,15 +737,20 @@ fn a_follower_forwards_with_its_accepted_while_the_leader_is_busy() {
     let _ = r.ready();
     r.propose(put(1)).unwrap();
     assert_eq!(forwards(&r.ready()), vec![(Some(3), vec![1])]);
-    // Slot 1 in flight (accepted here, not decided): commands wait...
+    // Slot 1 in flight (accepted here, not decided), the vote still waiting for the
+    // disk: a command goes at once, it reaches the leader before the vote does.
     r.step(accept(1));
     let _ = r.ready();
+    r.propose(put(20)).unwrap();
+    assert_eq!(forwards(&r.ready()), vec![(Some(3), vec![20])]);
+    // Once the driver sent the vote, commands wait...
+    r.votes_sent();
     r.propose(put(2)).unwrap();
     assert!(forwards(&r.ready()).is_empty());
     r.propose(put(3)).unwrap();
     assert!(forwards(&r.ready()).is_empty());
-    // ... and leave in one message with the next Accepted, which is when the leader
-    // cuts its next batch.
+    // ... and leave in one message when the next Accept arrives, ahead of the vote for
+    // it, which is when the leader cuts its next batch.
     r.step(env(3, Message::Decide { slot: 1, ballot }));
     r.step(accept(2));
     let ready = r.ready();
@@ -756,6 +761,7 @@ fn a_follower_forwards_with_its_accepted_while_the_leader_is_busy() {
             .iter()
             .any(|e| matches!(e.message, Message::Accepted { slot: 2, .. }))
     );
+    r.votes_sent();
     // Slot 2 in flight and its Decide lost: a command waits at most until the next tick.
     r.propose(put(4)).unwrap();
     assert!(forwards(&r.ready()).is_empty());

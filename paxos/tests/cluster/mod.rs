@@ -244,6 +244,8 @@ impl Cluster {
             return;
         };
         let ready = replica.ready();
+        // Records are durable at once here, and the messages are sent right below.
+        replica.votes_sent();
         let durable = self.durable.get_mut(&rank).expect("known node");
         for record in &ready.persist {
             durable.apply(record);

@@ -661,6 +661,9 @@ impl Sim {
         }
         n.fsync_scheduled = false;
         let held = std::mem::take(&mut n.held);
+        if let Some(replica) = n.replica.as_mut() {
+            replica.votes_sent();
+        }
         for envelope in held {
             self.send(node, envelope);
         }
