@@ -14,7 +14,7 @@ use thiserror::Error;
 
 use crate::config::{ConfigError, StoreConfig};
 use crate::digest::{Digest, digest_of};
-use crate::state::{Channel, Inbox, Session, State};
+use crate::state::{Channel, Inbox, Keys, Session, State};
 use crate::{Slot, Store};
 
 /// Version of the snapshot encoding; a snapshot of another version is refused.
@@ -68,7 +68,7 @@ struct JsonOut<'a> {
     applied_slot: Slot,
     lamport: u64,
     digest: Digest,
-    keys: &'a BTreeMap<String, String>,
+    keys: &'a Keys,
     users: &'a BTreeSet<String>,
     channels: &'a BTreeMap<String, Channel>,
     inboxes: &'a BTreeMap<String, Inbox>,
@@ -83,7 +83,7 @@ struct JsonIn {
     applied_slot: Slot,
     lamport: u64,
     digest: Digest,
-    keys: BTreeMap<String, String>,
+    keys: Keys,
     users: BTreeSet<String>,
     channels: BTreeMap<String, Channel>,
     inboxes: BTreeMap<String, Inbox>,
@@ -180,7 +180,7 @@ impl Store {
 /// What apply guarantees about a state, checked on a loaded one: a state that passes
 /// could have been produced by applying slots.
 fn check_consistent(state: &State, config: &StoreConfig) -> Result<(), String> {
-    for (key, value) in &state.keys {
+    for (key, value) in state.keys.sorted() {
         if key.is_empty() || key.len() > MAX_KEY_BYTES || value.len() > MAX_VALUE_BYTES {
             return Err(format!(
                 "a key of {} bytes or its value of {} bytes is out of limits",
