@@ -124,6 +124,7 @@ pub fn broadcast_topic(message: &Message, rank: Rank) -> String {
     let kind = match message {
         Message::Prepare { .. } => topic::PAXOS_PREPARE,
         Message::Accept { .. } => topic::PAXOS_ACCEPT,
+        Message::Accepted { .. } => topic::PAXOS_ACCEPTED,
         Message::Decide { .. } => topic::PAXOS_DECIDE,
         Message::Heartbeat { .. } => topic::HEARTBEAT,
         _ => return topic::REPL.to_owned(),

@@ -202,6 +202,10 @@ pub struct Replica {
     accepted: BTreeMap<Slot, (Ballot, Value)>,
 
     // Learner.
+    /// Peers' `Accepted` votes for slots accepted here and not decided yet: per slot, the
+    /// ballot of the value accepted here and the peers that voted for it (bounded by
+    /// `accepted`, which it follows).
+    votes: BTreeMap<Slot, (Ballot, BTreeSet<Rank>)>,
     /// Decided values after `truncated_upto` (the log).
     decided: BTreeMap<Slot, Value>,
     /// Every slot up to here is decided and handed out in `Ready::decided`.
@@ -280,6 +284,7 @@ impl Replica {
             peers,
             pending: VecDeque::new(),
             vote_on_its_way: false,
+            votes: BTreeMap::new(),
             out: Ready::default(),
             #[cfg(feature = "bug-injection")]
             bug: None,
@@ -642,13 +647,57 @@ impl Replica {
             .is_some_and(|(b, v)| *b == ballot && *v == value);
         if !known {
             self.accepted.insert(slot, (ballot, value.clone()));
+            self.votes.remove(&slot);
             self.persist(Record::Accept {
                 slot,
                 ballot,
                 value,
             });
         }
-        self.send(Some(from), Message::Accepted { ballot, slot });
+        // To every node, not only the leader (`from`): the other acceptors learn the slot
+        // from a quorum of votes as soon as the leader does, a message delay before its
+        // `Decide` would reach them (Paxos Made Simple, §2.3: acceptors may inform every
+        // learner).
+        self.send(None, Message::Accepted { ballot, slot });
+    }
+
+    /// A peer's vote as a learner sees it: `from` durably accepted `slot` in `ballot`.
+    /// With this replica's own vote for the same ballot (its value is the one the ballot
+    /// proposed for the slot) and enough peers', a quorum accepted the value: it is
+    /// chosen. Votes for a slot not accepted here in that ballot are ignored (the
+    /// leader's `Decide`, or a fetch, brings it). Counting this replica's own vote before
+    /// its Accept record is durable is safe only because the driver releases decisions
+    /// after the records of earlier turns (see the node's gate).
+    fn on_peer_vote(&mut self, from: Rank, ballot: Ballot, slot: Slot) {
+        if slot <= self.decided_upto || self.decided.contains_key(&slot) {
+            return;
+        }
+        let Some((accepted, value)) = self.accepted.get(&slot) else {
+            return;
+        };
+        if *accepted != ballot {
+            return;
+        }
+        let voters = match self.votes.entry(slot) {
+            std::collections::btree_map::Entry::Occupied(e) => {
+                let (b, voters) = e.into_mut();
+                if *b != ballot {
+                    *b = ballot;
+                    voters.clear();
+                }
+                voters
+            }
+            std::collections::btree_map::Entry::Vacant(e) => {
+                &mut e.insert((ballot, BTreeSet::new())).1
+            }
+        };
+        if from != self.config.rank {
+            voters.insert(from);
+        }
+        if voters.len() + 1 >= self.quorum() {
+            let value = value.clone();
+            self.learn(slot, value);
+        }
     }
 
     // ---------------------------------------------------------------- learner
@@ -692,6 +741,7 @@ impl Replica {
             return;
         }
         self.accepted.remove(&slot);
+        self.votes.remove(&slot);
         self.decided.insert(slot, value.clone());
         self.persist(Record::Decide { slot, value });
         if let State::Leader(l) = &mut self.state {
@@ -831,6 +881,7 @@ impl Replica {
     fn truncate(&mut self, upto: Slot) {
         self.truncated_upto = self.truncated_upto.max(upto);
         self.accepted = self.accepted.split_off(&(upto + 1));
+        self.votes = self.votes.split_off(&(upto + 1));
         self.decided = self.decided.split_off(&(upto + 1));
     }
 
@@ -1187,6 +1238,7 @@ impl Replica {
 
     fn on_accepted(&mut self, from: Rank, ballot: Ballot, slot: Slot) {
         let State::Leader(l) = &mut self.state else {
+            self.on_peer_vote(from, ballot, slot);
             return;
         };
         if l.ballot != ballot {
@@ -1331,10 +1383,11 @@ impl Replica {
                 // per turn, still ahead of this follower's next vote. With no slot in
                 // flight they go at once, and a tick sends whatever waits (a lost
                 // `Decide` must not hold them longer).
-                let accepted_now =
-                    self.out.messages.iter().any(|e| {
-                        e.to == Some(leader) && matches!(e.message, Message::Accepted { .. })
-                    });
+                let accepted_now = self
+                    .out
+                    .messages
+                    .iter()
+                    .any(|e| matches!(e.message, Message::Accepted { .. }));
                 let leader_busy = self
                     .accepted
                     .range(self.decided_upto + 1..)

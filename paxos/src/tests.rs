@@ -839,3 +839,48 @@ fn a_decide_names_the_ballot_and_the_value_accepted_in_it_is_learnt() {
     ));
     assert_eq!(r.ready().decided, vec![(2, value(21))]);
 }
+
+#[test]
+fn a_follower_learns_from_a_quorum_of_votes_before_the_decide() {
+    let ballot = Ballot::new(1, 3);
+    let accept = |slot: Slot| {
+        env(
+            3,
+            Message::Accept {
+                ballot,
+                slot,
+                value: value(slot),
+                decided_upto: 0,
+            },
+        )
+    };
+    let vote =
+        |from: Rank, ballot: Ballot, slot: Slot| env(from, Message::Accepted { ballot, slot });
+    // Three replicas: this vote and one peer's are a quorum.
+    let mut r = replica(1);
+    r.step(accept(1));
+    let ready = r.ready();
+    assert!(
+        ready
+            .messages
+            .iter()
+            .any(|e| e.to.is_none() && matches!(e.message, Message::Accepted { slot: 1, .. })),
+        "the vote goes to every node: {:?}",
+        ready.messages
+    );
+    // A vote of another ballot, or for a slot not accepted here, teaches nothing.
+    r.step(vote(2, Ballot::new(1, 2), 1));
+    r.step(vote(2, ballot, 2));
+    assert!(r.ready().decided.is_empty());
+    r.step(vote(2, ballot, 1));
+    assert_eq!(r.ready().decided, vec![(1, value(1))]);
+    // Five replicas: two peers' votes are needed, and a repeated one counts once.
+    let mut r = Replica::new(config(1, &[1, 2, 3, 4, 5]), Persisted::default()).unwrap();
+    r.step(accept(1));
+    let _ = r.ready();
+    r.step(vote(2, ballot, 1));
+    r.step(vote(2, ballot, 1));
+    assert!(r.ready().decided.is_empty());
+    r.step(vote(4, ballot, 1));
+    assert_eq!(r.ready().decided, vec![(1, value(1))]);
+}

@@ -3,15 +3,18 @@
 //! SUB sockets filter by *prefix*, so `to.node-1` would also let `to.node-10` through:
 //! receivers compare the whole topic with [`is`] before they trust a message.
 //!
-//! The Paxos broadcasts (`Prepare`, `Accept`, `Decide`, heartbeats) are published under
-//! [`from_rank`]`(kind, sender's rank)`, and each node subscribes to its peers' ranks
-//! only: the proxy never sends a node's own broadcasts back to it (a leader would
-//! otherwise receive and drop a copy of every `Accept` and `Decide` it sends).
+//! The Paxos broadcasts (`Prepare`, `Accept`, `Accepted`, `Decide`, heartbeats) are
+//! published under [`from_rank`]`(kind, sender's rank)`, and each node subscribes to its
+//! peers' ranks only: the proxy never sends a node's own broadcasts back to it (a leader
+//! would otherwise receive and drop a copy of every `Accept` and `Decide` it sends).
 
 /// Phase 1a: a leader candidate's `Prepare`, to every node.
 pub const PAXOS_PREPARE: &str = "paxos.prepare";
 /// Phase 2a: the leader's `Accept`, to every node.
 pub const PAXOS_ACCEPT: &str = "paxos.accept";
+/// Phase 2b: an acceptor's `Accepted` vote, to every node (the leader decides on a
+/// quorum of them, and so can every other learner).
+pub const PAXOS_ACCEPTED: &str = "paxos.accepted";
 /// Commit: the leader's `Decide`, to every node.
 pub const PAXOS_DECIDE: &str = "paxos.decide";
 /// Catch-up requests (`Fetch`), to every node.
@@ -31,14 +34,20 @@ pub fn to(node: &str) -> String {
     format!("to.{node}")
 }
 
-/// Topic of a broadcast of `kind` ([`PAXOS_PREPARE`], [`PAXOS_ACCEPT`], [`PAXOS_DECIDE`],
-/// [`HEARTBEAT`]) sent by the node of rank `rank`: `paxos.accept.3`.
+/// Topic of a broadcast of `kind` ([`RANKED_BROADCASTS`]) sent by the node of rank
+/// `rank`: `paxos.accept.3`.
 pub fn from_rank(kind: &str, rank: u32) -> String {
     format!("{kind}.{rank}")
 }
 
 /// The broadcast kinds published under [`from_rank`].
-pub const RANKED_BROADCASTS: [&str; 4] = [PAXOS_PREPARE, PAXOS_ACCEPT, PAXOS_DECIDE, HEARTBEAT];
+pub const RANKED_BROADCASTS: [&str; 5] = [
+    PAXOS_PREPARE,
+    PAXOS_ACCEPT,
+    PAXOS_ACCEPTED,
+    PAXOS_DECIDE,
+    HEARTBEAT,
+];
 
 /// Every broadcast topic of the peers of the node of rank `rank` in a cluster of ranks
 /// `1..=cluster_size` (its own excluded): what that node subscribes to.
