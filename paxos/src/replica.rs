@@ -1233,12 +1233,6 @@ impl Replica {
                 decided_upto,
             },
         );
-        // The leader's own vote, for the other learners: with it and its own, a follower
-        // of three replicas knows the slot is chosen as soon as its own record is
-        // durable — before the leader itself hears a vote back. Like every `Accepted` it
-        // leaves once the Accept record above is durable (unlike the `Accept`, which may
-        // leave at once).
-        self.send(None, Message::Accepted { ballot, slot });
         self.check_chosen(slot);
     }
 

@@ -136,14 +136,6 @@ fn teeth_stale_leader_read() {
 }
 
 #[test]
-fn teeth_decide_before_own_vote_durable() {
-    // A follower learns a slot from its own vote and a peer's; applied before its own
-    // Accept record is durable, a crash loses the vote and a later leader chooses
-    // another value for the slot.
-    teeth(with_bug(SimBug::DecideBeforeOwnVoteDurable));
-}
-
-#[test]
 fn a_seed_replays_exactly() {
     let config = SimConfig::new(3);
     for seed in [7, 8] {

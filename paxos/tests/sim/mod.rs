@@ -14,10 +14,7 @@
 //! A replica's [`paxos::Ready`] is handled at once: its records go to an "unsynced" buffer
 //! that a later `Fsync` event makes durable; its messages are held until every record
 //! before them is durable; its decided slots are applied to the store and answer the
-//! clients waiting at that replica — at once when nothing they may rest on is unsynced,
-//! else at the `Fsync` (the node's gate: a replica counts its own vote before its Accept
-//! record is durable, so its decisions wait for the records of earlier turns, and of
-//! this one when it holds a vote for a decided slot). A crash drops the unsynced records, the held
+//! clients waiting at that replica. A crash drops the unsynced records, the held
 //! messages, the store and the waiting clients; a restart folds the durable records
 //! ([`Persisted::apply`]) and restores the last durable snapshot.
 //!
@@ -63,10 +60,6 @@ pub(crate) enum SimBug {
     /// (c) A replica that believes it leads answers linearizable reads at once from its
     /// applied state, without a quorum round — it may have been deposed.
     StaleLeaderRead,
-    /// (d) The driver applies and answers a replica's decisions at once, before the
-    /// replica's own vote they may count is durable: a crash can lose that vote after a
-    /// client heard "done".
-    DecideBeforeOwnVoteDurable,
 }
 
 /// The shape of a run.
@@ -224,13 +217,6 @@ impl Ord for Scheduled {
     }
 }
 
-/// What a `Ready` decided, applied once the gate allows.
-struct Decisions {
-    install_snapshot: Option<(Slot, Arc<Vec<u8>>)>,
-    decided: Vec<(Slot, Value)>,
-    rejected: Vec<(Command, Error)>,
-}
-
 struct Node {
     replica: Option<Replica>,
     incarnation: u64,
@@ -238,10 +224,6 @@ struct Node {
     durable_snapshot: Option<(Slot, Arc<Vec<u8>>)>,
     unsynced: Vec<Record>,
     held: Vec<Envelope>,
-    /// Decisions (snapshot installs, decided slots, rejections) waiting for the disk, in
-    /// order: the node's gate releases them once the records they may rest on — this
-    /// replica's own votes — are durable.
-    held_decisions: Vec<Decisions>,
     fsync_scheduled: bool,
     store: Store,
     /// Client requests received here, answered when their command is applied.
@@ -313,7 +295,6 @@ impl Sim {
                 durable_snapshot: None,
                 unsynced: Vec::new(),
                 held: Vec::new(),
-                held_decisions: Vec::new(),
                 fsync_scheduled: false,
                 store: Store::new(StoreConfig::default()),
                 waiting: BTreeMap::new(),
@@ -616,7 +597,6 @@ impl Sim {
         n.incarnation += 1;
         n.unsynced.clear();
         n.held.clear();
-        n.held_decisions.clear();
         n.fsync_scheduled = false;
         n.waiting.clear();
         self.stats.crashes += 1;
@@ -681,12 +661,8 @@ impl Sim {
         }
         n.fsync_scheduled = false;
         let held = std::mem::take(&mut n.held);
-        let decisions = std::mem::take(&mut n.held_decisions);
         if let Some(replica) = n.replica.as_mut() {
             replica.votes_sent();
-        }
-        for d in decisions {
-            self.apply_decisions(node, d)?;
         }
         for envelope in held {
             self.send(node, envelope);
@@ -718,20 +694,6 @@ impl Sim {
         }
         n.last_promised = promised;
 
-        // The node's gate: decisions wait for the records of earlier turns, and for this
-        // turn's too when they hold a ballot or a vote for a slot decided here (a
-        // replica counts its own vote before its Accept record is durable).
-        let decides_upto = ready.decided.iter().map(|(slot, _)| *slot).max();
-        let rests_on_this_turn = ready.persist.iter().any(|r| match r {
-            Record::Round { .. } | Record::Promise { .. } => true,
-            Record::Accept { slot, .. } => decides_upto.is_some_and(|upto| *slot <= upto),
-            _ => false,
-        });
-        let hold_decisions =
-            !matches!(
-                bug,
-                Some(SimBug::AnswerBeforePersist | SimBug::DecideBeforeOwnVoteDurable)
-            ) && (!n.held_decisions.is_empty() || !n.unsynced.is_empty() || rests_on_this_turn);
         n.unsynced.extend(ready.persist);
         let mut send_now = Vec::new();
         if n.unsynced.is_empty() || bug == Some(SimBug::AnswerBeforePersist) {
@@ -744,32 +706,7 @@ impl Sim {
             n.fsync_scheduled = true;
         }
 
-        let decisions = Decisions {
-            install_snapshot: ready.install_snapshot,
-            decided: ready.decided,
-            rejected: ready.rejected,
-        };
-        let incarnation = n.incarnation;
-        if hold_decisions {
-            n.held_decisions.push(decisions);
-        } else {
-            self.apply_decisions(node, decisions)?;
-        }
-        if need_fsync {
-            let after = self.rng.random_range(1..=5);
-            self.schedule(after, Event::Fsync(node, incarnation));
-        }
-        for envelope in send_now {
-            self.send(node, envelope);
-        }
-        Ok(())
-    }
-
-    /// Installs, applies and answers what one `Ready` decided (checking agreement,
-    /// in-order apply, exactly-once effects and digests as it goes).
-    fn apply_decisions(&mut self, node: usize, d: Decisions) -> Result<(), String> {
-        let n = &mut self.nodes[node];
-        if let Some((slot, bytes)) = d.install_snapshot {
+        if let Some((slot, bytes)) = ready.install_snapshot {
             self.stats.installs += 1;
             n.store = Store::restore(&bytes, StoreConfig::default())
                 .map_err(|e| format!("node {}: snapshot at {slot} unreadable: {e}", node + 1))?;
@@ -782,8 +719,8 @@ impl Sim {
             }
         }
         let mut replies = Vec::new();
-        let applied_any = !d.decided.is_empty();
-        for (slot, value) in d.decided {
+        let applied_any = !ready.decided.is_empty();
+        for (slot, value) in ready.decided {
             if slot != n.store.applied_slot() + 1 {
                 return Err(format!(
                     "node {}: slot {slot} handed out after applied slot {} (gap or repeat)",
@@ -853,10 +790,18 @@ impl Sim {
                 }
             }
         }
-        for (command, error) in d.rejected {
+        for (command, error) in ready.rejected {
             if let Some(client) = n.waiting.remove(&(command.client_id, command.seq)) {
                 replies.push((client, command.seq, Err(error)));
             }
+        }
+        let incarnation = n.incarnation;
+        if need_fsync {
+            let after = self.rng.random_range(1..=5);
+            self.schedule(after, Event::Fsync(node, incarnation));
+        }
+        for envelope in send_now {
+            self.send(node, envelope);
         }
         for (client, seq, result) in replies {
             self.reply_to_client(client, seq, result);
