@@ -202,10 +202,10 @@ pub struct Replica {
     accepted: BTreeMap<Slot, (Ballot, Value)>,
 
     // Learner.
-    /// Peers' `Accepted` votes for slots accepted here and not decided yet: per slot, the
-    /// ballot of the value accepted here and the peers that voted for it (bounded by
+    /// Peers' `Accepted` votes for slots accepted here and not decided yet, in the ballot
+    /// of the value accepted here (cleared when that value changes; bounded by
     /// `accepted`, which it follows).
-    votes: BTreeMap<Slot, (Ballot, BTreeSet<Rank>)>,
+    votes: BTreeMap<Slot, BTreeSet<Rank>>,
     /// Decided values after `truncated_upto` (the log).
     decided: BTreeMap<Slot, Value>,
     /// Every slot up to here is decided and handed out in `Ready::decided`.
@@ -678,19 +678,7 @@ impl Replica {
         if *accepted != ballot {
             return;
         }
-        let voters = match self.votes.entry(slot) {
-            std::collections::btree_map::Entry::Occupied(e) => {
-                let (b, voters) = e.into_mut();
-                if *b != ballot {
-                    *b = ballot;
-                    voters.clear();
-                }
-                voters
-            }
-            std::collections::btree_map::Entry::Vacant(e) => {
-                &mut e.insert((ballot, BTreeSet::new())).1
-            }
-        };
+        let voters = self.votes.entry(slot).or_default();
         if from != self.config.rank {
             voters.insert(from);
         }

@@ -54,6 +54,19 @@ fn env(from: Rank, message: Message) -> Envelope {
     }
 }
 
+/// Leader `from`'s `Accept` of `value(slot)` in `ballot`.
+fn accept_from(from: Rank, ballot: Ballot, slot: Slot, decided_upto: Slot) -> Envelope {
+    env(
+        from,
+        Message::Accept {
+            ballot,
+            slot,
+            value: value(slot),
+            decided_upto,
+        },
+    )
+}
+
 fn only_message(ready: &Ready) -> &Message {
     assert_eq!(ready.messages.len(), 1, "{:?}", ready.messages);
     &ready.messages[0].message
@@ -713,17 +726,7 @@ fn forwards(ready: &Ready) -> Vec<(Option<Rank>, Vec<u64>)> {
 fn a_follower_forwards_ahead_of_its_vote_while_the_leader_is_busy() {
     let mut r = replica(1);
     let ballot = Ballot::new(1, 3);
-    let accept = |slot: Slot| {
-        env(
-            3,
-            Message::Accept {
-                ballot,
-                slot,
-                value: value(slot),
-                decided_upto: slot - 1,
-            },
-        )
-    };
+    let accept = |slot: Slot| accept_from(3, ballot, slot, slot - 1);
     // Following 3, nothing in flight: a command goes to the leader at once.
     r.step(env(
         3,
@@ -843,17 +846,7 @@ fn a_decide_names_the_ballot_and_the_value_accepted_in_it_is_learnt() {
 #[test]
 fn a_follower_learns_from_a_quorum_of_votes_before_the_decide() {
     let ballot = Ballot::new(1, 3);
-    let accept = |slot: Slot| {
-        env(
-            3,
-            Message::Accept {
-                ballot,
-                slot,
-                value: value(slot),
-                decided_upto: 0,
-            },
-        )
-    };
+    let accept = |slot: Slot| accept_from(3, ballot, slot, 0);
     let vote =
         |from: Rank, ballot: Ballot, slot: Slot| env(from, Message::Accepted { ballot, slot });
     // Three replicas: this vote and one peer's are a quorum.

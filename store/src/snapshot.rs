@@ -180,7 +180,7 @@ impl Store {
 /// What apply guarantees about a state, checked on a loaded one: a state that passes
 /// could have been produced by applying slots.
 fn check_consistent(state: &State, config: &StoreConfig) -> Result<(), String> {
-    for (key, value) in state.keys.sorted() {
+    for (key, value) in state.keys.iter() {
         if key.is_empty() || key.len() > MAX_KEY_BYTES || value.len() > MAX_VALUE_BYTES {
             return Err(format!(
                 "a key of {} bytes or its value of {} bytes is out of limits",

@@ -130,6 +130,11 @@ impl Keys {
         self.0.len()
     }
 
+    /// The entries, in no particular order.
+    pub(crate) fn iter(&self) -> impl Iterator<Item = (&String, &String)> {
+        self.0.iter()
+    }
+
     /// The entries in key order.
     pub(crate) fn sorted(&self) -> Vec<(&String, &String)> {
         let mut entries: Vec<_> = self.0.iter().collect();
