@@ -494,9 +494,11 @@ impl Driver {
             .max();
         let admission = self.gate.admit(&persist, decides_upto);
         if let Some(seq) = admission.wal_seq {
+            let sync = persist.iter().any(crate::wal::gates_messages);
             self.wal
                 .send(WalRequest::Append {
                     seq,
+                    sync,
                     records: persist,
                 })
                 .await

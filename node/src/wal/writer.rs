@@ -1,0 +1,540 @@
+//! Appending to the WAL: [`WalWriter`] (group commit, preallocation, rotation with
+//! checkpoints, deletion behind truncation) and the thread that runs it ([`spawn`]).
+//!
+//! Kept apart from recovery because the two never run together: recovery reads a WAL
+//! once at start-up, then the writer owns the folder alone and never reads what it
+//! wrote. Everything that decides what reaches the disk, and when it is durable, is
+//! here; how the bytes are laid out is in `format.rs`.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::Write;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use paxos::{Ballot, Record, Round, Slot};
+use tokio::sync::{mpsc, oneshot, watch};
+
+use super::format::{SEGMENT_MAGIC, encode_record, segment_name};
+use super::recovery::{Recovery, SegmentInfo};
+use super::{WalError, io_error};
+use crate::metrics::Metrics;
+
+/// The active segment is grown by this many zero bytes (at most up to the segment size)
+/// whenever a group would run past its end: group commits then overwrite allocated
+/// blocks, and their `fdatasync` has no size to journal.
+pub const PREALLOC_BYTES: u64 = 1024 * 1024;
+
+/// Default size after which a segment is closed and a new one begun.
+pub const DEFAULT_SEGMENT_BYTES: u64 = 64 * 1024 * 1024;
+/// Smallest segment size accepted (smaller would mostly hold checkpoints).
+pub const MIN_SEGMENT_BYTES: u64 = 4096;
+/// Most append requests queued for the writer thread. The node stops taking new input
+/// while this many groups wait for the disk (back-pressure instead of growing memory).
+pub const MAX_WAL_QUEUE: usize = 4096;
+
+/// Makes a folder's entries (new, renamed or deleted files) durable.
+pub fn sync_dir(dir: &Path) -> Result<(), WalError> {
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(io_error(dir))
+}
+
+/// Whether a record must be durable before the messages of its `Ready` (and of later
+/// ones) leave: promises, rounds and accepted values are what an acceptor vouches for.
+/// `Decide` records are not: a decided value was durably accepted by a quorum already,
+/// and a replica that loses the record learns it again. `Truncate` records only allow
+/// deleting log that a durable snapshot covers.
+pub fn gates_messages(record: &Record) -> bool {
+    matches!(
+        record,
+        Record::Promise { .. } | Record::Accept { .. } | Record::Round { .. }
+    )
+}
+
+/// Appends records to the active segment, closes full segments and deletes covered ones.
+#[derive(Debug)]
+pub struct WalWriter {
+    dir: PathBuf,
+    segment_max_bytes: u64,
+    active: File,
+    active_info: SegmentInfo,
+    /// Length of the active file: records up to `active_info.bytes`, zeros after.
+    allocated: u64,
+    closed: Vec<SegmentInfo>,
+    promised: Ballot,
+    round: Round,
+    truncated_upto: Slot,
+    durable_truncated_upto: Slot,
+    buffer: Vec<u8>,
+}
+
+impl WalWriter {
+    /// Opens the WAL for appending after [`recover`]: begins a new segment (never appends
+    /// behind a recovered tail) with a checkpoint of `recovery.persisted`.
+    pub fn open(
+        dir: &Path,
+        recovery: &Recovery,
+        segment_max_bytes: u64,
+    ) -> Result<WalWriter, WalError> {
+        let next_index = recovery.segments.last().map_or(1, |s| s.index + 1);
+        let persisted = &recovery.persisted;
+        let (active, active_info) = create_segment(
+            dir,
+            next_index,
+            persisted.promised,
+            persisted.round,
+            persisted.truncated_upto,
+        )?;
+        let mut writer = WalWriter {
+            dir: dir.to_path_buf(),
+            segment_max_bytes: segment_max_bytes.max(MIN_SEGMENT_BYTES),
+            allocated: active_info.bytes,
+            active,
+            active_info,
+            closed: recovery.segments.clone(),
+            promised: persisted.promised,
+            round: persisted.round,
+            truncated_upto: persisted.truncated_upto,
+            durable_truncated_upto: persisted.truncated_upto,
+            buffer: Vec::new(),
+        };
+        writer.delete_covered()?;
+        Ok(writer)
+    }
+
+    /// Size after which the active segment is closed.
+    pub fn segment_max_bytes(&self) -> u64 {
+        self.segment_max_bytes
+    }
+
+    /// Every segment, closed ones first, the active one last.
+    pub fn segments(&self) -> Vec<SegmentInfo> {
+        let mut all = self.closed.clone();
+        all.push(self.active_info.clone());
+        all
+    }
+
+    /// Writes `records` to the active segment (not yet durable: see [`WalWriter::sync`]).
+    /// Returns the bytes written.
+    pub fn append(&mut self, records: &[Record]) -> Result<u64, WalError> {
+        if records.is_empty() {
+            return Ok(0);
+        }
+        if self.active_info.bytes >= self.segment_max_bytes {
+            self.rotate()?;
+        }
+        self.buffer.clear();
+        for record in records {
+            encode_record(record, &mut self.buffer)?;
+            self.note(record);
+        }
+        let end = self.active_info.bytes + self.buffer.len() as u64;
+        if end > self.allocated {
+            self.preallocate(end)?;
+        }
+        self.active
+            .write_all_at(&self.buffer, self.active_info.bytes)
+            .map_err(io_error(&self.active_info.path))?;
+        self.active_info.bytes = end;
+        Ok(self.buffer.len() as u64)
+    }
+
+    /// Grows the active file with zeros to at least `end`: by [`PREALLOC_BYTES`], up to
+    /// the segment size (a group never waits for more than its own bytes past it).
+    fn preallocate(&mut self, end: u64) -> Result<(), WalError> {
+        static ZEROS: [u8; 64 * 1024] = [0; 64 * 1024];
+        let target = (self.allocated + PREALLOC_BYTES)
+            .min(self.segment_max_bytes)
+            .max(end);
+        let mut at = self.allocated;
+        while at < target {
+            let n = (target - at).min(ZEROS.len() as u64) as usize;
+            self.active
+                .write_all_at(&ZEROS[..n], at)
+                .map_err(io_error(&self.active_info.path))?;
+            at += n as u64;
+        }
+        self.allocated = target;
+        Ok(())
+    }
+
+    /// Makes every appended record durable (one `fdatasync`), then deletes the segments a
+    /// durable truncation covers.
+    pub fn sync(&mut self) -> Result<(), WalError> {
+        self.active
+            .sync_data()
+            .map_err(io_error(&self.active_info.path))?;
+        self.durable_truncated_upto = self.truncated_upto;
+        self.delete_covered()
+    }
+
+    fn note(&mut self, record: &Record) {
+        match record {
+            Record::Promise { ballot } => self.promised = self.promised.max(*ballot),
+            Record::Accept { slot, ballot, .. } => {
+                self.promised = self.promised.max(*ballot);
+                self.active_info.max_slot = self.active_info.max_slot.max(*slot);
+            }
+            Record::Decide { slot, .. } => {
+                self.active_info.max_slot = self.active_info.max_slot.max(*slot);
+            }
+            Record::Round { round } => self.round = self.round.max(*round),
+            Record::Truncate { upto } => self.truncated_upto = self.truncated_upto.max(*upto),
+        }
+    }
+
+    /// Closes the active segment (durably) and begins the next with a checkpoint.
+    fn rotate(&mut self) -> Result<(), WalError> {
+        // The closed segment keeps its records only, not the zeros after them.
+        self.active
+            .set_len(self.active_info.bytes)
+            .and_then(|()| self.active.sync_all())
+            .map_err(io_error(&self.active_info.path))?;
+        self.durable_truncated_upto = self.truncated_upto;
+        let (file, info) = create_segment(
+            &self.dir,
+            self.active_info.index + 1,
+            self.promised,
+            self.round,
+            self.truncated_upto,
+        )?;
+        self.active = file;
+        self.allocated = info.bytes;
+        let old = std::mem::replace(&mut self.active_info, info);
+        self.closed.push(old);
+        self.delete_covered()
+    }
+
+    /// Deletes the closed segments whose every slot a durable truncation covers. Their
+    /// promises and rounds are in the checkpoint of every later segment.
+    fn delete_covered(&mut self) -> Result<(), WalError> {
+        let upto = self.durable_truncated_upto;
+        let (delete, keep): (Vec<_>, Vec<_>) = std::mem::take(&mut self.closed)
+            .into_iter()
+            .partition(|s| s.max_slot <= upto);
+        self.closed = keep;
+        if delete.is_empty() {
+            return Ok(());
+        }
+        for segment in &delete {
+            fs::remove_file(&segment.path).map_err(io_error(&segment.path))?;
+        }
+        sync_dir(&self.dir)
+    }
+}
+
+/// Creates segment `index` with the magic and a checkpoint, durably (file and folder).
+fn create_segment(
+    dir: &Path,
+    index: u64,
+    promised: Ballot,
+    round: Round,
+    truncated_upto: Slot,
+) -> Result<(File, SegmentInfo), WalError> {
+    let path = dir.join(segment_name(index));
+    // Not in append mode: records are written at their offsets, over preallocated zeros.
+    let mut file = OpenOptions::new()
+        .create_new(true)
+        .write(true)
+        .open(&path)
+        .map_err(io_error(&path))?;
+    let mut bytes = SEGMENT_MAGIC.to_vec();
+    for record in [
+        Record::Promise { ballot: promised },
+        Record::Round { round },
+        Record::Truncate {
+            upto: truncated_upto,
+        },
+    ] {
+        encode_record(&record, &mut bytes)?;
+    }
+    file.write_all(&bytes).map_err(io_error(&path))?;
+    file.sync_all().map_err(io_error(&path))?;
+    sync_dir(dir)?;
+    let info = SegmentInfo {
+        index,
+        path,
+        max_slot: 0,
+        bytes: bytes.len() as u64,
+    };
+    Ok((file, info))
+}
+
+/// A request to the writer thread.
+#[derive(Debug)]
+pub enum WalRequest {
+    /// Append a `Ready`'s records; `seq` numbers it for [`WalProgress::durable_seq`].
+    Append {
+        /// Sequence number of this group (increasing).
+        seq: u64,
+        /// Whether any of these records must be durable before the group is
+        /// acknowledged; groups without such records are written and acknowledged
+        /// without an fsync of their own.
+        sync: bool,
+        /// The records.
+        records: Vec<Record>,
+    },
+    /// Make everything appended durable, then answer (shutdown).
+    Sync {
+        /// Answered once synced.
+        done: oneshot::Sender<Result<(), String>>,
+    },
+}
+
+/// How far the writer thread has come.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct WalProgress {
+    /// Every record of the groups up to this one that asked to be durable (`sync` in
+    /// [`WalRequest::Append`]: the driver sets it for gating records, [`gates_messages`])
+    /// is durable.
+    pub durable_seq: u64,
+    /// The writer failed and stopped: the node must stop too (an fsync error is never
+    /// retried: the kernel may have dropped the dirty pages).
+    pub error: Option<String>,
+}
+
+/// The node's side of the writer thread.
+#[derive(Debug)]
+pub struct WalHandle {
+    /// Queue of requests (bounded by [`MAX_WAL_QUEUE`]).
+    pub requests: mpsc::Sender<WalRequest>,
+    /// Progress reports.
+    pub progress: watch::Receiver<WalProgress>,
+    /// The thread, joined at shutdown.
+    pub thread: std::thread::JoinHandle<()>,
+}
+
+/// Starts the writer thread: it takes every queued group, appends them all, syncs once
+/// if any asks for it (its `sync` flag), and reports the last group's sequence number.
+pub fn spawn(mut writer: WalWriter, metrics: Metrics) -> Result<WalHandle, WalError> {
+    let (requests, mut rx) = mpsc::channel::<WalRequest>(MAX_WAL_QUEUE);
+    let (progress_tx, progress) = watch::channel(WalProgress::default());
+    let thread = std::thread::Builder::new()
+        .name("wal".to_owned())
+        .spawn(move || {
+            let mut batch = Vec::new();
+            while let Some(first) = rx.blocking_recv() {
+                batch.push(first);
+                while batch.len() < MAX_WAL_QUEUE {
+                    match rx.try_recv() {
+                        Ok(request) => batch.push(request),
+                        Err(_) => break,
+                    }
+                }
+                match write_group(&mut writer, &mut batch, &metrics) {
+                    Ok(Some(seq)) => progress_tx.send_modify(|p| p.durable_seq = seq),
+                    Ok(None) => {}
+                    Err(error) => {
+                        let message = error.to_string();
+                        tracing::error!(%message, "WAL writer failed; the node stops");
+                        progress_tx.send_modify(|p| p.error = Some(message));
+                        return;
+                    }
+                }
+            }
+        })
+        .map_err(|source| WalError::Io {
+            path: PathBuf::from("<wal thread>"),
+            source,
+        })?;
+    Ok(WalHandle {
+        requests,
+        progress,
+        thread,
+    })
+}
+
+/// Writes one group; returns the highest sequence number it made durable.
+fn write_group(
+    writer: &mut WalWriter,
+    batch: &mut Vec<WalRequest>,
+    metrics: &Metrics,
+) -> Result<Option<u64>, WalError> {
+    let mut last_seq = None;
+    let mut sync = false;
+    let mut records = 0u64;
+    let mut waiting = Vec::new();
+    for request in batch.drain(..) {
+        match request {
+            WalRequest::Append {
+                seq,
+                sync: s,
+                records: r,
+            } => {
+                sync |= s;
+                records += r.len() as u64;
+                let bytes = writer.append(&r)?;
+                metrics.wal_bytes.inc_by(bytes);
+                last_seq = Some(seq);
+            }
+            WalRequest::Sync { done } => {
+                sync = true;
+                waiting.push(done);
+            }
+        }
+    }
+    if sync {
+        let started = Instant::now();
+        let result = writer.sync();
+        metrics
+            .wal_fsync_seconds
+            .observe(started.elapsed().as_secs_f64());
+        if let Err(error) = result {
+            for done in waiting {
+                let _ = done.send(Err(error.to_string()));
+            }
+            return Err(error);
+        }
+        metrics.wal_group_records.observe(records as f64);
+    }
+    metrics.wal_records.inc_by(records);
+    for done in waiting {
+        let _ = done.send(Ok(()));
+    }
+    Ok(last_seq)
+}
+
+#[cfg(test)]
+mod tests {
+    use paxos::Ballot;
+
+    use super::super::recovery::{list_segments, recover};
+    use super::super::test_util::{accept, decide, temp_dir};
+    use super::*;
+
+    #[test]
+    fn segments_rotate_with_checkpoints_and_are_deleted_behind_truncation() {
+        let dir = temp_dir("rotate");
+        let recovery = recover(&dir).unwrap();
+        let mut writer = WalWriter::open(&dir, &recovery, MIN_SEGMENT_BYTES).unwrap();
+        writer
+            .append(&[
+                Record::Round { round: 7 },
+                Record::Promise {
+                    ballot: Ballot::new(7, 3),
+                },
+            ])
+            .unwrap();
+        for slot in 1..=200 {
+            writer.append(&[accept(slot), decide(slot)]).unwrap();
+        }
+        writer.sync().unwrap();
+        let before = writer.segments().len();
+        assert!(before > 5);
+        writer.append(&[Record::Truncate { upto: 150 }]).unwrap();
+        writer.sync().unwrap();
+        let after = writer.segments();
+        assert!(after.len() < before, "covered segments were deleted");
+        assert!(after.iter().all(|s| s.path.exists()));
+        let on_disk = list_segments(&dir).unwrap().len();
+        assert_eq!(on_disk, after.len());
+        drop(writer);
+        // What is left still holds the promise, the round and every slot after 150.
+        let recovery = recover(&dir).unwrap();
+        assert_eq!(recovery.persisted.promised, Ballot::new(7, 3));
+        assert_eq!(recovery.persisted.round, 7);
+        assert_eq!(recovery.persisted.truncated_upto, 150);
+        for slot in 151..=200 {
+            assert!(
+                recovery.persisted.decided.contains_key(&slot),
+                "slot {slot}"
+            );
+        }
+    }
+
+    #[test]
+    fn gating_records() {
+        assert!(gates_messages(&accept(1)));
+        assert!(gates_messages(&Record::Round { round: 1 }));
+        assert!(gates_messages(&Record::Promise {
+            ballot: Ballot::new(1, 1)
+        }));
+        assert!(!gates_messages(&decide(1)));
+        assert!(!gates_messages(&Record::Truncate { upto: 1 }));
+    }
+
+    #[test]
+    fn only_groups_that_ask_for_it_are_synced() {
+        let dir = temp_dir("sync-flag");
+        let recovery = recover(&dir).unwrap();
+        let mut writer = WalWriter::open(&dir, &recovery, DEFAULT_SEGMENT_BYTES).unwrap();
+        let metrics = Metrics::new();
+        let fsyncs = |n: u64| format!("paxos_wal_fsync_seconds_count {n}\n");
+        // The flag decides, not the records: gating records without it are not synced.
+        let mut batch = vec![WalRequest::Append {
+            seq: 1,
+            sync: false,
+            records: vec![accept(1), decide(1)],
+        }];
+        assert_eq!(
+            write_group(&mut writer, &mut batch, &metrics).unwrap(),
+            Some(1)
+        );
+        assert!(
+            metrics.encode().contains(&fsyncs(0)),
+            "{}",
+            metrics.encode()
+        );
+        // One flagged group makes the whole batch synced, once.
+        let mut batch = vec![
+            WalRequest::Append {
+                seq: 2,
+                sync: true,
+                records: vec![decide(2)],
+            },
+            WalRequest::Append {
+                seq: 3,
+                sync: false,
+                records: vec![decide(3)],
+            },
+        ];
+        assert_eq!(
+            write_group(&mut writer, &mut batch, &metrics).unwrap(),
+            Some(3)
+        );
+        assert!(
+            metrics.encode().contains(&fsyncs(1)),
+            "{}",
+            metrics.encode()
+        );
+    }
+
+    #[test]
+    fn the_writer_thread_reports_durable_groups() {
+        let dir = temp_dir("thread");
+        let recovery = recover(&dir).unwrap();
+        let writer = WalWriter::open(&dir, &recovery, DEFAULT_SEGMENT_BYTES).unwrap();
+        let metrics = Metrics::new();
+        let handle = spawn(writer, metrics).unwrap();
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime.block_on(async {
+            for seq in 1..=20 {
+                handle
+                    .requests
+                    .send(WalRequest::Append {
+                        seq,
+                        sync: true,
+                        records: vec![accept(seq)],
+                    })
+                    .await
+                    .unwrap();
+            }
+            let mut progress = handle.progress.clone();
+            progress.wait_for(|p| p.durable_seq == 20).await.unwrap();
+            let (done, wait) = oneshot::channel();
+            handle
+                .requests
+                .send(WalRequest::Sync { done })
+                .await
+                .unwrap();
+            wait.await.unwrap().unwrap();
+        });
+        drop(handle.requests);
+        handle.thread.join().unwrap();
+        assert_eq!(recover(&dir).unwrap().persisted.accepted.len(), 20);
+    }
+}
