@@ -5,10 +5,12 @@
 //!
 //! The messages travel on the `clock` topic ([`proto::topic::CLOCK`]) as
 //! `[topic, sender name, body(ClockMessage)]`. [`Berkeley`] is the leader's side of one
-//! round as a plain data structure with the time passed in, so it is tested without
+//! round and [`ClockSync`] a node's whole part (its offset, the rounds it runs as leader,
+//! its answers), both plain data with the time passed in, so they are tested without
 //! sockets or clocks.
 
 use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
 
 use proto::LimitError;
 use proto::codec::Wire;
@@ -137,9 +139,162 @@ impl Berkeley {
     }
 }
 
+/// A node's clock as Berkeley synchronisation sets it: its wall clock plus a skew (for
+/// drills) plus the offset the leader's rounds correct; and, while it leads, the round
+/// it runs.
+#[derive(Debug)]
+pub struct ClockSync {
+    name: String,
+    skew_ms: i64,
+    offset_ms: i64,
+    /// How long a round collects readings.
+    collect: Duration,
+    /// The round this node runs as leader, and when it ends.
+    round: Option<(Berkeley, Instant)>,
+    rounds: u64,
+}
+
+impl ClockSync {
+    /// The clock of node `name`, skewed by `skew_ms`; a round it runs collects readings
+    /// for `collect`.
+    pub fn new(name: &str, skew_ms: i64, collect: Duration) -> ClockSync {
+        ClockSync {
+            name: name.to_owned(),
+            skew_ms,
+            offset_ms: 0,
+            collect,
+            round: None,
+            rounds: 0,
+        }
+    }
+
+    /// The correction Berkeley applied so far, in ms.
+    pub fn offset_ms(&self) -> i64 {
+        self.offset_ms
+    }
+
+    /// This node's corrected clock, given the wall clock `wall_ms` (Unix ms).
+    pub fn now_ms(&self, wall_ms: i64) -> i64 {
+        wall_ms + self.skew_ms + self.offset_ms
+    }
+
+    /// Starts a round (this node leads): an open one is finished first. Returns what to
+    /// publish, in order.
+    pub fn start_round(&mut self, now: Instant, wall_ms: i64) -> Vec<ClockMessage> {
+        let mut out: Vec<ClockMessage> = self.finish().into_iter().collect();
+        self.rounds += 1;
+        let round = self.rounds;
+        let berkeley = Berkeley::start(round, &self.name, self.now_ms(wall_ms));
+        self.round = Some((berkeley, now + self.collect));
+        out.push(ClockMessage::Poll { round });
+        out
+    }
+
+    /// Ends the open round once its collection time is over: the corrections to
+    /// publish (this node's own is applied at once).
+    pub fn tick(&mut self, now: Instant) -> Option<ClockMessage> {
+        let due = self.round.as_ref().is_some_and(|(_, ends)| now >= *ends);
+        if due { self.finish() } else { None }
+    }
+
+    fn finish(&mut self) -> Option<ClockMessage> {
+        let (round, _) = self.round.take()?;
+        let number = round.round();
+        let corrections = round.finish();
+        if let Some((_, own)) = corrections.iter().find(|(n, _)| *n == self.name) {
+            self.adjust(*own);
+        }
+        Some(ClockMessage::Adjust {
+            round: number,
+            corrections,
+        })
+    }
+
+    fn adjust(&mut self, correction_ms: i64) {
+        self.offset_ms += correction_ms;
+        if correction_ms != 0 {
+            tracing::debug!(correction_ms, offset_ms = self.offset_ms, "clock adjusted");
+        }
+    }
+
+    /// A clock message from the node `sender`; `leader` is the name of the leader this
+    /// node follows (only it sets this clock). Returns an answer to publish.
+    pub fn on_message(
+        &mut self,
+        sender: &str,
+        message: ClockMessage,
+        leader: Option<&str>,
+        wall_ms: i64,
+    ) -> Option<ClockMessage> {
+        match message {
+            ClockMessage::Poll { round } => Some(ClockMessage::Reading {
+                round,
+                leader: sender.to_owned(),
+                time_ms: self.now_ms(wall_ms),
+            }),
+            ClockMessage::Reading {
+                round,
+                leader,
+                time_ms,
+            } => {
+                if leader == self.name {
+                    let now = self.now_ms(wall_ms);
+                    if let Some((berkeley, _)) = &mut self.round {
+                        berkeley.reading(round, sender, time_ms, now);
+                    }
+                }
+                None
+            }
+            ClockMessage::Adjust { corrections, .. } => {
+                if leader == Some(sender)
+                    && let Some((_, correction)) = corrections.iter().find(|(n, _)| *n == self.name)
+                {
+                    self.adjust(*correction);
+                }
+                None
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_round_between_a_leader_and_a_follower() {
+        let start = Instant::now();
+        let collect = Duration::from_millis(500);
+        let mut leader = ClockSync::new("node-3", 0, collect);
+        let mut follower = ClockSync::new("node-1", 400, collect);
+        let out = leader.start_round(start, 10_000);
+        let [ClockMessage::Poll { round }] = out[..] else {
+            panic!("{out:?}");
+        };
+        // The follower, 400 ms ahead, answers at once.
+        let reading = follower
+            .on_message(
+                "node-3",
+                ClockMessage::Poll { round },
+                Some("node-3"),
+                10_000,
+            )
+            .unwrap();
+        assert!(
+            leader
+                .on_message("node-1", reading, Some("node-3"), 10_000)
+                .is_none()
+        );
+        assert!(leader.tick(start).is_none(), "still collecting");
+        let adjust = leader.tick(start + collect).unwrap();
+        assert_eq!(leader.offset_ms(), 200, "the leader moves to the average");
+        // Only the leader it follows sets the follower's clock.
+        follower.on_message("node-2", adjust.clone(), Some("node-3"), 10_000);
+        assert_eq!(follower.offset_ms(), 0);
+        follower.on_message("node-3", adjust, Some("node-3"), 10_000);
+        assert_eq!(follower.offset_ms(), -200);
+        assert_eq!(follower.now_ms(10_000), leader.now_ms(10_000));
+    }
 
     #[test]
     fn corrections_bring_every_clock_to_the_average() {

@@ -1,14 +1,14 @@
-//! The node's configuration: one clap struct (every flag has an env-var twin), its
-//! [`Config::validate`], and the crash points of the failure drills.
+//! The node's configuration: one clap struct (every flag has an env-var twin) and its
+//! [`Config::validate`].
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::str::FromStr;
 use std::time::Duration;
 
 use paxos::{MAX_PENDING_COMMANDS, MAX_WINDOW_SLOTS, Rank, Ticks};
 use proto::limits::{MAX_BATCH_BYTES, MAX_BATCH_COMMANDS, MAX_MEMBERS};
 
+use crate::crash::CrashAt;
 use crate::wal::{DEFAULT_SEGMENT_BYTES, MIN_SEGMENT_BYTES};
 
 /// Base of the default status port: node N serves HTTP on `127.0.0.1:7000+N`.
@@ -265,122 +265,6 @@ impl Config {
     }
 }
 
-/// A named protocol point where `--crash-at` aborts the process.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum CrashPoint {
-    /// An acceptor sent a `Promise` (its promise is durable): fail3 of the seeds.
-    AfterPromise,
-    /// A group holding an `Accept` record is durable, before its messages leave.
-    AfterAcceptPersist,
-    /// The `Accepted` (or the leader's `Accept`) messages of a durable group were sent.
-    AfterAcceptSend,
-    /// The leader sent a `Decide`, before applying it or answering the client.
-    AfterDecide,
-    /// A client's command is applied, just before its reply is sent.
-    BeforeReply,
-    /// A client request was taken and handed to the cluster (proposed or forwarded),
-    /// before it is decided: fail2 of the seeds.
-    WithPendingRequest,
-    /// store.json was written, before the log is truncated behind it.
-    AfterSnapshot,
-}
-
-impl CrashPoint {
-    /// Every point, for tests and help.
-    pub const ALL: [CrashPoint; 7] = [
-        CrashPoint::AfterPromise,
-        CrashPoint::AfterAcceptPersist,
-        CrashPoint::AfterAcceptSend,
-        CrashPoint::AfterDecide,
-        CrashPoint::BeforeReply,
-        CrashPoint::WithPendingRequest,
-        CrashPoint::AfterSnapshot,
-    ];
-
-    /// The point's flag name.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            CrashPoint::AfterPromise => "after-promise",
-            CrashPoint::AfterAcceptPersist => "after-accept-persist",
-            CrashPoint::AfterAcceptSend => "after-accept-send",
-            CrashPoint::AfterDecide => "after-decide",
-            CrashPoint::BeforeReply => "before-reply",
-            CrashPoint::WithPendingRequest => "with-pending-request",
-            CrashPoint::AfterSnapshot => "after-snapshot",
-        }
-    }
-}
-
-/// `--crash-at POINT[:N]`: abort the N-th time (default the first) `point` is reached.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct CrashAt {
-    /// The point.
-    pub point: CrashPoint,
-    /// Which time it is reached (1 = the first).
-    pub nth: u64,
-}
-
-/// A `--crash-at` value that does not parse.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("unknown crash point {0:?}: use POINT or POINT:N with POINT one of {points}", points = CrashPoint::ALL.map(CrashPoint::as_str).join(", "))]
-pub struct CrashAtError(String);
-
-impl FromStr for CrashAt {
-    type Err = CrashAtError;
-
-    fn from_str(text: &str) -> Result<Self, Self::Err> {
-        let error = || CrashAtError(text.to_owned());
-        let (name, nth) = match text.split_once(':') {
-            Some((name, n)) => (name, n.parse::<u64>().map_err(|_| error())?),
-            None => (text, 1),
-        };
-        let point = CrashPoint::ALL
-            .into_iter()
-            .find(|p| p.as_str() == name)
-            .ok_or_else(error)?;
-        if nth == 0 {
-            return Err(error());
-        }
-        Ok(CrashAt { point, nth })
-    }
-}
-
-/// Counts how often each point is reached and aborts at the configured one.
-#[derive(Debug, Clone)]
-pub struct Crasher {
-    at: Option<CrashAt>,
-    reached: u64,
-}
-
-impl Crasher {
-    /// A crasher for `--crash-at` (or none).
-    pub fn new(at: Option<CrashAt>) -> Crasher {
-        Crasher { at, reached: 0 }
-    }
-
-    /// Whether `point` is armed (lets the caller skip work to detect it).
-    pub fn armed(&self, point: CrashPoint) -> bool {
-        self.at.is_some_and(|at| at.point == point)
-    }
-
-    /// The process reached `point`: abort if this is the configured time. Abort, not
-    /// exit: no destructor, no flush, exactly as a crash (`kill -9`) would leave things.
-    pub fn reached(&mut self, point: CrashPoint) {
-        let Some(at) = self.at else {
-            return;
-        };
-        if at.point != point {
-            return;
-        }
-        self.reached += 1;
-        if self.reached == at.nth {
-            tracing::error!(point = point.as_str(), nth = at.nth, "--crash-at: aborting");
-            eprintln!("crash-at {}: aborting", point.as_str());
-            std::process::abort();
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -423,30 +307,5 @@ mod tests {
         ));
         let cli = Cli::try_parse_from(["node", "--id", "1", "--tick", "5s"]).unwrap();
         assert!(cli.config.validate().is_err());
-    }
-
-    #[test]
-    fn crash_points_parse() {
-        for point in CrashPoint::ALL {
-            assert_eq!(
-                point.as_str().parse::<CrashAt>().unwrap(),
-                CrashAt { point, nth: 1 }
-            );
-        }
-        assert_eq!(
-            "before-reply:7".parse::<CrashAt>().unwrap(),
-            CrashAt {
-                point: CrashPoint::BeforeReply,
-                nth: 7
-            }
-        );
-        assert!("before-reply:0".parse::<CrashAt>().is_err());
-        assert!("sometime".parse::<CrashAt>().is_err());
-        let mut crasher = Crasher::new(Some("after-decide:3".parse().unwrap()));
-        crasher.reached(CrashPoint::AfterDecide);
-        crasher.reached(CrashPoint::AfterDecide);
-        crasher.reached(CrashPoint::BeforeReply);
-        assert!(crasher.armed(CrashPoint::AfterDecide));
-        assert!(!crasher.armed(CrashPoint::BeforeReply));
     }
 }

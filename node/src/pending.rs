@@ -29,22 +29,40 @@ pub struct Waiting {
 }
 
 /// Waiting requests by `(client_id, seq)`, bounded, oldest forgotten first.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct PendingRequests {
+    /// Most requests held (at most [`MAX_PENDING_REQUESTS`]).
+    limit: usize,
     waiting: HashMap<(ClientId, Seq), Waiting>,
     /// Arrival order, for expiry: `(key, arrival)`; an entry whose arrival no longer
     /// matches the map (answered, or refreshed by a retry) is skipped.
     order: VecDeque<((ClientId, Seq), Instant)>,
 }
 
-/// The map is full.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Full;
+/// The map is full: the request's route comes back, to answer it `overloaded`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Full(pub Vec<Vec<u8>>);
+
+impl Default for PendingRequests {
+    fn default() -> Self {
+        PendingRequests::new()
+    }
+}
 
 impl PendingRequests {
-    /// An empty map.
+    /// An empty map holding at most [`MAX_PENDING_REQUESTS`].
     pub fn new() -> PendingRequests {
-        PendingRequests::default()
+        PendingRequests::with_limit(MAX_PENDING_REQUESTS)
+    }
+
+    /// An empty map holding at most `limit` requests (capped at
+    /// [`MAX_PENDING_REQUESTS`]).
+    pub fn with_limit(limit: usize) -> PendingRequests {
+        PendingRequests {
+            limit: limit.min(MAX_PENDING_REQUESTS),
+            waiting: HashMap::new(),
+            order: VecDeque::new(),
+        }
     }
 
     /// Requests waiting.
@@ -70,8 +88,8 @@ impl PendingRequests {
             waiting.route = route;
             return Ok(true);
         }
-        if self.waiting.len() >= MAX_PENDING_REQUESTS {
-            return Err(Full);
+        if self.waiting.len() >= self.limit {
+            return Err(Full(route));
         }
         self.waiting.insert(
             key,
@@ -89,6 +107,11 @@ impl PendingRequests {
     /// The commands of every waiting request.
     pub fn commands(&self) -> impl Iterator<Item = &Command> {
         self.waiting.values().map(|w| &w.command)
+    }
+
+    /// Whether a request waits for `key`.
+    pub fn contains(&self, key: (ClientId, Seq)) -> bool {
+        self.waiting.contains_key(&key)
     }
 
     /// Takes the request waiting for `key`, if any.
@@ -110,7 +133,7 @@ impl PendingRequests {
             }
         }
         // Keys answered long ago leave stale order entries; keep the queue bounded.
-        if self.order.len() > 2 * MAX_PENDING_REQUESTS {
+        if self.order.len() > 2 * self.limit {
             let waiting = &self.waiting;
             self.order
                 .retain(|(key, arrived)| waiting.get(key).is_some_and(|w| w.since == *arrived));
@@ -167,12 +190,20 @@ mod tests {
     #[test]
     fn the_map_is_bounded() {
         let now = Instant::now();
-        let mut pending = PendingRequests::new();
-        for seq in 0..MAX_PENDING_REQUESTS as u64 {
+        let mut pending = PendingRequests::with_limit(4);
+        for seq in 0..4 {
             pending.insert(vec![], cmd(1, seq), now).unwrap();
         }
-        assert_eq!(pending.insert(vec![], cmd(2, 0), now), Err(Full));
+        // The refused request's route comes back, to answer it.
+        assert_eq!(
+            pending.insert(vec![b"r".to_vec()], cmd(2, 0), now),
+            Err(Full(vec![b"r".to_vec()]))
+        );
         // A retry of a waiting request is still taken.
-        assert_eq!(pending.insert(vec![], cmd(1, 5), now), Ok(true));
+        assert_eq!(pending.insert(vec![], cmd(1, 3), now), Ok(true));
+        assert_eq!(
+            PendingRequests::with_limit(usize::MAX).limit,
+            MAX_PENDING_REQUESTS
+        );
     }
 }

@@ -4,11 +4,17 @@
 //! proposer (leader). It is a deterministic state machine in the style of `raft-rs`:
 //!
 //! ```text
-//!   step(envelope) ─┐                      ┌─ persist:  records, durable BEFORE sending
-//!   tick()         ─┼─▶ Replica ─ ready() ─┼─ messages: envelopes to peers
-//!   propose(cmd)   ─┘                      ├─ install_snapshot, then decided: apply in order
-//!                                          └─ rejected: commands that never reached the log
+//!   step(envelope) ─┐                      ┌─ persist:  one group of records to append (and fsync)
+//!   tick()         ─┼─▶ Replica ─ ready() ─┼─ messages: envelopes that may leave now
+//!   propose(cmd)   ─┘      ▲               ├─ install_snapshot, then decided: apply in order
+//!                          │               └─ rejected: commands that never reached the log
+//!   persisted(group) ──────┘  (outputs that waited for those records come out of the next ready())
 //! ```
+//!
+//! **The core alone decides what may leave before which fsync** ([`gate`]): a `Ready`
+//! only ever holds what may be carried out now; a `Promise`, an `Accepted`, a decision
+//! that counts this replica's own vote stay inside the replica until the driver reports
+//! the records they depend on durable. The node and the simulator run the same gate.
 //!
 //! It owns no socket, file, clock or unseeded randomness: the node process drives it over
 //! ZeroMQ and a write-ahead log, and the simulator in `tests/` drives it over a faulty
@@ -19,7 +25,9 @@
 //! - [`config`]: [`Config`] and its [`Config::validate`].
 //! - [`persist`]: the durable [`Record`]s and their fold [`Persisted`] (WAL replay and the
 //!   simulator's crash-restart use the same fold).
-//! - [`replica`]: [`Replica`], [`Ready`], [`Status`].
+//! - [`gate`]: the durability gate, [`Ready`] and [`Group`]: which output waits for which
+//!   records.
+//! - [`replica`]: [`Replica`], [`Status`].
 //! - The wire types ([`Envelope`], [`Message`], [`Ballot`], [`Value`]) live in
 //!   [`proto::paxos`] and are re-exported here.
 //!
@@ -29,8 +37,9 @@
 //!   a ballot names at most one value per slot.
 //! - **Acceptor**: its promise never decreases (persisted with [`Record::Promise`]); it
 //!   accepts an `Accept` whose ballot is at least its promise and records it
-//!   ([`Record::Accept`]) before the `Accepted` leaves (the driver persists `Ready::persist`
-//!   before sending `Ready::messages`); anything lower gets a `Nack` carrying the promise.
+//!   ([`Record::Accept`]) before the `Accepted` leaves (the gate holds the `Accepted`
+//!   until the driver reports the record durable); anything lower gets a `Nack` carrying
+//!   the promise.
 //! - **Election (Bully)**: every node heartbeats. A follower that has not heard its leader
 //!   for `election_timeout_ticks` runs for leader if no live member (heard within the
 //!   timeout) has a higher rank — or, after three timeouts without a leader, anyway, so
@@ -77,8 +86,10 @@
 //!   slot is an `assert!` (it would mean the protocol is broken; stop before spreading it).
 //! - The promise never decreases, across restarts too ([`Persisted::apply`] keeps the
 //!   maximum).
-//! - Persist before send: every message that depends on a record is in the same or a
-//!   later [`Ready`] than the record.
+//! - Persist before send: every output that depends on a record is handed out only once
+//!   the driver reported that record's group durable ([`Replica::persisted`]); the
+//!   exceptions are argued in [`gate`]. Reporting a group never handed out is an
+//!   `assert!`.
 //! - In-order apply: [`Ready::decided`] continues exactly where the last one stopped, or
 //!   right after [`Ready::install_snapshot`].
 //! - Bounded: the pending queue, the window, batches, promise and fetch answers, snapshot
@@ -101,14 +112,16 @@
 //!   `teeth_*` tests break one safety rule each and require the simulator to catch it.
 
 pub mod config;
+pub mod gate;
 pub mod persist;
 pub mod replica;
 
 pub use config::{Config, ConfigError, MAX_PENDING_COMMANDS, MAX_WINDOW_SLOTS};
+pub use gate::{Group, MAX_HELD_GROUPS, Ready};
 pub use persist::{Persisted, Record};
 #[cfg(feature = "bug-injection")]
 pub use replica::Bug;
-pub use replica::{PeerStatus, Ready, Replica, Role, Status};
+pub use replica::{PeerStatus, Replica, Role, Status};
 
 pub use proto::paxos::{Ballot, Envelope, Message, Rank, Round, Slot, Value};
 

@@ -1,7 +1,8 @@
 //! What a replica makes durable, and the fold that rebuilds its state from it.
 //!
 //! The core emits [`Record`]s in [`crate::Ready::persist`]; the driver appends them to
-//! its write-ahead log and fsyncs before it sends any message of the same `Ready`. At
+//! its write-ahead log and reports them durable ([`crate::Replica::persisted`]); the
+//! core's gate holds back every output that depends on them until then. At
 //! start the driver folds the records it finds into a [`Persisted`] with
 //! [`Persisted::apply`] — the same fold the simulator uses for a crash-restart, so the
 //! recovery path is the tested path.
@@ -50,6 +51,20 @@ pub enum Record {
         /// Last slot covered.
         upto: Slot,
     },
+}
+
+impl Record {
+    /// Whether outputs must wait for this record to be durable: promises, rounds and
+    /// accepted values are what an acceptor vouches for. A `Decide` is not (a decided
+    /// value was durably accepted by a quorum already, and a replica that loses the
+    /// record learns it again), nor is a `Truncate` (it only lets log that a durable
+    /// snapshot covers be dropped). See [`crate::gate`].
+    pub fn gates_outputs(&self) -> bool {
+        matches!(
+            self,
+            Record::Promise { .. } | Record::Accept { .. } | Record::Round { .. }
+        )
+    }
 }
 
 /// The durable state of a replica: promises, accepted and decided values, and the

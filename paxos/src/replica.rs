@@ -12,6 +12,7 @@ use proto::{Command, Error, ErrorCode};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
+use crate::gate::{Breaks, Gate, Ready, Turn};
 use crate::{
     Ballot, Config, ConfigError, Envelope, Message, Persisted, Rank, Record, Round, Slot, Ticks,
     Value,
@@ -47,46 +48,20 @@ pub enum Bug {
     /// After phase 1, re-propose the *lowest*-ballot accepted value of each slot instead
     /// of the highest.
     AdoptLowestBallot,
-}
-
-/// The outputs of the replica since the last [`Replica::ready`]. The driver handles them
-/// in this order:
-/// 1. make every record of `persist` durable (append + fsync);
-/// 2. only then send `messages` (`to: None` = to every other member);
-/// 3. apply `install_snapshot` if any, then every entry of `decided` in order;
-/// 4. answer the clients of `rejected`.
-///
-/// A message may also depend on records of an *earlier* `Ready` (a `Nack` states a promise
-/// recorded before): make `Ready`s durable in the order they came (an append-only log
-/// does), and a driver that pipelines its fsyncs sends each `Ready`'s messages only once
-/// that `Ready`'s records — and so all earlier ones — are durable.
-#[derive(Debug, Default)]
-#[must_use = "persist the records, then send the messages, then apply"]
-pub struct Ready {
-    /// Records that MUST be durable before any of `messages` is sent.
-    pub persist: Vec<Record>,
-    /// Messages to send, after `persist` is durable.
-    pub messages: Vec<Envelope>,
-    /// Replace the state machine with this snapshot of the applied state at this slot;
-    /// comes before `decided`.
-    pub install_snapshot: Option<(Slot, Arc<Vec<u8>>)>,
-    /// Decided slots to apply, strictly in slot order without gaps, continuing from the
-    /// last slot handed out (or from `install_snapshot`'s slot).
-    pub decided: Vec<(Slot, Value)>,
-    /// Client commands this replica gave up on before they reached the log (they
-    /// certainly took no effect): answer their clients with the error.
-    pub rejected: Vec<(Command, Error)>,
-}
-
-impl Ready {
-    /// Whether there is nothing to do.
-    pub fn is_empty(&self) -> bool {
-        self.persist.is_empty()
-            && self.messages.is_empty()
-            && self.install_snapshot.is_none()
-            && self.decided.is_empty()
-            && self.rejected.is_empty()
-    }
+    /// The gate lets a `Promise` leave before its record is durable.
+    PromiseBeforeDurable,
+    /// The gate lets an `Accepted` leave before its record is durable.
+    AcceptedBeforeDurable,
+    /// The gate lets a candidate's `Prepare` and then its `Accept`s leave before the
+    /// `Round`/`Promise` records of its ballot are durable: after a crash it may run the
+    /// same ballot again and propose other values in it. (Breaking only one of the two
+    /// rules is harmless, and no tooth could catch it: a leader's `Accept`s follow
+    /// promises that answer its `Prepare`, so either rule alone keeps the ballot durable
+    /// before any value is proposed in it.)
+    BallotBeforeDurable,
+    /// The gate releases decisions (`Decide`, applied slots, replies) without waiting
+    /// for this replica's own votes that they count.
+    DecisionBeforeOwnVote,
 }
 
 /// What a replica knows of one peer.
@@ -107,12 +82,17 @@ pub struct Status {
     pub rank: Rank,
     /// Its role.
     pub role: Role,
+    /// Turns whose outputs wait for the disk (at most [`crate::MAX_HELD_GROUPS`] while
+    /// the driver respects [`Replica::held_groups`]).
+    pub held_groups: usize,
     /// The leader it follows (itself when it leads), if any.
     pub leader: Option<Rank>,
     /// Its ballot as candidate or leader, else the ballot of the leader it follows.
     pub ballot: Option<Ballot>,
     /// The highest ballot its acceptor promised.
     pub promised: Ballot,
+    /// The highest round it used as a candidate (never reused, across restarts too).
+    pub round: Round,
     /// Every slot up to here is decided and has been handed out to be applied.
     pub decided_upto: Slot,
     /// Its log starts after this slot (covered by a snapshot).
@@ -225,11 +205,11 @@ pub struct Replica {
     heartbeat_in_ticks: Ticks,
     peers: BTreeMap<Rank, Peer>,
     pending: VecDeque<Pending>,
-    /// This follower's last `Accepted` is still waiting for the disk: the driver has not
-    /// called [`Replica::votes_sent`] since the `ready()` that emitted it.
-    vote_on_its_way: bool,
 
-    out: Ready,
+    /// This turn's outputs, sorted by the gate in [`Replica::ready`].
+    out: Turn,
+    /// What may leave before which records are durable, and the outputs held for them.
+    gate: Gate,
     #[cfg(feature = "bug-injection")]
     bug: Option<Bug>,
 }
@@ -283,9 +263,9 @@ impl Replica {
             heartbeat_in_ticks: 1,
             peers,
             pending: VecDeque::new(),
-            vote_on_its_way: false,
             votes: BTreeMap::new(),
-            out: Ready::default(),
+            out: Turn::default(),
+            gate: Gate::default(),
             #[cfg(feature = "bug-injection")]
             bug: None,
             config,
@@ -427,30 +407,51 @@ impl Replica {
         Ok(())
     }
 
-    /// Drains the outputs accumulated by `step`, `tick` and `propose`. Commands proposed
-    /// since the last call are batched here: a driver that calls `ready` once per loop
-    /// turn gets one slot for everything that arrived in that turn.
+    /// Drains the outputs accumulated by `step`, `tick` and `propose`, through the
+    /// durability gate ([`crate::gate`]): the [`Ready`] holds this turn's records and
+    /// everything that may be carried out now; what must wait for the disk stays here
+    /// until [`Replica::persisted`] allows it. Commands proposed since the last call are
+    /// batched here: a driver that calls `ready` once per loop turn gets one slot for
+    /// everything that arrived in that turn.
     pub fn ready(&mut self) -> Ready {
         self.flush_pending();
-        if self
-            .out
-            .messages
-            .iter()
-            .any(|e| matches!(e.message, Message::Accepted { .. }))
-        {
-            self.vote_on_its_way = true;
-        }
-        std::mem::take(&mut self.out)
+        let turn = std::mem::take(&mut self.out);
+        let breaks = self.breaks();
+        self.gate.admit(turn, breaks)
     }
 
-    /// The driver sent the `Accepted` messages of earlier `ready()`s (they wait for the
-    /// disk). Until it says so, a follower forwards commands at once: they still reach
-    /// the leader before this vote does, in time for the batch the leader cuts when it
-    /// gets the first vote of a quorum. Afterwards they wait for the next `Accept` and
-    /// leave with it (see `flush_pending`). A driver that never calls this only sends
-    /// more, smaller `Forward`s.
-    pub fn votes_sent(&mut self) {
-        self.vote_on_its_way = false;
+    /// The driver made every group up to `number` ([`crate::Group::number`]) durable:
+    /// appended, and fsynced when the group asked for it. The outputs that waited for
+    /// them come out of the next [`Replica::ready`]. Reporting a group that was never
+    /// handed out is a bug of the driver and stops the replica.
+    pub fn persisted(&mut self, number: u64) {
+        self.gate.persisted(number);
+    }
+
+    /// Turns whose outputs wait for the disk. A driver stops stepping peer messages and
+    /// proposing commands while this is at [`crate::MAX_HELD_GROUPS`].
+    pub fn held_groups(&self) -> usize {
+        self.gate.held_groups()
+    }
+
+    /// Whether every record handed out is durable and no output waits for the disk.
+    pub fn is_durable(&self) -> bool {
+        self.gate.is_idle() && self.out.persist.is_empty()
+    }
+
+    #[cfg(feature = "bug-injection")]
+    fn breaks(&self) -> Breaks {
+        Breaks {
+            promise_early: self.bug == Some(Bug::PromiseBeforeDurable),
+            accepted_early: self.bug == Some(Bug::AcceptedBeforeDurable),
+            ballot_early: self.bug == Some(Bug::BallotBeforeDurable),
+            decisions_early: self.bug == Some(Bug::DecisionBeforeOwnVote),
+        }
+    }
+
+    #[cfg(not(feature = "bug-injection"))]
+    fn breaks(&self) -> Breaks {
+        Breaks::default()
     }
 
     /// The driver made a snapshot of its state machine at `slot` durable (it had applied
@@ -483,9 +484,11 @@ impl Replica {
         Status {
             rank: self.config.rank,
             role,
+            held_groups: self.gate.held_groups(),
             leader: self.leader.map(|(r, _)| r),
             ballot,
             promised: self.promised,
+            round: self.round,
             decided_upto: self.decided_upto,
             truncated_upto: self.truncated_upto,
             lamport: self.lamport,
@@ -666,8 +669,9 @@ impl Replica {
     /// proposed for the slot) and enough peers', a quorum accepted the value: it is
     /// chosen. Votes for a slot not accepted here in that ballot are ignored (the
     /// leader's `Decide`, or a fetch, brings it). Counting this replica's own vote before
-    /// its Accept record is durable is safe only because the driver releases decisions
-    /// after the records of earlier turns (see the node's gate).
+    /// its Accept record is durable is safe only because the gate holds every decision
+    /// until that record is ([`crate::gate`]: decisions wait for the earlier groups, and
+    /// for their own when it holds a vote for a slot they decide).
     fn on_peer_vote(&mut self, from: Rank, ballot: Ballot, slot: Slot) {
         if slot <= self.decided_upto || self.decided.contains_key(&slot) {
             return;
@@ -1384,7 +1388,7 @@ impl Replica {
                     .pending
                     .front()
                     .is_some_and(|p| p.queued_at_tick < self.now_ticks);
-                if leader_busy && !accepted_now && !self.vote_on_its_way && !waited_a_tick {
+                if leader_busy && !accepted_now && !self.gate.vote_held() && !waited_a_tick {
                     return;
                 }
                 while !self.pending.is_empty() {

@@ -67,6 +67,24 @@ fn accept_from(from: Rank, ballot: Ballot, slot: Slot, decided_upto: Slot) -> En
     )
 }
 
+/// One turn of a driver whose disk is instant: the turn's records are reported durable
+/// at once, and the outputs that waited for them come out in the same `Ready`.
+fn turn(r: &mut Replica) -> Ready {
+    let mut ready = r.ready();
+    if let Some(group) = &ready.persist {
+        r.persisted(group.number);
+        let released = r.ready();
+        assert!(released.persist.is_none(), "{released:?}");
+        ready.messages.extend(released.messages);
+        if released.install_snapshot.is_some() {
+            ready.install_snapshot = released.install_snapshot;
+        }
+        ready.decided.extend(released.decided);
+        ready.rejected.extend(released.rejected);
+    }
+    ready
+}
+
 fn only_message(ready: &Ready) -> &Message {
     assert_eq!(ready.messages.len(), 1, "{:?}", ready.messages);
     &ready.messages[0].message
@@ -82,9 +100,9 @@ fn acceptor_promises_a_higher_ballot_durably() {
             from_slot: 1,
         },
     ));
-    let ready = r.ready();
+    let ready = turn(&mut r);
     assert_eq!(
-        ready.persist,
+        ready.records(),
         vec![Record::Promise {
             ballot: Ballot::new(2, 3)
         }]
@@ -106,7 +124,7 @@ fn acceptor_never_goes_back_on_a_promise() {
             from_slot: 1,
         },
     ));
-    let _ = r.ready();
+    let _ = turn(&mut r);
     // A lower Prepare and a lower Accept are refused with the promise.
     r.step(env(
         2,
@@ -124,8 +142,8 @@ fn acceptor_never_goes_back_on_a_promise() {
             decided_upto: 0,
         },
     ));
-    let ready = r.ready();
-    assert!(ready.persist.is_empty());
+    let ready = turn(&mut r);
+    assert!(ready.records().is_empty());
     assert_eq!(ready.messages.len(), 2);
     for m in &ready.messages {
         assert!(
@@ -145,10 +163,12 @@ fn acceptor_persists_an_accept_before_answering_it() {
         decided_upto: 0,
     };
     r.step(env(3, accept.clone()));
+    // The answer waits for the records: the first Ready holds only them.
     let ready = r.ready();
-    // The records and the answer come in the same Ready: the driver persists first.
+    assert!(ready.messages.is_empty());
+    let group = ready.persist.as_ref().map_or(0, |g| g.number);
     assert_eq!(
-        ready.persist,
+        ready.records(),
         vec![
             Record::Promise {
                 ballot: Ballot::new(1, 3)
@@ -160,14 +180,15 @@ fn acceptor_persists_an_accept_before_answering_it() {
             }
         ]
     );
+    r.persisted(group);
     assert!(matches!(
-        only_message(&ready),
+        only_message(&r.ready()),
         Message::Accepted { slot: 1, .. }
     ));
     // A retransmitted Accept is answered again without a new record.
     r.step(env(3, accept));
-    let ready = r.ready();
-    assert!(ready.persist.is_empty());
+    let ready = turn(&mut r);
+    assert!(ready.records().is_empty());
     assert!(matches!(
         only_message(&ready),
         Message::Accepted { slot: 1, .. }
@@ -190,7 +211,7 @@ fn a_promise_raised_by_an_unrecorded_accept_is_still_durable() {
             }],
         },
     ));
-    let _ = r.ready();
+    let _ = turn(&mut r);
     r.step(env(
         2,
         Message::Accept {
@@ -200,8 +221,8 @@ fn a_promise_raised_by_an_unrecorded_accept_is_still_durable() {
             decided_upto: 1,
         },
     ));
-    let ready = r.ready();
-    let persisted = Persisted::from_records(&ready.persist);
+    let ready = turn(&mut r);
+    let persisted = Persisted::from_records(ready.records());
     assert_eq!(persisted.promised, Ballot::new(4, 2));
 }
 
@@ -226,7 +247,7 @@ fn promise_reports_accepted_and_decided_values() {
             }],
         },
     ));
-    let ready = r.ready();
+    let ready = turn(&mut r);
     assert_eq!(ready.decided, vec![(1, value(1))]);
     r.step(env(
         2,
@@ -235,7 +256,7 @@ fn promise_reports_accepted_and_decided_values() {
             from_slot: 1,
         },
     ));
-    let ready = r.ready();
+    let ready = turn(&mut r);
     let Message::Promise {
         entries,
         decided_upto,
@@ -277,7 +298,7 @@ fn a_long_promise_is_cut_and_continued() {
             },
         ));
     }
-    let _ = r.ready();
+    let _ = turn(&mut r);
     r.step(env(
         2,
         Message::Prepare {
@@ -285,7 +306,7 @@ fn a_long_promise_is_cut_and_continued() {
             from_slot: 1,
         },
     ));
-    let ready = r.ready();
+    let ready = turn(&mut r);
     let Message::Promise {
         entries, next_slot, ..
     } = only_message(&ready)
@@ -302,7 +323,7 @@ fn a_long_promise_is_cut_and_continued() {
             from_slot: next,
         },
     ));
-    let ready = r.ready();
+    let ready = turn(&mut r);
     let Message::Promise {
         entries, next_slot, ..
     } = only_message(&ready)
@@ -320,10 +341,10 @@ fn candidate() -> Replica {
         r.tick();
     }
     assert_eq!(r.status().role, Role::Candidate);
-    let ready = r.ready();
+    let ready = turn(&mut r);
     // The round and the self-promise are durable before the Prepare leaves.
     assert_eq!(
-        ready.persist,
+        ready.records(),
         vec![
             Record::Round { round: 1 },
             Record::Promise {
@@ -392,7 +413,7 @@ fn new_leader_reproposes_the_highest_ballot_value_and_fills_holes() {
         }],
     ));
     // r2 became leader with the first promise (quorum of 2 with itself): slot 3 gets 32.
-    let ready = r2.ready();
+    let ready = turn(&mut r2);
     let accepts: Vec<(Slot, Value)> = ready
         .messages
         .iter()
@@ -405,7 +426,7 @@ fn new_leader_reproposes_the_highest_ballot_value_and_fills_holes() {
     assert!(accepts[0].1.is_noop() && accepts[1].1.is_noop());
     assert_eq!(accepts[2], (3, value(32)));
 
-    let ready = r.ready();
+    let ready = turn(&mut r);
     let accepts: Vec<(Slot, Value)> = ready
         .messages
         .iter()
@@ -429,7 +450,7 @@ fn the_highest_ballot_wins_whatever_the_order_of_promises() {
         r.tick();
     }
     let ballot = r.status().ballot.unwrap();
-    let _ = r.ready();
+    let _ = turn(&mut r);
     let entry = |b: Ballot, tag| PromiseEntry {
         slot: 1,
         ballot: Some(b),
@@ -452,7 +473,7 @@ fn the_highest_ballot_wins_whatever_the_order_of_promises() {
         ));
     }
     assert_eq!(r.status().role, Role::Leader);
-    let ready = r.ready();
+    let ready = turn(&mut r);
     assert!(ready.messages.iter().any(
         |m| matches!(&m.message, Message::Accept { slot: 1, value: v, .. } if *v == value(4))
     ));
@@ -535,11 +556,11 @@ fn commands_are_batched_into_one_slot_per_ready() {
         r.tick();
     }
     assert_eq!(r.status().role, Role::Leader);
-    let _ = r.ready();
+    let _ = turn(&mut r);
     for seq in 1..=3 {
         r.propose(put(seq)).unwrap();
     }
-    let ready = r.ready();
+    let ready = turn(&mut r);
     assert_eq!(ready.decided.len(), 1);
     assert_eq!(ready.decided[0].1.commands.len(), 3);
     // Bounded queue.
@@ -588,15 +609,15 @@ fn restart_keeps_promise_and_replays_decided_slots() {
             decided_upto: 1,
         },
     ));
-    let ready = r.ready();
-    let persisted = Persisted::from_records(&ready.persist);
+    let ready = turn(&mut r);
+    let persisted = Persisted::from_records(ready.records());
     let mut again = Replica::new(config(1, &[1, 2, 3]), persisted).unwrap();
     assert_eq!(again.status().promised, Ballot::new(3, 3));
     assert!(
         again.status().lamport >= 2,
         "the clock restarts above the values it holds"
     );
-    assert_eq!(again.ready().decided, vec![(1, value(1))]);
+    assert_eq!(turn(&mut again).decided, vec![(1, value(1))]);
     again.step(env(
         2,
         Message::Prepare {
@@ -604,7 +625,7 @@ fn restart_keeps_promise_and_replays_decided_slots() {
             from_slot: 2,
         },
     ));
-    let ready = again.ready();
+    let ready = turn(&mut again);
     assert!(matches!(only_message(&ready), Message::Nack { .. }));
 }
 
@@ -622,10 +643,10 @@ fn a_lagging_replica_installs_a_snapshot_from_a_truncated_peer() {
             },
         ));
     }
-    let _ = ahead.ready();
+    let _ = turn(&mut ahead);
     let bytes = Arc::new(vec![7u8; proto::paxos::MAX_SNAPSHOT_CHUNK_BYTES + 100]);
     ahead.snapshot_taken(5, bytes.clone());
-    assert_eq!(ahead.ready().persist, vec![Record::Truncate { upto: 5 }]);
+    assert_eq!(turn(&mut ahead).records(), [Record::Truncate { upto: 5 }]);
     let mut behind = replica(1);
     behind.step(env(
         2,
@@ -640,7 +661,7 @@ fn a_lagging_replica_installs_a_snapshot_from_a_truncated_peer() {
     let mut installed = None;
     for _ in 0..20 {
         behind.tick();
-        let ready = behind.ready();
+        let ready = turn(&mut behind);
         if let Some(snapshot) = ready.install_snapshot {
             installed = Some(snapshot);
             break;
@@ -648,8 +669,7 @@ fn a_lagging_replica_installs_a_snapshot_from_a_truncated_peer() {
         for m in ready.messages.into_iter().filter(|m| m.to == Some(2)) {
             ahead.step(m);
         }
-        for m in ahead
-            .ready()
+        for m in turn(&mut ahead)
             .messages
             .into_iter()
             .filter(|m| m.to == Some(1))
@@ -687,7 +707,7 @@ fn a_candidate_asks_for_the_rest_of_a_cut_promise_before_leading() {
     r.step(chunk(1, vec![entry(1)], Some(2)));
     // Not complete yet: it asks node 1 for the rest, and does not lead.
     assert_eq!(r.status().role, Role::Candidate);
-    let ready = r.ready();
+    let ready = turn(&mut r);
     assert_eq!(ready.messages.len(), 1);
     assert_eq!(ready.messages[0].to, Some(1));
     assert!(matches!(
@@ -699,7 +719,7 @@ fn a_candidate_asks_for_the_rest_of_a_cut_promise_before_leading() {
     assert_eq!(r.status().role, Role::Candidate);
     r.step(chunk(2, vec![entry(2)], None));
     assert_eq!(r.status().role, Role::Leader);
-    let ready = r.ready();
+    let ready = turn(&mut r);
     let accepts: Vec<Slot> = ready
         .messages
         .iter()
@@ -737,26 +757,32 @@ fn a_follower_forwards_ahead_of_its_vote_while_the_leader_is_busy() {
             truncated_upto: 0,
         },
     ));
-    let _ = r.ready();
+    let _ = turn(&mut r);
     r.propose(put(1)).unwrap();
-    assert_eq!(forwards(&r.ready()), vec![(Some(3), vec![1])]);
+    assert_eq!(forwards(&turn(&mut r)), vec![(Some(3), vec![1])]);
     // Slot 1 in flight (accepted here, not decided), the vote still waiting for the
     // disk: a command goes at once, it reaches the leader before the vote does.
     r.step(accept(1));
-    let _ = r.ready();
+    let voted = r.ready();
+    assert!(voted.messages.is_empty(), "the vote waits for its record");
     r.propose(put(20)).unwrap();
     assert_eq!(forwards(&r.ready()), vec![(Some(3), vec![20])]);
-    // Once the driver sent the vote, commands wait...
-    r.votes_sent();
+    // Once the vote has left (its record is durable), commands wait...
+    r.persisted(voted.persist.map_or(0, |g| g.number));
+    let released = r.ready();
+    assert!(matches!(
+        only_message(&released),
+        Message::Accepted { slot: 1, .. }
+    ));
     r.propose(put(2)).unwrap();
-    assert!(forwards(&r.ready()).is_empty());
+    assert!(forwards(&turn(&mut r)).is_empty());
     r.propose(put(3)).unwrap();
-    assert!(forwards(&r.ready()).is_empty());
+    assert!(forwards(&turn(&mut r)).is_empty());
     // ... and leave in one message when the next Accept arrives, ahead of the vote for
     // it, which is when the leader cuts its next batch.
     r.step(env(3, Message::Decide { slot: 1, ballot }));
     r.step(accept(2));
-    let ready = r.ready();
+    let ready = turn(&mut r);
     assert_eq!(forwards(&ready), vec![(Some(3), vec![2, 3])]);
     assert!(
         ready
@@ -764,17 +790,16 @@ fn a_follower_forwards_ahead_of_its_vote_while_the_leader_is_busy() {
             .iter()
             .any(|e| matches!(e.message, Message::Accepted { slot: 2, .. }))
     );
-    r.votes_sent();
     // Slot 2 in flight and its Decide lost: a command waits at most until the next tick.
     r.propose(put(4)).unwrap();
-    assert!(forwards(&r.ready()).is_empty());
+    assert!(forwards(&turn(&mut r)).is_empty());
     r.tick();
-    assert_eq!(forwards(&r.ready()), vec![(Some(3), vec![4])]);
+    assert_eq!(forwards(&turn(&mut r)), vec![(Some(3), vec![4])]);
     // Once the slot is decided here, nothing is in flight: at once again.
     r.step(env(3, Message::Decide { slot: 2, ballot }));
-    let _ = r.ready();
+    let _ = turn(&mut r);
     r.propose(put(5)).unwrap();
-    assert_eq!(forwards(&r.ready()), vec![(Some(3), vec![5])]);
+    assert_eq!(forwards(&turn(&mut r)), vec![(Some(3), vec![5])]);
 }
 
 #[test]
@@ -793,7 +818,7 @@ fn a_decide_names_the_ballot_and_the_value_accepted_in_it_is_learnt() {
     };
     // Slot 1 accepted in (1,3): a Decide in (1,3) hands it out with that value.
     r.step(accept(Ballot::new(1, 3), 1, 10));
-    let _ = r.ready();
+    let _ = turn(&mut r);
     r.step(env(
         3,
         Message::Decide {
@@ -801,12 +826,12 @@ fn a_decide_names_the_ballot_and_the_value_accepted_in_it_is_learnt() {
             ballot: Ballot::new(1, 3),
         },
     ));
-    assert_eq!(r.ready().decided, vec![(1, value(10))]);
+    assert_eq!(turn(&mut r).decided, vec![(1, value(10))]);
     // Slot 2 accepted in an older ballot than the one it was decided in: the value here
     // may not be the chosen one, so nothing is learnt; the slot is fetched from the
     // leader on the next tick instead.
     r.step(accept(Ballot::new(1, 3), 2, 20));
-    let _ = r.ready();
+    let _ = turn(&mut r);
     r.step(env(
         3,
         Message::Decide {
@@ -814,10 +839,10 @@ fn a_decide_names_the_ballot_and_the_value_accepted_in_it_is_learnt() {
             ballot: Ballot::new(2, 3),
         },
     ));
-    let ready = r.ready();
+    let ready = turn(&mut r);
     assert!(ready.decided.is_empty());
     r.tick();
-    let ready = r.ready();
+    let ready = turn(&mut r);
     assert!(
         ready.messages.iter().any(|e| e.to == Some(3)
             && matches!(
@@ -840,7 +865,7 @@ fn a_decide_names_the_ballot_and_the_value_accepted_in_it_is_learnt() {
             }],
         },
     ));
-    assert_eq!(r.ready().decided, vec![(2, value(21))]);
+    assert_eq!(turn(&mut r).decided, vec![(2, value(21))]);
 }
 
 #[test]
@@ -852,7 +877,7 @@ fn a_follower_learns_from_a_quorum_of_votes_before_the_decide() {
     // Three replicas: this vote and one peer's are a quorum.
     let mut r = replica(1);
     r.step(accept(1));
-    let ready = r.ready();
+    let ready = turn(&mut r);
     assert!(
         ready
             .messages
@@ -864,16 +889,16 @@ fn a_follower_learns_from_a_quorum_of_votes_before_the_decide() {
     // A vote of another ballot, or for a slot not accepted here, teaches nothing.
     r.step(vote(2, Ballot::new(1, 2), 1));
     r.step(vote(2, ballot, 2));
-    assert!(r.ready().decided.is_empty());
+    assert!(turn(&mut r).decided.is_empty());
     r.step(vote(2, ballot, 1));
-    assert_eq!(r.ready().decided, vec![(1, value(1))]);
+    assert_eq!(turn(&mut r).decided, vec![(1, value(1))]);
     // Five replicas: two peers' votes are needed, and a repeated one counts once.
     let mut r = Replica::new(config(1, &[1, 2, 3, 4, 5]), Persisted::default()).unwrap();
     r.step(accept(1));
-    let _ = r.ready();
+    let _ = turn(&mut r);
     r.step(vote(2, ballot, 1));
     r.step(vote(2, ballot, 1));
-    assert!(r.ready().decided.is_empty());
+    assert!(turn(&mut r).decided.is_empty());
     r.step(vote(4, ballot, 1));
-    assert_eq!(r.ready().decided, vec![(1, value(1))]);
+    assert_eq!(turn(&mut r).decided, vec![(1, value(1))]);
 }

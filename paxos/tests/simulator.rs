@@ -13,6 +13,7 @@ mod sim;
 
 use std::time::Instant;
 
+use paxos::Bug;
 use sim::{RunStats, SimBug, SimConfig};
 
 /// Seeds per replica count when `SIM_SEEDS` is not set.
@@ -88,10 +89,10 @@ fn teeth(config: SimConfig) -> String {
     let (seed, runs, message) = first_failure(&config);
     let first_line = message.lines().next().unwrap_or_default();
     println!(
-        "teeth: {:?} ({} replicas, announced-promise check {}) caught at seed {seed}, after {runs} seeds: {first_line}",
+        "teeth: {:?} ({} replicas, invariant checks {}) caught at seed {seed}, after {runs} seeds: {first_line}",
         config.bug.map(|b| format!("{b:?}")).unwrap_or_default(),
         config.replicas,
-        if config.check_announced { "on" } else { "off" },
+        if config.check_invariants { "on" } else { "off" },
     );
     // The same seed fails the same way again: runs replay exactly.
     assert_eq!(sim::run(seed, &config).err(), Some(message.clone()));
@@ -106,27 +107,78 @@ fn with_bug(bug: SimBug) -> SimConfig {
 }
 
 #[test]
-fn teeth_answer_before_persist() {
-    // Caught by the promise check (a restarted acceptor promised less than it had told a
-    // peer) or, when the schedule makes it show first, by its consequence: two values
-    // chosen for one slot.
-    let message = teeth(with_bug(SimBug::AnswerBeforePersist));
+fn teeth_ack_before_fsync() {
+    // A driver that reports its groups durable before the fsync releases promises and
+    // votes a crash can lose. Caught by a restarted replica's promise or votes (below
+    // what it announced), or by a decision too few replicas hold durably.
+    let message = teeth(with_bug(SimBug::AckBeforeFsync));
     assert!(
-        message.contains("below the ballot") || message.contains("agreement violated"),
+        message.contains("below the ballot")
+            || message.contains("without its vote")
+            || message.contains("hold durably"),
         "{message}"
     );
-    // Without that check, the consequences show: two values chosen for one slot, or a
-    // history that is not linearizable.
+    // Without the direct checks, the consequences show: two values chosen for one slot,
+    // replicas that diverge, or a history that is not linearizable.
+    consequence(SimBug::AckBeforeFsync);
+}
+
+/// Runs `bug` with the direct invariant checks off: the simulator must still catch it
+/// by what it breaks for users.
+fn consequence(bug: SimBug) {
     let message = teeth(SimConfig {
-        check_announced: false,
-        ..with_bug(SimBug::AnswerBeforePersist)
+        check_invariants: false,
+        ..with_bug(bug)
     });
-    assert!(!message.contains("below the ballot"), "{message}");
+    assert!(
+        message.contains("agreement violated")
+            || message.contains("divergence")
+            || message.contains("exactly-once violated")
+            || message.contains("not linearizable"),
+        "{message}"
+    );
+}
+
+#[test]
+fn teeth_promise_before_durable() {
+    let message = teeth(with_bug(SimBug::Core(Bug::PromiseBeforeDurable)));
+    assert!(message.contains("below the ballot"), "{message}");
+}
+
+#[test]
+fn teeth_accepted_before_durable() {
+    let message = teeth(with_bug(SimBug::Core(Bug::AcceptedBeforeDurable)));
+    assert!(
+        message.contains("without its vote")
+            || message.contains("below the ballot")
+            || message.contains("hold durably"),
+        "{message}"
+    );
+}
+
+#[test]
+fn teeth_decision_before_own_vote() {
+    let message = teeth(with_bug(SimBug::Core(Bug::DecisionBeforeOwnVote)));
+    assert!(message.contains("hold durably"), "{message}");
+    consequence(SimBug::Core(Bug::DecisionBeforeOwnVote));
+}
+
+#[test]
+fn teeth_ballot_before_durable() {
+    // Caught by a restarted candidate's round (below one it ran with) or its promise,
+    // or by the consequence: the same ballot proposing two values for one slot.
+    let message = teeth(with_bug(SimBug::Core(Bug::BallotBeforeDurable)));
+    assert!(
+        message.contains("below the round")
+            || message.contains("below the ballot")
+            || message.contains("proposed two values"),
+        "{message}"
+    );
 }
 
 #[test]
 fn teeth_adopt_lowest_ballot() {
-    teeth(with_bug(SimBug::AdoptLowestBallot));
+    teeth(with_bug(SimBug::Core(Bug::AdoptLowestBallot)));
 }
 
 #[test]

@@ -141,10 +141,19 @@ impl Cluster {
     pub(crate) fn inject(&mut self, to: Rank, envelope: Envelope) -> Vec<Envelope> {
         let replica = self.replicas.get_mut(&to).expect("node is up");
         replica.step(envelope);
-        let ready = replica.ready();
-        let messages = ready.messages.clone();
-        if let Some(durable) = self.durable.get_mut(&to) {
-            ready.persist.iter().for_each(|r| durable.apply(r));
+        let mut messages = Vec::new();
+        // An instant disk: the records are durable at once, and what waited for them
+        // comes out of the next ready().
+        loop {
+            let ready = replica.ready();
+            messages.extend(ready.messages);
+            let Some(group) = ready.persist else {
+                break;
+            };
+            if let Some(durable) = self.durable.get_mut(&to) {
+                group.records.iter().for_each(|r| durable.apply(r));
+            }
+            replica.persisted(group.number);
         }
         messages
     }
@@ -244,11 +253,13 @@ impl Cluster {
             return;
         };
         let ready = replica.ready();
-        // Records are durable at once here, and the messages are sent right below.
-        replica.votes_sent();
+        // Records are durable at once here: what waited for them comes out of the next
+        // ready(), taken below before anything else happens.
         let durable = self.durable.get_mut(&rank).expect("known node");
-        for record in &ready.persist {
-            durable.apply(record);
+        let wrote = ready.persist.is_some();
+        if let Some(group) = &ready.persist {
+            group.records.iter().for_each(|r| durable.apply(r));
+            replica.persisted(group.number);
         }
         for envelope in ready.messages {
             let targets: Vec<Rank> = match envelope.to {
@@ -277,6 +288,9 @@ impl Cluster {
                     duplicate: reply.duplicate,
                 });
             }
+        }
+        if wrote {
+            self.drain(rank);
         }
     }
 

@@ -11,20 +11,28 @@
 //! at the same instant run in the order they were scheduled, so a seed replays exactly.
 //!
 //! ## The driver modelled here (what the node process does)
-//! A replica's [`paxos::Ready`] is handled at once: its records go to an "unsynced" buffer
-//! that a later `Fsync` event makes durable; its messages are held until every record
-//! before them is durable; its decided slots are applied to the store and answer the
-//! clients waiting at that replica. A crash drops the unsynced records, the held
-//! messages, the store and the waiting clients; a restart folds the durable records
-//! ([`Persisted::apply`]) and restores the last durable snapshot.
+//! The simulator drives each replica through the same API and the same durability gate
+//! as the node ([`paxos::gate`]): every [`paxos::Ready`] is carried out at once — its
+//! records appended to the node's [`disk::Disk`], its messages sent, its decided slots
+//! applied to the store (answering the clients waiting at that replica) — and the disk's
+//! writer rounds report groups durable with [`Replica::persisted`] after a seeded
+//! latency, which releases what the gate held. Seeds differ in how slow the disk is next
+//! to the network (an fsync from 1 to 80 time units, a message from 1 to 50), so
+//! decisions race their own votes' records. A crash keeps a random prefix of what was
+//! appended and not fsynced — it cuts between an append and its fsync at every point —
+//! and sometimes strikes right after an fsync, before the replica hears of it; the
+//! store and the waiting clients are lost; a restart folds the durable records
+//! ([`paxos::Persisted::apply`]) and restores the last durable snapshot.
 //!
 //! ## Checked after every event
-//! agreement (one value per slot, over all replicas), a replica's promise never below a
-//! ballot it already announced in a message (across restarts too) nor decreasing while it
-//! runs, in-order apply without gaps, equal digests at equal applied slots, exactly-once
-//! effects (a `(client, seq)` takes effect at one slot). At the end the faults stop,
-//! every client must finish and every replica converge; then the history must be
-//! linearizable.
+//! agreement (one value per slot, over all replicas), one value per ballot and slot among
+//! the `Accept`s sent, a replica's promise never below a ballot it already announced in
+//! a message nor its durable votes missing one it sent (across restarts), nor its
+//! promise decreasing while it runs, every applied slot durably held by a quorum at the
+//! moment it is applied (the gate's whole point), in-order apply without gaps, equal
+//! digests at equal applied slots, exactly-once effects (a `(client, seq)` takes effect
+//! at one slot). At the end the faults stop, every client must finish and every replica
+//! converge; then the history must be linearizable.
 
 use std::cell::Cell;
 use std::cmp::Reverse;
@@ -33,11 +41,14 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::{Arc, Once};
 
 use lincheck::{CheckOptions, OpKind, Operation, Outcome, Output, Verdict};
-use paxos::{Ballot, Config, Envelope, Message, Persisted, Record, Replica, Role, Slot, Value};
+use paxos::{Ballot, Config, Envelope, Message, Replica, Role, Slot, Value};
 use proto::{Command, Error, ErrorCode, Op, Reply};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use store::{Digest, Store, StoreConfig};
+
+mod disk;
+use disk::Disk;
 
 /// Simulated time units per replica tick.
 const TICK_UNITS: u64 = 10;
@@ -51,13 +62,12 @@ const CLIENT_TIMEOUT_UNITS: u64 = 300;
 /// A safety rule to break on purpose, one at a time, to show the checks catch it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum SimBug {
-    /// (a) The driver sends a Ready's messages before its records are durable, so a
-    /// crash can lose a promise or an accepted value that a peer already counted.
-    AnswerBeforePersist,
-    /// (b) A new leader adopts the lowest-ballot accepted value of a slot instead of the
-    /// highest (in the core, [`paxos::Bug::AdoptLowestBallot`]).
-    AdoptLowestBallot,
-    /// (c) A replica that believes it leads answers linearizable reads at once from its
+    /// The driver reports a group durable as soon as it is appended, before its fsync:
+    /// the gate then releases a promise or a vote that a crash can still lose.
+    AckBeforeFsync,
+    /// A core bug ([`paxos::Bug`]): the gate, or the leader, breaks one rule.
+    Core(paxos::Bug),
+    /// A replica that believes it leads answers linearizable reads at once from its
     /// applied state, without a quorum round — it may have been deposed.
     StaleLeaderRead,
 }
@@ -79,10 +89,11 @@ pub(crate) struct SimConfig {
     pub settle_units: u64,
     /// The rule to break, if any.
     pub bug: Option<SimBug>,
-    /// Whether a restarted replica's promise is checked against the ballots it announced
-    /// before the crash. Off, a lost promise shows only through its consequences
-    /// (disagreement, a non-linearizable history).
-    pub check_announced: bool,
+    /// Whether the durability invariants are checked directly: a restarted replica's
+    /// promise, round and votes against what it announced before the crash, and every
+    /// applied slot durably held by a quorum. Off, a broken gate shows only through its
+    /// consequences (disagreement, divergence, a non-linearizable history).
+    pub check_invariants: bool,
 }
 
 impl SimConfig {
@@ -96,7 +107,7 @@ impl SimConfig {
             fault_units: 15_000,
             settle_units: 30_000,
             bug: None,
-            check_announced: true,
+            check_invariants: true,
         }
     }
 }
@@ -170,6 +181,7 @@ pub(crate) fn run(seed: u64, config: &SimConfig) -> Result<RunStats, String> {
 enum Event {
     Tick(usize),
     Deliver(usize, Envelope),
+    /// A writer round of `node` (in `incarnation`) completes.
     Fsync(usize, u64),
     Crash,
     Restart(usize),
@@ -220,11 +232,7 @@ impl Ord for Scheduled {
 struct Node {
     replica: Option<Replica>,
     incarnation: u64,
-    durable: Persisted,
-    durable_snapshot: Option<(Slot, Arc<Vec<u8>>)>,
-    unsynced: Vec<Record>,
-    held: Vec<Envelope>,
-    fsync_scheduled: bool,
+    disk: Disk,
     store: Store,
     /// Client requests received here, answered when their command is applied.
     waiting: BTreeMap<(u64, u64), usize>,
@@ -232,6 +240,11 @@ struct Node {
     effects: BTreeMap<(u64, u64), Slot>,
     /// Highest ballot this replica has stated it promised, in a message sent.
     announced: Ballot,
+    /// Highest round this replica ran for leader with, in a message sent.
+    announced_round: u64,
+    /// For every slot, the highest ballot of an `Accepted` this replica sent: its
+    /// durable state must still vouch for it after a crash.
+    votes: BTreeMap<Slot, Ballot>,
     /// Its promise after the last event (within one incarnation).
     last_promised: Ballot,
     /// Its role after the last event.
@@ -269,9 +282,15 @@ struct Sim {
     loss: f64,
     duplicate: f64,
     max_delay: u64,
+    /// Longest fsync, in time units (per seed: a fast, a slow or a very slow disk).
+    max_fsync: u64,
+    /// Chance that a node crashes right after an fsync, before it reports it.
+    crash_after_fsync: f64,
     healed: bool,
     // Global checks.
     chosen: BTreeMap<Slot, Value>,
+    /// The value of every `Accept` sent, by ballot and slot: a ballot names one value.
+    proposals: BTreeMap<(Ballot, Slot), Value>,
     digests: BTreeMap<Slot, Digest>,
     effects: BTreeMap<(u64, u64), Slot>,
     stats: RunStats,
@@ -287,19 +306,19 @@ impl Sim {
         };
         let duplicate = rng.random_range(0.0..0.1);
         let max_delay = rng.random_range(1..=50);
+        let max_fsync = [5, 20, 80][rng.random_range(0..3)];
+        let crash_after_fsync = if rng.random_bool(0.5) { 0.0 } else { 0.02 };
         let nodes = (0..config.replicas)
             .map(|_| Node {
                 replica: None,
                 incarnation: 0,
-                durable: Persisted::default(),
-                durable_snapshot: None,
-                unsynced: Vec::new(),
-                held: Vec::new(),
-                fsync_scheduled: false,
+                disk: Disk::default(),
                 store: Store::new(StoreConfig::default()),
                 waiting: BTreeMap::new(),
                 effects: BTreeMap::new(),
                 announced: Ballot::default(),
+                announced_round: 0,
+                votes: BTreeMap::new(),
                 last_promised: Ballot::default(),
                 last_role: Role::Follower,
             })
@@ -327,8 +346,11 @@ impl Sim {
             loss,
             duplicate,
             max_delay,
+            max_fsync,
+            crash_after_fsync,
             healed: false,
             chosen: BTreeMap::new(),
+            proposals: BTreeMap::new(),
             digests: BTreeMap::new(),
             effects: BTreeMap::new(),
             stats: RunStats::default(),
@@ -454,7 +476,9 @@ impl Sim {
         };
         let slot = first.store.applied_slot();
         if self.nodes.iter().any(|n| {
-            n.replica.is_none() || n.store.applied_slot() != slot || !n.unsynced.is_empty()
+            n.replica.as_ref().is_none_or(|r| !r.is_durable())
+                || n.store.applied_slot() != slot
+                || !n.disk.is_idle()
         }) {
             return false;
         }
@@ -485,7 +509,16 @@ impl Sim {
             Event::Fsync(node, incarnation) => self.fsync(node, incarnation)?,
             Event::Crash => {
                 if !self.healed {
-                    let node = self.rng.random_range(0..self.config.replicas);
+                    // Half the time the leader: failover is where the protocol is tested.
+                    let leader = self.nodes.iter().position(|n| {
+                        n.replica
+                            .as_ref()
+                            .is_some_and(|r| r.status().role == Role::Leader)
+                    });
+                    let node = match leader {
+                        Some(leader) if self.rng.random_bool(0.5) => leader,
+                        _ => self.rng.random_range(0..self.config.replicas),
+                    };
                     self.crash(node);
                     let after = self.rng.random_range(200..1_500);
                     self.schedule(after, Event::Crash);
@@ -595,9 +628,7 @@ impl Sim {
         }
         n.replica = None;
         n.incarnation += 1;
-        n.unsynced.clear();
-        n.held.clear();
-        n.fsync_scheduled = false;
+        n.disk.crash(&mut self.rng);
         n.waiting.clear();
         self.stats.crashes += 1;
         let after = self.rng.random_range(50..MAX_DOWNTIME_UNITS);
@@ -607,8 +638,8 @@ impl Sim {
     fn restart(&mut self, node: usize) -> Result<(), String> {
         let config = self.replica_config(node);
         let n = &mut self.nodes[node];
-        let mut persisted = n.durable.clone();
-        n.store = match &n.durable_snapshot {
+        let mut persisted = n.disk.durable.clone();
+        n.store = match &n.disk.snapshot {
             Some((slot, bytes)) => {
                 persisted.restore_snapshot(*slot, bytes.clone());
                 Store::restore(bytes, StoreConfig::default())
@@ -618,16 +649,38 @@ impl Sim {
         };
         persisted.observe_lamport(n.store.lamport());
         let mut replica = Replica::new(config, persisted).map_err(|e| e.to_string())?;
-        if self.config.bug == Some(SimBug::AdoptLowestBallot) {
-            replica.inject_bug(paxos::Bug::AdoptLowestBallot);
+        if let Some(SimBug::Core(bug)) = self.config.bug {
+            replica.inject_bug(bug);
         }
-        let promised = replica.status().promised;
-        if self.config.check_announced && promised < n.announced {
-            return Err(format!(
-                "node {} restarted with promise {promised} below the ballot {} it announced",
-                node + 1,
-                n.announced
-            ));
+        let status = replica.status();
+        let promised = status.promised;
+        if self.config.check_invariants {
+            if status.round < n.announced_round {
+                return Err(format!(
+                    "node {} restarted with round {} below the round {} it ran for leader with",
+                    node + 1,
+                    status.round,
+                    n.announced_round
+                ));
+            }
+            if promised < n.announced {
+                return Err(format!(
+                    "node {} restarted with promise {promised} below the ballot {} it announced",
+                    node + 1,
+                    n.announced
+                ));
+            }
+            if let Some((slot, ballot)) = n
+                .votes
+                .iter()
+                .find(|&(&slot, &ballot)| !n.disk.holds_vote(slot, ballot))
+            {
+                return Err(format!(
+                    "node {} restarted without its vote for slot {slot} in ballot {ballot}, \
+                     which it had sent",
+                    node + 1
+                ));
+            }
         }
         n.last_promised = promised;
         n.last_role = Role::Follower;
@@ -646,32 +699,55 @@ impl Sim {
         }
         let bytes = Arc::new(n.store.snapshot());
         // The node's snapshot file is durable before the core hears of it.
-        n.durable_snapshot = Some((slot, bytes.clone()));
+        n.disk.snapshot = Some((slot, bytes.clone()));
+        n.votes = n.votes.split_off(&(slot + 1));
         replica.snapshot_taken(slot, bytes);
         self.process_ready(node)
     }
 
+    /// Starts a writer round of `node`'s disk if one is due.
+    fn start_fsync(&mut self, node: usize) {
+        let n = &mut self.nodes[node];
+        let incarnation = n.incarnation;
+        let Some(round) = n.disk.start_round() else {
+            return;
+        };
+        // A round that only writes (no record asks for an fsync) is quick.
+        let after = if round.sync {
+            self.rng.random_range(1..=self.max_fsync)
+        } else {
+            1
+        };
+        self.schedule(after, Event::Fsync(node, incarnation));
+    }
+
+    /// A writer round completes: its records are durable, and the replica hears so.
     fn fsync(&mut self, node: usize, incarnation: u64) -> Result<(), String> {
         let n = &mut self.nodes[node];
         if n.incarnation != incarnation || n.replica.is_none() {
             return Ok(());
         }
-        for record in n.unsynced.drain(..) {
-            n.durable.apply(&record);
+        let Some(upto) = n.disk.finish_round() else {
+            return Ok(());
+        };
+        if !self.healed && self.rng.random_bool(self.crash_after_fsync) {
+            // Durable, but the node dies before it hears so: nothing held is released.
+            self.crash(node);
+            return Ok(());
         }
-        n.fsync_scheduled = false;
-        let held = std::mem::take(&mut n.held);
+        let n = &mut self.nodes[node];
         if let Some(replica) = n.replica.as_mut() {
-            replica.votes_sent();
+            replica.persisted(upto);
         }
-        for envelope in held {
-            self.send(node, envelope);
-        }
+        self.process_ready(node)?;
+        self.start_fsync(node);
         Ok(())
     }
 
     // ------------------------------------------------------------------ driver
 
+    /// Carries out one `Ready` of `node`, as the node's driver does: append the records,
+    /// send the messages, apply the decided slots, answer the clients.
     fn process_ready(&mut self, node: usize) -> Result<(), String> {
         let bug = self.config.bug;
         let n = &mut self.nodes[node];
@@ -694,18 +770,18 @@ impl Sim {
         }
         n.last_promised = promised;
 
-        n.unsynced.extend(ready.persist);
-        let mut send_now = Vec::new();
-        if n.unsynced.is_empty() || bug == Some(SimBug::AnswerBeforePersist) {
-            send_now = ready.messages;
-        } else {
-            n.held.extend(ready.messages);
+        let mut lied = false;
+        if let Some(group) = ready.persist {
+            let number = group.number;
+            n.disk.append(group);
+            if bug == Some(SimBug::AckBeforeFsync) {
+                replica.persisted(number);
+                lied = true;
+            }
         }
-        let need_fsync = !n.unsynced.is_empty() && !n.fsync_scheduled;
-        if need_fsync {
-            n.fsync_scheduled = true;
-        }
+        self.check_durable_quorum(node, &ready.decided)?;
 
+        let n = &mut self.nodes[node];
         if let Some((slot, bytes)) = ready.install_snapshot {
             self.stats.installs += 1;
             n.store = Store::restore(&bytes, StoreConfig::default())
@@ -795,21 +871,47 @@ impl Sim {
                 replies.push((client, command.seq, Err(error)));
             }
         }
-        let incarnation = n.incarnation;
-        if need_fsync {
-            let after = self.rng.random_range(1..=5);
-            self.schedule(after, Event::Fsync(node, incarnation));
-        }
-        for envelope in send_now {
-            self.send(node, envelope);
+        for envelope in ready.messages {
+            self.send(node, envelope)?;
         }
         for (client, seq, result) in replies {
             self.reply_to_client(client, seq, result);
         }
+        self.start_fsync(node);
+        if lied {
+            // What the lie released comes out of the next ready().
+            self.process_ready(node)?;
+        }
         Ok(())
     }
 
-    fn send(&mut self, from: usize, envelope: Envelope) {
+    /// Every slot handed out to be applied must be durably held — accepted with its
+    /// value, decided, or under a durable snapshot — by a quorum of replicas at this
+    /// moment: otherwise a crash of some of them could lose a value a client may
+    /// already have been told about. This is what the durability gate exists for.
+    fn check_durable_quorum(&self, node: usize, decided: &[(Slot, Value)]) -> Result<(), String> {
+        if !self.config.check_invariants {
+            return Ok(());
+        }
+        let quorum = self.config.replicas / 2 + 1;
+        for (slot, value) in decided {
+            let holders = self
+                .nodes
+                .iter()
+                .filter(|n| n.disk.holds(*slot, value))
+                .count();
+            if holders < quorum {
+                return Err(format!(
+                    "node {} applies slot {slot}, which only {holders} replica(s) hold durably \
+                     (a quorum is {quorum})",
+                    node + 1
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    fn send(&mut self, from: usize, envelope: Envelope) -> Result<(), String> {
         let n = &mut self.nodes[from];
         let announced = match &envelope.message {
             Message::Promise { ballot, .. } | Message::Accepted { ballot, .. } => Some(*ballot),
@@ -818,6 +920,38 @@ impl Sim {
         };
         if let Some(ballot) = announced {
             n.announced = n.announced.max(ballot);
+        }
+        let own_ballot = match &envelope.message {
+            Message::Prepare { ballot, .. } | Message::Accept { ballot, .. } => Some(*ballot),
+            _ => None,
+        };
+        if let Some(ballot) = own_ballot.filter(|b| b.rank as usize == from + 1) {
+            n.announced_round = n.announced_round.max(ballot.round);
+        }
+        match &envelope.message {
+            Message::Accepted { ballot, slot } => {
+                let vote = n.votes.entry(*slot).or_default();
+                *vote = (*vote).max(*ballot);
+            }
+            Message::Accept {
+                ballot,
+                slot,
+                value,
+                ..
+            } => match self.proposals.get(&(*ballot, *slot)) {
+                Some(known) if known != value => {
+                    return Err(format!(
+                        "ballot {ballot} proposed two values for slot {slot}: {known:?} and \
+                         {value:?} (node {})",
+                        from + 1
+                    ));
+                }
+                Some(_) => {}
+                None => {
+                    self.proposals.insert((*ballot, *slot), value.clone());
+                }
+            },
+            _ => {}
         }
         let targets: Vec<usize> = match envelope.to {
             Some(rank) => vec![rank as usize - 1],
@@ -837,6 +971,7 @@ impl Sim {
                 self.schedule(delay, Event::Deliver(to, envelope.clone()));
             }
         }
+        Ok(())
     }
 
     // ------------------------------------------------------------------ clients

@@ -1,0 +1,292 @@
+//! The node's side of the broker: client requests in, answers out.
+//!
+//! The node's DEALER (identity = its name) connects to the broker's backend, announces
+//! READY and heartbeats, so that the broker keeps it in its round-robin ring. A request
+//! arrives as `[routing frames…, body(Request)]`; [`decode`] checks the layout and the
+//! body and answers a bad one at once (`bad_request`, or `too_large`). A good one is
+//! remembered in the [`PendingRequests`] table under its `(client_id, seq)`, to be
+//! answered when its command is applied here or rejected by the core — or `overloaded`
+//! at once when the table is full.
+
+use std::time::Instant;
+
+use proto::client::Command;
+use proto::fabric::NodeToBroker;
+use proto::limits::MAX_ROUTING_FRAMES;
+use proto::{Error, ErrorCode, LimitError, Reply, Request, Response};
+use transport::{Multipart, Sender};
+
+use crate::metrics::{Metrics, RequestLabels};
+use crate::pending::{Full, PendingRequests, Waiting};
+
+/// A client request, checked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Incoming {
+    /// The routing frames to put in front of the answer.
+    pub(crate) route: Vec<Vec<u8>>,
+    /// The request.
+    pub(crate) request: Request,
+}
+
+/// Why a request was refused before it reached the cluster.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Refused {
+    /// No routing frame, or too many: nobody to answer (counted, dropped).
+    Layout,
+    /// A body that does not decode or breaks a limit: answered with this error.
+    Body(Vec<Vec<u8>>, Error),
+}
+
+/// Checks one frame set from the broker.
+pub(crate) fn decode(mut frames: Multipart) -> Result<Incoming, Refused> {
+    let routing = frames.len().saturating_sub(1);
+    if routing == 0 || routing > MAX_ROUTING_FRAMES {
+        return Err(Refused::Layout);
+    }
+    let body = frames.pop().ok_or(Refused::Layout)?;
+    let route = frames;
+    match proto::decode::<Request>(&body) {
+        Ok(request) => Ok(Incoming { route, request }),
+        Err(e) => {
+            let code = match e {
+                proto::DecodeError::TooLarge { .. }
+                | proto::DecodeError::Invalid(LimitError::TooLong { .. })
+                | proto::DecodeError::Invalid(LimitError::TooMany { .. }) => ErrorCode::TooLarge,
+                _ => ErrorCode::BadRequest,
+            };
+            Err(Refused::Body(route, Error::new(code, e.to_string())))
+        }
+    }
+}
+
+/// The DEALER to the broker and the requests waiting for an answer.
+#[derive(Debug)]
+pub(crate) struct Clients {
+    broker: Sender,
+    name: String,
+    pending: PendingRequests,
+    metrics: Metrics,
+}
+
+impl Clients {
+    /// The clients of node `name`, reached through `broker`; at most
+    /// `max_pending_requests` wait at once.
+    pub(crate) fn new(
+        broker: Sender,
+        name: String,
+        max_pending_requests: usize,
+        metrics: Metrics,
+    ) -> Clients {
+        Clients {
+            broker,
+            name,
+            pending: PendingRequests::with_limit(max_pending_requests),
+            metrics,
+        }
+    }
+
+    /// Announces this node to the broker (`first`: READY, else a heartbeat).
+    pub(crate) fn announce(&mut self, first: bool) {
+        let node = self.name.clone();
+        let message = if first {
+            NodeToBroker::Ready { node }
+        } else {
+            NodeToBroker::Heartbeat { node }
+        };
+        match proto::encode(&message) {
+            Ok(body) => self.send(vec![body]),
+            Err(e) => tracing::error!(error = %e, "cannot encode a broker message"),
+        }
+    }
+
+    /// Takes a frame set from the broker: a checked request, or `None` when it was
+    /// refused (and answered, when there is someone to answer).
+    pub(crate) fn receive(&mut self, frames: Multipart, applied_slot: u64) -> Option<Incoming> {
+        match decode(frames) {
+            Ok(incoming) => Some(incoming),
+            Err(Refused::Layout) => {
+                self.metrics.drop("bad_client_layout");
+                None
+            }
+            Err(Refused::Body(route, error)) => {
+                self.reply(route, "invalid", 0, Err(error), applied_slot);
+                None
+            }
+        }
+    }
+
+    /// Remembers a request whose command goes to the cluster. A full table answers it
+    /// `overloaded` at once (it certainly took no effect) and returns `false`.
+    pub(crate) fn wait_for(
+        &mut self,
+        route: Vec<Vec<u8>>,
+        command: &Command,
+        now: Instant,
+        applied_slot: u64,
+    ) -> bool {
+        match self.pending.insert(route, command.clone(), now) {
+            Ok(_) => true,
+            Err(Full(route)) => {
+                let error = Error::new(
+                    ErrorCode::Overloaded,
+                    format!(
+                        "{} requests already wait at {}",
+                        self.pending.len(),
+                        self.name
+                    ),
+                );
+                self.reply(
+                    route,
+                    command.op.name(),
+                    command.seq,
+                    Err(error),
+                    applied_slot,
+                );
+                false
+            }
+        }
+    }
+
+    /// Answers the client waiting here for `(client_id, seq)`, if any; returns whether
+    /// one was.
+    pub(crate) fn answer(
+        &mut self,
+        client_id: u64,
+        seq: u64,
+        result: Result<Reply, Error>,
+        now: Instant,
+        applied_slot: u64,
+    ) -> bool {
+        let Some(Waiting {
+            route, op, since, ..
+        }) = self.pending.take((client_id, seq))
+        else {
+            return false;
+        };
+        self.metrics
+            .request_seconds
+            .observe(now.duration_since(since).as_secs_f64());
+        self.reply(route, op, seq, result, applied_slot);
+        true
+    }
+
+    /// Whether a client waits here for `(client_id, seq)`.
+    pub(crate) fn is_waiting(&self, client_id: u64, seq: u64) -> bool {
+        self.pending.contains((client_id, seq))
+    }
+
+    /// Sends an answer along `route`.
+    pub(crate) fn reply(
+        &mut self,
+        route: Vec<Vec<u8>>,
+        op: &'static str,
+        seq: u64,
+        result: Result<Reply, Error>,
+        applied_slot: u64,
+    ) {
+        let code = match &result {
+            Ok(_) => "ok",
+            Err(e) => e.code.as_str(),
+        };
+        self.metrics
+            .requests
+            .get_or_create(&RequestLabels { op, result: code })
+            .inc();
+        let response = Response {
+            seq,
+            result,
+            node: self.name.clone(),
+            applied_slot,
+        };
+        let body = match proto::encode(&response) {
+            Ok(body) => body,
+            Err(e) => {
+                // Only an over-large reply can fail; the client gets the error instead.
+                let error = Error::new(ErrorCode::TooLarge, e.to_string());
+                let fallback = Response {
+                    result: Err(error),
+                    ..response
+                };
+                match proto::encode(&fallback) {
+                    Ok(body) => body,
+                    Err(_) => return,
+                }
+            }
+        };
+        let mut frames = route;
+        frames.push(body);
+        self.send(frames);
+    }
+
+    /// The commands of every waiting request (handed to a new leader).
+    pub(crate) fn waiting_commands(&self) -> Vec<Command> {
+        self.pending.commands().cloned().collect()
+    }
+
+    /// Requests waiting.
+    pub(crate) fn len(&self) -> usize {
+        self.pending.len()
+    }
+
+    /// Forgets requests unanswered for too long (their clients have retried).
+    pub(crate) fn expire(&mut self, now: Instant) {
+        let expired = self.pending.expire(now);
+        if expired > 0 {
+            tracing::debug!(expired, "forgot unanswered client requests");
+        }
+    }
+
+    fn send(&mut self, frames: Multipart) {
+        if self.broker.try_send(frames).is_err() {
+            self.metrics.drop("broker_queue_full");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proto::{Consistency, Op};
+
+    fn request_frames(body: Vec<u8>) -> Multipart {
+        vec![b"client-7".to_vec(), body]
+    }
+
+    #[test]
+    fn requests_are_checked_before_they_reach_the_cluster() {
+        let request = Request {
+            client_id: 9,
+            seq: 1,
+            op: Op::Get { key: "k".into() },
+            consistency: Consistency::Linearizable,
+        };
+        let body = proto::encode(&request).unwrap();
+        let incoming = decode(request_frames(body.clone())).unwrap();
+        assert_eq!(incoming.route, vec![b"client-7".to_vec()]);
+        assert_eq!(incoming.request, request);
+        // No routing frame: nobody to answer.
+        assert_eq!(decode(vec![body]), Err(Refused::Layout));
+        // Junk: answered bad_request on the client's route.
+        match decode(request_frames(vec![0xc1])) {
+            Err(Refused::Body(route, error)) => {
+                assert_eq!(route, vec![b"client-7".to_vec()]);
+                assert_eq!(error.code, ErrorCode::BadRequest);
+            }
+            other => panic!("{other:?}"),
+        }
+        // A key over its limit: too_large.
+        let huge = Request {
+            op: Op::Get {
+                key: "k".repeat(proto::limits::MAX_KEY_BYTES + 1),
+            },
+            ..request
+        };
+        let body = rmp_serde::to_vec_named(&huge).unwrap();
+        let mut framed = vec![proto::codec::PROTOCOL_VERSION];
+        framed.extend(body);
+        match decode(request_frames(framed)) {
+            Err(Refused::Body(_, error)) => assert_eq!(error.code, ErrorCode::TooLarge),
+            other => panic!("{other:?}"),
+        }
+    }
+}

@@ -1,0 +1,424 @@
+//! The node's side of the proxy: publishing and topics, and what comes in from the
+//! peers.
+//!
+//! - **Out**: Paxos envelopes are published as `[topic, sender name, body]`. Broadcasts
+//!   name their sender's rank in the topic ([`broadcast_topic`]: `paxos.accept.3`), so
+//!   that a node, subscribed to its peers' ranks only, never receives its own back; a
+//!   message to one peer goes on `to.<name>` — or on `repl` while that name is unknown
+//!   (every core ignores an envelope addressed to another rank). Clock messages go on
+//!   `clock`, committed chat messages on `chan.<channel>` / `user.<name>`.
+//! - **In**: [`decode`] checks a SUB frame's layout, sender and exact topic (SUB filters
+//!   by prefix: `to.node-1` also lets `to.node-10` through) before the body is decoded;
+//!   what fails is counted by reason and dropped. Peers' names are learned from the
+//!   sender frame of their envelopes and from the reference's membership, and kept in
+//!   `node.json` so that a node restarts while the reference is down.
+//!
+//! PUB drops messages for slow or absent subscribers; the protocol retransmits on ticks.
+
+use std::path::PathBuf;
+
+use paxos::{Envelope, Message, Rank};
+use proto::client::{ChatMessage, Target};
+use proto::fabric::MembershipEvent;
+use proto::{LimitError, Wire, topic};
+use serde::{Deserialize, Serialize};
+use transport::{Multipart, Sender};
+
+use crate::clock::ClockMessage;
+use crate::files::Identity;
+use crate::metrics::Metrics;
+
+/// A chat message as published on the proxy: `[topic, body(LiveMessage)]`. The same
+/// encoding as [`ChatMessage`]; this wrapper gives it the codec's validation.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct LiveMessage(pub ChatMessage);
+
+impl Wire for LiveMessage {
+    fn validate(&self) -> Result<(), LimitError> {
+        let too_long = |field, len: usize, max| {
+            if len > max {
+                Err(LimitError::TooLong { field, len, max })
+            } else {
+                Ok(())
+            }
+        };
+        too_long("from", self.0.from.len(), proto::limits::MAX_NAME_BYTES)?;
+        too_long("text", self.0.text.len(), proto::limits::MAX_TEXT_BYTES)
+    }
+}
+
+/// The topic of a chat message's live delivery.
+pub fn live_topic(message: &ChatMessage) -> String {
+    match &message.to {
+        Target::Channel(name) => topic::channel(name),
+        Target::User(name) => topic::user(name),
+    }
+}
+
+/// The broadcast topic of an envelope from `rank` addressed to every node: the Paxos
+/// broadcasts name their sender ([`topic::from_rank`]), so that it does not receive them
+/// back; the rare others go on `repl`.
+pub fn broadcast_topic(message: &Message, rank: Rank) -> String {
+    let kind = match message {
+        Message::Prepare { .. } => topic::PAXOS_PREPARE,
+        Message::Accept { .. } => topic::PAXOS_ACCEPT,
+        Message::Accepted { .. } => topic::PAXOS_ACCEPTED,
+        Message::Decide { .. } => topic::PAXOS_DECIDE,
+        Message::Heartbeat { .. } => topic::HEARTBEAT,
+        _ => return topic::REPL.to_owned(),
+    };
+    topic::from_rank(kind, rank)
+}
+
+/// Every topic whose messages the core should see, given this node's name and rank:
+/// the peers' ranked broadcasts, `repl`, `election` and `to.<name>`. Compared whole.
+pub fn paxos_topics(name: &str, rank: Rank, cluster_size: u32) -> Vec<Vec<u8>> {
+    let mut topics: Vec<Vec<u8>> = topic::peer_broadcasts(rank, cluster_size)
+        .into_iter()
+        .map(String::into_bytes)
+        .collect();
+    topics.push(topic::REPL.as_bytes().to_vec());
+    topics.push(topic::ELECTION.as_bytes().to_vec());
+    topics.push(topic::to(name).into_bytes());
+    topics
+}
+
+/// What a peer frame carries, once checked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Inbound {
+    /// A Paxos envelope for the core, from the node named `sender`.
+    Paxos {
+        /// The sender's name (from the frame).
+        sender: String,
+        /// The envelope.
+        envelope: Envelope,
+    },
+    /// A Berkeley clock message from the node named `sender`.
+    Clock {
+        /// The sender's name.
+        sender: String,
+        /// The message.
+        message: ClockMessage,
+    },
+    /// The reference's membership: names by rank.
+    Members(Vec<(Rank, String)>),
+}
+
+/// Checks and decodes one frame set from the SUB socket. `Ok(None)`: nothing for this
+/// node (its own broadcast, or a prefix match for another topic). `Err(reason)`: a
+/// malformed frame, to count under `reason`.
+pub(crate) fn decode(
+    frames: &[Vec<u8>],
+    own_name: &str,
+    topics: &[Vec<u8>],
+) -> Result<Option<Inbound>, &'static str> {
+    let Some(topic) = frames.first() else {
+        return Err("bad_layout");
+    };
+    if topic::is(topic, topic::MEMBERSHIP) {
+        let [_, body] = frames else {
+            return Err("bad_membership");
+        };
+        let event = proto::decode::<MembershipEvent>(body).map_err(|_| "bad_membership")?;
+        let members = event.members.into_iter().map(|m| (m.rank, m.node));
+        return Ok(Some(Inbound::Members(members.collect())));
+    }
+    let [topic, sender, body] = frames else {
+        return Err("bad_layout");
+    };
+    if sender.as_slice() == own_name.as_bytes() {
+        return Ok(None); // our own broadcast, back through the proxy
+    }
+    let sender = std::str::from_utf8(sender).map_err(|_| "bad_sender")?;
+    proto::fabric::check_node_name(sender).map_err(|_| "bad_sender")?;
+    if topic::is(topic, topic::CLOCK) {
+        let message = proto::decode::<ClockMessage>(body).map_err(|_| "bad_clock")?;
+        return Ok(Some(Inbound::Clock {
+            sender: sender.to_owned(),
+            message,
+        }));
+    }
+    if !topics.iter().any(|t| t == topic) {
+        return Ok(None); // a prefix match for someone else (`to.node-10` for `to.node-1`)
+    }
+    let envelope = proto::decode::<Envelope>(body).map_err(|_| "bad_envelope")?;
+    Ok(Some(Inbound::Paxos {
+        sender: sender.to_owned(),
+        envelope,
+    }))
+}
+
+/// The PUB socket, this node's place in the topics, and its peers' names.
+#[derive(Debug)]
+pub(crate) struct Peers {
+    publisher: Sender,
+    name: String,
+    rank: Rank,
+    cluster_size: u32,
+    /// Names by rank, saved in `node.json`.
+    identity: Identity,
+    identity_path: PathBuf,
+    /// [`paxos_topics`] of this node.
+    topics: Vec<Vec<u8>>,
+    metrics: Metrics,
+}
+
+impl Peers {
+    /// The peers of the node `identity`, published to on `publisher`; names learned are
+    /// saved to `identity_path`.
+    pub(crate) fn new(
+        publisher: Sender,
+        identity: Identity,
+        identity_path: PathBuf,
+        cluster_size: u32,
+        metrics: Metrics,
+    ) -> Peers {
+        let topics = paxos_topics(&identity.node, identity.rank, cluster_size);
+        Peers {
+            publisher,
+            name: identity.node.clone(),
+            rank: identity.rank,
+            cluster_size,
+            identity,
+            identity_path,
+            topics,
+            metrics,
+        }
+    }
+
+    /// This node's name.
+    pub(crate) fn own_name(&self) -> &str {
+        &self.name
+    }
+
+    /// The name of the member of rank `rank` (this node's too), if known.
+    pub(crate) fn name_of(&self, rank: Rank) -> Option<&str> {
+        if rank == self.rank {
+            return Some(&self.name);
+        }
+        self.identity.peers.get(&rank).map(String::as_str)
+    }
+
+    /// Checks and decodes one frame set from the SUB socket; learns names on the way.
+    /// Envelopes and clock messages are returned for the driver to route.
+    pub(crate) fn receive(&mut self, frames: &[Vec<u8>]) -> Option<Inbound> {
+        match decode(frames, &self.name, &self.topics) {
+            Ok(Some(Inbound::Members(members))) => {
+                for (rank, name) in members {
+                    self.learn_name(rank, &name);
+                }
+                None
+            }
+            Ok(Some(Inbound::Paxos { sender, envelope })) => {
+                self.metrics.messages_in.inc();
+                self.learn_name(envelope.from, &sender);
+                Some(Inbound::Paxos { sender, envelope })
+            }
+            Ok(other) => other,
+            Err(reason) => {
+                self.metrics.drop(reason);
+                None
+            }
+        }
+    }
+
+    /// Remembers that `rank` is called `name` (a member other than this node), and saves
+    /// `node.json` when that is news.
+    pub(crate) fn learn_name(&mut self, rank: Rank, name: &str) {
+        if rank == self.rank || rank == 0 || rank > self.cluster_size || name == self.name {
+            return;
+        }
+        if self.identity.peers.get(&rank).map(String::as_str) == Some(name) {
+            return;
+        }
+        tracing::info!(rank, node = name, "peer name learned");
+        self.identity.peers.insert(rank, name.to_owned());
+        if let Err(e) = self.identity.save(&self.identity_path) {
+            tracing::warn!(error = %e, "cannot save node.json");
+        }
+    }
+
+    /// Publishes a Paxos envelope.
+    pub(crate) fn send(&mut self, envelope: &Envelope) {
+        let topic = match envelope.to {
+            None => broadcast_topic(&envelope.message, self.rank),
+            Some(rank) => match self.identity.peers.get(&rank) {
+                Some(name) => topic::to(name),
+                None => topic::REPL.to_owned(),
+            },
+        };
+        match proto::encode(envelope) {
+            Ok(body) => {
+                self.metrics.messages_out.inc();
+                let sender = self.name.as_bytes().to_vec();
+                self.publish(vec![topic.into_bytes(), sender, body]);
+            }
+            Err(e) => {
+                tracing::error!(error = %e, message = envelope.message.name(), "cannot encode");
+                self.metrics.drop("encode");
+            }
+        }
+    }
+
+    /// Publishes a clock message.
+    pub(crate) fn send_clock(&mut self, message: &ClockMessage) {
+        if let Ok(body) = proto::encode(message) {
+            let sender = self.name.as_bytes().to_vec();
+            self.publish(vec![topic::CLOCK.as_bytes().to_vec(), sender, body]);
+        }
+    }
+
+    /// Publishes a committed chat message for its live subscribers.
+    pub(crate) fn send_live(&mut self, message: ChatMessage) {
+        let topic = live_topic(&message);
+        match proto::encode(&LiveMessage(message)) {
+            Ok(body) => self.publish(vec![topic.into_bytes(), body]),
+            Err(e) => tracing::warn!(error = %e, "cannot encode a chat message"),
+        }
+    }
+
+    fn publish(&mut self, frames: Multipart) {
+        // PUB drops for slow subscribers anyway; the protocol retransmits on ticks.
+        if self.publisher.try_send(frames).is_err() {
+            self.metrics.drop("pub_queue_full");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use paxos::{Ballot, Value};
+    use proto::fabric::Member;
+
+    fn frames(topic: &str, sender: &str, body: Vec<u8>) -> Vec<Vec<u8>> {
+        vec![topic.as_bytes().to_vec(), sender.as_bytes().to_vec(), body]
+    }
+
+    fn accept() -> Envelope {
+        Envelope {
+            from: 3,
+            to: None,
+            lamport: 1,
+            message: Message::Accept {
+                ballot: Ballot::new(1, 3),
+                slot: 1,
+                value: Value::noop(1),
+                decided_upto: 0,
+            },
+        }
+    }
+
+    #[test]
+    fn broadcast_topics() {
+        let prepare = Message::Prepare {
+            ballot: Ballot::new(1, 1),
+            from_slot: 1,
+        };
+        assert_eq!(broadcast_topic(&prepare, 2), "paxos.prepare.2");
+        let heartbeat = Message::Heartbeat {
+            ballot: Ballot::new(1, 1),
+            leader: None,
+            decided_upto: 0,
+            truncated_upto: 0,
+        };
+        assert_eq!(broadcast_topic(&heartbeat, 3), "heartbeat.3");
+        let fetch = Message::Fetch {
+            from_slot: 1,
+            to_slot: 2,
+        };
+        assert_eq!(broadcast_topic(&fetch, 2), topic::REPL);
+    }
+
+    #[test]
+    fn a_node_listens_to_its_peers_broadcasts_not_its_own() {
+        let topics = paxos_topics("node-2", 2, 3);
+        let has = |t: &str| topics.iter().any(|x| x == t.as_bytes());
+        for kind in topic::RANKED_BROADCASTS {
+            assert!(has(&topic::from_rank(kind, 1)));
+            assert!(has(&topic::from_rank(kind, 3)));
+            assert!(!has(&topic::from_rank(kind, 2)), "its own {kind}");
+        }
+        assert!(has("to.node-2") && has(topic::REPL) && !has("to.node-1"));
+        // Exact topics: rank 1's subscription prefix also matches rank 10's topics.
+        let ten = topic::from_rank(topic::PAXOS_ACCEPT, 10);
+        assert!(!has(&ten));
+    }
+
+    #[test]
+    fn peer_frames_are_checked_before_they_are_decoded() {
+        let topics = paxos_topics("node-1", 1, 3);
+        let body = proto::encode(&accept()).unwrap();
+        let decoded = decode(
+            &frames("paxos.accept.3", "node-3", body.clone()),
+            "node-1",
+            &topics,
+        );
+        assert!(matches!(
+            decoded,
+            Ok(Some(Inbound::Paxos { ref sender, .. })) if sender == "node-3"
+        ));
+        // Its own broadcast, and a prefix match for another node: nothing, no error.
+        let own = decode(
+            &frames("paxos.accept.3", "node-1", body.clone()),
+            "node-1",
+            &topics,
+        );
+        assert_eq!(own, Ok(None));
+        let other = decode(
+            &frames("to.node-10", "node-3", body.clone()),
+            "node-1",
+            &topics,
+        );
+        assert_eq!(other, Ok(None));
+        // Malformed frames are refused with a reason.
+        let two = vec![b"paxos.accept.3".to_vec(), body.clone()];
+        assert_eq!(decode(&two, "node-1", &topics), Err("bad_layout"));
+        let bad_name = decode(&frames("paxos.accept.3", "no de", body), "node-1", &topics);
+        assert_eq!(bad_name, Err("bad_sender"));
+        let junk = decode(
+            &frames("paxos.accept.3", "node-3", vec![1, 2, 3]),
+            "node-1",
+            &topics,
+        );
+        assert_eq!(junk, Err("bad_envelope"));
+        let clock = decode(&frames("clock", "node-3", vec![0xff]), "node-1", &topics);
+        assert_eq!(clock, Err("bad_clock"));
+    }
+
+    #[test]
+    fn membership_names_the_members() {
+        let event = MembershipEvent {
+            epoch: 1,
+            members: vec![Member {
+                node: "node-2".to_owned(),
+                rank: 2,
+                status_addr: String::new(),
+                last_heartbeat_unix_ms: 0,
+                alive: true,
+            }],
+        };
+        let body = proto::encode(&event).unwrap();
+        let frames = vec![topic::MEMBERSHIP.as_bytes().to_vec(), body];
+        assert_eq!(
+            decode(&frames, "node-1", &[]),
+            Ok(Some(Inbound::Members(vec![(2, "node-2".to_owned())])))
+        );
+    }
+
+    #[test]
+    fn live_messages_use_the_chat_encoding() {
+        let message = ChatMessage {
+            id: 1,
+            from: "ann".to_owned(),
+            to: Target::Channel("general".to_owned()),
+            text: "hi".to_owned(),
+            slot: 3,
+            lamport: 4,
+        };
+        assert_eq!(live_topic(&message), "chan.general");
+        let body = proto::encode(&LiveMessage(message.clone())).unwrap();
+        assert_eq!(proto::decode::<LiveMessage>(&body).unwrap().0, message);
+    }
+}

@@ -1,0 +1,178 @@
+//! `store.json`, the node's snapshot: when to write it, writing it off the loop, and
+//! telling the core once it is durable.
+//!
+//! A snapshot is due every `--snapshot-every-slots` applied slots, or
+//! `--snapshot-interval` after the last one if anything was applied since, or at once
+//! after a snapshot from a peer was installed (the WAL does not hold the slots it
+//! covers). The store is cloned on the loop (cheap next to encoding it) and written on a
+//! blocking thread, atomically ([`crate::files::write_atomically`]); only then does the
+//! core hear of it ([`paxos::Replica::snapshot_taken`]), serve it to lagging peers and
+//! truncate its log behind it. One write at a time.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use paxos::Slot;
+use store::Store;
+use tokio::sync::mpsc;
+
+use crate::files::{FileError, write_atomically};
+use crate::metrics::Metrics;
+
+/// A written store.json: its slot and the snapshot bytes to serve to peers.
+pub(crate) type Written = Result<(Slot, Vec<u8>), FileError>;
+
+/// When the next snapshot is due, and the one being written.
+#[derive(Debug)]
+pub(crate) struct Snapshots {
+    path: PathBuf,
+    name: String,
+    every_slots: u64,
+    interval: Duration,
+    /// Applied slot of the last store.json written.
+    slot: Slot,
+    /// When the last one was started.
+    at: Instant,
+    in_flight: bool,
+    /// Due at once (a snapshot from a peer was installed).
+    now: bool,
+    done: mpsc::Sender<Written>,
+    metrics: Metrics,
+}
+
+impl Snapshots {
+    /// The snapshots of node `name` at `path`, whose store starts at `slot`; written
+    /// ones come back on the receiver.
+    pub(crate) fn new(
+        path: PathBuf,
+        name: String,
+        slot: Slot,
+        every_slots: u64,
+        interval: Duration,
+        metrics: Metrics,
+    ) -> (Snapshots, mpsc::Receiver<Written>) {
+        let (done, written) = mpsc::channel(1);
+        let snapshots = Snapshots {
+            path,
+            name,
+            every_slots,
+            interval,
+            slot,
+            at: Instant::now(),
+            in_flight: false,
+            now: false,
+            done,
+            metrics,
+        };
+        (snapshots, written)
+    }
+
+    /// Applied slot of the last store.json written.
+    pub(crate) fn slot(&self) -> Slot {
+        self.slot
+    }
+
+    /// Write one as soon as possible (the store was replaced by a peer's snapshot).
+    pub(crate) fn soon(&mut self) {
+        self.now = true;
+    }
+
+    /// Whether one is due, the store having applied up to `applied`.
+    pub(crate) fn due(&self, applied: Slot, now: Instant) -> bool {
+        let behind = applied.saturating_sub(self.slot);
+        !self.in_flight
+            && applied > 0
+            && (self.now
+                || behind >= self.every_slots
+                || (behind > 0 && now.saturating_duration_since(self.at) >= self.interval))
+    }
+
+    /// Starts writing `store` if a snapshot is due.
+    pub(crate) fn maybe_start(&mut self, store: &Store, now: Instant) {
+        if !self.due(store.applied_slot(), now) {
+            return;
+        }
+        self.now = false;
+        self.in_flight = true;
+        self.at = now;
+        let store = store.clone();
+        let name = self.name.clone();
+        let path = self.path.clone();
+        let done = self.done.clone();
+        let metrics = self.metrics.clone();
+        tokio::task::spawn_blocking(move || {
+            let started = Instant::now();
+            let result = write_atomically(&path, &store.to_json(&name))
+                .map(|()| (store.applied_slot(), store.snapshot()));
+            metrics
+                .snapshot_seconds
+                .observe(started.elapsed().as_secs_f64());
+            let _ = done.blocking_send(result);
+        });
+    }
+
+    /// A write finished: on success, the slot and bytes to give the core.
+    pub(crate) fn written(&mut self, written: Written) -> Option<(Slot, Arc<Vec<u8>>)> {
+        self.in_flight = false;
+        match written {
+            Ok((slot, bytes)) => {
+                self.metrics.snapshots.inc();
+                self.slot = slot;
+                tracing::debug!(slot, bytes = bytes.len(), "store.json written");
+                Some((slot, Arc::new(bytes)))
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "cannot write store.json; will retry");
+                None
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn snapshots(every_slots: u64) -> Snapshots {
+        let (snapshots, _) = Snapshots::new(
+            PathBuf::from("unused"),
+            "node-1".to_owned(),
+            0,
+            every_slots,
+            Duration::from_secs(30),
+            Metrics::new(),
+        );
+        snapshots
+    }
+
+    #[test]
+    fn due_by_slots_by_time_or_at_once() {
+        let mut s = snapshots(100);
+        let start = s.at;
+        assert!(!s.due(0, start), "nothing applied yet");
+        assert!(!s.due(99, start));
+        assert!(s.due(100, start), "by slots");
+        assert!(s.due(1, start + Duration::from_secs(30)), "by time");
+        s.soon();
+        assert!(s.due(1, start), "at once after an install");
+        s.in_flight = true;
+        assert!(!s.due(1_000, start), "one write at a time");
+    }
+
+    #[test]
+    fn a_failed_write_is_retried_later() {
+        let mut s = snapshots(1);
+        s.in_flight = true;
+        let failed = Err(FileError::Corrupt {
+            path: PathBuf::from("store.json"),
+            reason: "disk full".to_owned(),
+        });
+        assert!(s.written(failed).is_none());
+        assert_eq!(s.slot(), 0);
+        assert!(s.due(5, s.at), "due again");
+        let bytes = s.written(Ok((5, vec![1, 2]))).unwrap();
+        assert_eq!((bytes.0, bytes.1.as_slice()), (5, &[1, 2][..]));
+        assert_eq!(s.slot(), 5);
+    }
+}
