@@ -38,5 +38,5 @@ pub mod session;
 pub mod status;
 pub mod table;
 
-pub use live::{LiveError, LiveFeed, LiveMessage};
+pub use live::{LiveError, LiveFeed};
 pub use session::{Answer, CallError, CallOptions, Connection, ConnectionStats, Session};
