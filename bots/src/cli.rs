@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
-use client::cli::{Endpoints, Timeouts};
+use client::args::{Endpoints, Timeouts};
 use tokio_util::sync::CancellationToken;
 
 use crate::chat::{ChatConfig, Say, run_chat};

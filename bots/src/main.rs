@@ -1,30 +1,21 @@
-//! The `bots` binary: parses the command line and runs [`bots::cli::run`].
+//! The `bots` binary: parses the command line and runs [`bots::cli::run`] on the skeleton
+//! of [`service::Program`].
 
 use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::Parser;
+use service::{Flavor, Program};
 
-/// How long the runtime waits for its threads at exit (everything is already joined).
-const SHUTDOWN_WAIT: Duration = Duration::from_millis(500);
+/// Many client sessions at once: a worker per core. At exit the runtime is given
+/// 500 ms for its threads (everything is already joined).
+const BOTS: Program =
+    Program::new("bots", Flavor::MultiThread).with_shutdown_wait(Duration::from_millis(500));
 
 fn main() -> ExitCode {
     let cli = bots::cli::Cli::parse();
-    service::init_logging(&cli.log);
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(runtime) => runtime,
-        Err(error) => {
-            eprintln!("error: cannot start the async runtime: {error}");
-            return ExitCode::FAILURE;
-        }
-    };
-    let exit = runtime.block_on(async {
-        let shutdown = service::shutdown_token();
+    let log = cli.log.clone();
+    BOTS.run_with_status(&log, |shutdown| async move {
         bots::cli::run(cli, shutdown, &mut std::io::stdout()).await
-    });
-    runtime.shutdown_timeout(SHUTDOWN_WAIT);
-    ExitCode::from(exit)
+    })
 }

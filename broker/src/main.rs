@@ -1,9 +1,15 @@
-//! The `broker` binary: flags, logging, bind, [`broker::run`]; or `broker health`.
+//! The `broker` binary: flags, then bind and [`broker::run`], or `broker health`, on the
+//! skeleton of [`service::Program`].
 
 use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
+use service::{Flavor, Program};
+use tokio_util::sync::CancellationToken;
+
+// One event loop and nothing to spread over threads (see `Flavor::CurrentThread`).
+const BROKER: Program = Program::new("broker", Flavor::CurrentThread);
 
 /// Round-robin request broker of paxos-zmq.
 ///
@@ -49,48 +55,29 @@ enum Command {
     },
 }
 
-// One event loop and nothing to spread over threads: on a current-thread runtime the loop
-// drives the I/O reactor itself, so a message wakes no second thread.
-#[tokio::main(flavor = "current_thread")]
-async fn main() -> ExitCode {
+fn main() -> ExitCode {
     let cli = Cli::parse();
-    service::init_logging(&cli.log);
     match cli.command {
-        Some(Command::Health { timeout }) => match broker::health(&cli.frontend, timeout).await {
-            Ok(response) => {
-                println!("healthy: {} answered seq {}", response.node, response.seq);
-                ExitCode::SUCCESS
-            }
-            Err(e) => {
-                eprintln!("unhealthy: {e}");
-                ExitCode::FAILURE
-            }
-        },
-        None | Some(Command::Run) => {
-            let config = broker::Config {
-                liveness_timeout: cli.liveness_timeout,
-                stats_interval: cli.stats_interval,
-                malformed_log_interval: cli.malformed_log_interval,
-            };
-            match serve(&cli.frontend, &cli.backend, config).await {
-                Ok(()) => ExitCode::SUCCESS,
-                Err(e) => {
-                    tracing::error!(error = %e, "broker failed");
-                    ExitCode::FAILURE
-                }
-            }
-        }
+        Some(Command::Health { timeout }) => BROKER.health(&cli.log, async {
+            let response = broker::health(&cli.frontend, timeout).await;
+            response.map(|response| format!("{} answered seq {}", response.node, response.seq))
+        }),
+        None | Some(Command::Run) => BROKER.run(
+            &cli.log,
+            |shutdown| serve(&cli, shutdown),
+            |error| tracing::error!(%error, "broker failed"),
+        ),
     }
 }
 
-async fn serve(
-    frontend: &str,
-    backend: &str,
-    config: broker::Config,
-) -> Result<(), broker::BrokerError> {
+async fn serve(cli: &Cli, shutdown: CancellationToken) -> Result<(), broker::BrokerError> {
+    let config = broker::Config {
+        liveness_timeout: cli.liveness_timeout,
+        stats_interval: cli.stats_interval,
+        malformed_log_interval: cli.malformed_log_interval,
+    };
     config.validate()?;
-    let shutdown = service::shutdown_token();
-    let (frontend, backend) = broker::bind(frontend, backend).await?;
+    let (frontend, backend) = broker::bind(&cli.frontend, &cli.backend).await?;
     broker::run(frontend, backend, config, shutdown).await?;
     Ok(())
 }

@@ -1,4 +1,4 @@
-//! The `client` command line: configuration, one-shot commands and exit codes.
+//! The `client` command line: its flags, the one-shot commands and their exit codes.
 //!
 //! `main` parses [`Cli`] and calls [`run`]; tests do the same in-process with their
 //! own output buffer. Exit codes ([`Exit`]): 0 ok, 1 error, 2 not found, 3 CAS mismatch.
@@ -7,58 +7,21 @@
 //! (`{"ok": false, "error": "<code>", "message": "..."}`) so that scripts read one stream.
 
 use std::io::Write;
-use std::time::Duration;
 
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::{Parser, Subcommand, ValueEnum};
 use proto::client::{ChatMessage, Target};
-use proto::{Consistency, ErrorCode, Op, Reply};
+use proto::{Consistency, Op, Reply};
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 
+use crate::args::{Endpoints, Timeouts};
+use crate::exit::Exit;
 use crate::live::{LiveFeed, format_message, parse_target};
-use crate::session::{Answer, CallError, CallOptions, Connection};
+use crate::session::{Answer, CallError, Connection};
 use crate::{menu, status, table};
 
-/// Default broker frontend.
-pub const DEFAULT_BROKER: &str = "tcp://127.0.0.1:5555";
-/// Default proxy backend (XPUB), where subscribers connect.
-pub const DEFAULT_PROXY_BACKEND: &str = "tcp://127.0.0.1:5558";
 /// Default status addresses of the nodes (node N serves HTTP on port 7000 + N).
 pub const DEFAULT_NODES: &str = "127.0.0.1:7001,127.0.0.1:7002,127.0.0.1:7003";
-
-/// Where the cluster is.
-#[derive(Debug, Clone, Args)]
-pub struct Endpoints {
-    /// Broker frontend (ROUTER) that clients connect a DEALER to.
-    #[arg(long, env = "BROKER", default_value = DEFAULT_BROKER, global = true)]
-    pub broker: String,
-    /// Proxy backend (XPUB) where live chat messages are published.
-    #[arg(long, env = "PROXY_BACKEND", default_value = DEFAULT_PROXY_BACKEND, global = true)]
-    pub proxy: String,
-}
-
-/// How long requests may take.
-#[derive(Debug, Clone, Args)]
-pub struct Timeouts {
-    /// Overall deadline of one request, retries included (e.g. 10s, 500ms).
-    #[arg(long, env = "CLIENT_TIMEOUT", default_value = "10s",
-          value_parser = service::parse_duration, global = true)]
-    pub timeout: Duration,
-    /// Wait for one attempt's answer before sending the same request again.
-    #[arg(long, env = "CLIENT_ATTEMPT_TIMEOUT", default_value = "1s",
-          value_parser = service::parse_duration, global = true)]
-    pub attempt_timeout: Duration,
-}
-
-impl Timeouts {
-    /// As [`CallOptions`].
-    pub fn call_options(&self) -> CallOptions {
-        CallOptions {
-            attempt_timeout: self.attempt_timeout,
-            timeout: self.timeout,
-        }
-    }
-}
 
 /// Output format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, ValueEnum)]
@@ -201,40 +164,6 @@ pub enum Command {
     Status,
     /// A real write through consensus answered by each node, with its latency.
     Health,
-}
-
-/// The process exit status.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Exit {
-    /// Done.
-    Ok,
-    /// Failed (see the message).
-    Error,
-    /// The key, user or channel does not exist.
-    NotFound,
-    /// A compare-and-set found another value.
-    CasMismatch,
-}
-
-impl Exit {
-    /// The numeric exit code.
-    pub fn code(self) -> u8 {
-        match self {
-            Exit::Ok => 0,
-            Exit::Error => 1,
-            Exit::NotFound => 2,
-            Exit::CasMismatch => 3,
-        }
-    }
-
-    /// The exit status a failed call means.
-    pub fn of_error(error: &CallError) -> Exit {
-        match error.code() {
-            Some(ErrorCode::NotFound) => Exit::NotFound,
-            Some(ErrorCode::CasMismatch) => Exit::CasMismatch,
-            _ => Exit::Error,
-        }
-    }
 }
 
 /// Runs the command line: a one-shot command, or the interactive menu without one.
@@ -548,6 +477,8 @@ async fn run_health(cli: &Cli, out: &mut dyn Write) -> std::io::Result<Exit> {
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use super::*;
 
     fn parse(args: &[&str]) -> Cli {

@@ -18,6 +18,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use proto::client::Command;
+use proto::live::LiveMessage;
 use proto::{Consistency, Error, ErrorCode, Request, Response};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -28,8 +29,6 @@ use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use transport::{Kind, Sender, Socket, TransportError};
-
-use crate::live::{LiveMessage, topic_of};
 
 /// Largest HTTP request head the status servers read.
 const MAX_HTTP_REQUEST_BYTES: usize = 8 * 1024;
@@ -305,8 +304,9 @@ async fn serve_requests(
             };
             bump(&counters.applied);
             for message in posted {
-                let topic = topic_of(&message.to).into_bytes();
-                if let Ok(frame) = proto::encode(&LiveMessage(message)) {
+                let live = LiveMessage(message);
+                let topic = live.topic().into_bytes();
+                if let Ok(frame) = proto::encode(&live) {
                     // A PUB socket drops for slow subscribers rather than block; so may we.
                     if publisher.try_send(vec![topic, frame]).is_ok() {
                         bump(&counters.published);

@@ -6,7 +6,9 @@
 //! |---|---|
 //! | [`session`] | [`Connection`] (one DEALER to the broker frontend) and [`Session`]s over it: `call(op)` retries with the same `(client_id, seq)` until an answer or the deadline |
 //! | [`live`] | [`LiveFeed`]: a SUB socket on the proxy backend that receives the committed chat messages of followed channels and users |
-//! | [`cli`] | the `client` command line: one-shot commands, exit codes, `-o json` |
+//! | [`args`] | the flags shared by the command line, the menu and the `bots`: [`args::Endpoints`], [`args::Timeouts`] |
+//! | [`cli`] | the `client` command line: one-shot commands, `-o json` |
+//! | [`exit`] | [`exit::Exit`]: the exit codes of the command line and the menu |
 //! | [`menu`] | the interactive chat menu (the seeds' chat client), with live messages printed above the prompt |
 //! | [`status`] | `GET /status` of the nodes, and `health`: one write through consensus per node |
 //! | [`table`] | plain-text tables for people |
@@ -29,7 +31,9 @@
 //!   Nothing from the network is trusted: replies and deliveries are decoded and
 //!   validated by `proto`'s codec, and bad frames are counted and dropped.
 
+pub mod args;
 pub mod cli;
+pub mod exit;
 #[cfg(feature = "fake-cluster")]
 pub mod fake;
 pub mod live;
@@ -38,5 +42,5 @@ pub mod session;
 pub mod status;
 pub mod table;
 
-pub use live::{LiveError, LiveFeed, LiveMessage};
+pub use live::{LiveError, LiveFeed};
 pub use session::{Answer, CallError, CallOptions, Connection, ConnectionStats, Session};

@@ -1,7 +1,7 @@
 //! Live delivery of committed chat messages, from the proxy's XPUB backend.
 //!
-//! The node that commits a chat message publishes it as `[topic, body(ChatMessage)]` on
-//! `chan.<channel>` or `user.<recipient>` ([`proto::topic`]). A [`LiveFeed`] is a SUB
+//! The node that commits a chat message publishes it as `[topic, body(LiveMessage)]` on
+//! `chan.<channel>` or `user.<recipient>` ([`proto::live`]). A [`LiveFeed`] is a SUB
 //! socket that follows some of those topics. SUB filters by prefix only (`chan.a` lets
 //! `chan.ab` through), so the feed compares the whole topic frame with the ones it
 //! follows before it trusts a message.
@@ -13,53 +13,13 @@
 use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
+use proto::DecodeError;
 use proto::client::{ChatMessage, Target};
-use proto::limits::{MAX_NAME_BYTES, MAX_TEXT_BYTES};
-use proto::{DecodeError, LimitError, Wire};
-use serde::{Deserialize, Serialize};
+use proto::live::{LiveMessage, topic_of};
 use transport::{Kind, Mode, Options, Receiver, Sender, Socket, TransportError};
 
 /// Most topics one feed follows: each one is a subscription the proxy keeps for us.
 pub const MAX_FOLLOWED_TOPICS: usize = 1024;
-
-/// A chat message as it travels on the proxy: the body frame of a live delivery.
-/// (`ChatMessage` is a reply type in `proto`; this wrapper gives it the codec's
-/// validation for the pub/sub path, with the identical encoding.)
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(transparent)]
-pub struct LiveMessage(pub ChatMessage);
-
-impl Wire for LiveMessage {
-    fn validate(&self) -> Result<(), LimitError> {
-        let message = &self.0;
-        let (field, name) = match &message.to {
-            Target::Channel(name) => ("to.channel", name),
-            Target::User(name) => ("to.user", name),
-        };
-        for (field, text, max) in [
-            ("from", &message.from, MAX_NAME_BYTES),
-            (field, name, MAX_NAME_BYTES),
-            ("text", &message.text, MAX_TEXT_BYTES),
-        ] {
-            if text.len() > max {
-                return Err(LimitError::TooLong {
-                    field,
-                    len: text.len(),
-                    max,
-                });
-            }
-        }
-        Ok(())
-    }
-}
-
-/// The proxy topic of a channel's or a user's live messages.
-pub fn topic_of(target: &Target) -> String {
-    match target {
-        Target::Channel(name) => proto::topic::channel(name),
-        Target::User(name) => proto::topic::user(name),
-    }
-}
 
 /// Reads `#channel`, `channel` or `@user` as a [`Target`].
 pub fn parse_target(text: &str) -> Target {
@@ -213,28 +173,6 @@ mod tests {
             slot: 3,
             lamport: 9,
         }
-    }
-
-    #[test]
-    fn live_message_has_the_chat_message_encoding() {
-        let live = LiveMessage(message("hello"));
-        let frame = proto::encode(&live).unwrap();
-        let back: LiveMessage = proto::decode(&frame).unwrap();
-        assert_eq!(back, live);
-        // Transparent: serialised exactly as the bare message.
-        assert_eq!(
-            serde_json::to_value(&live).unwrap(),
-            serde_json::to_value(&live.0).unwrap()
-        );
-    }
-
-    #[test]
-    fn oversized_deliveries_are_refused() {
-        let live = LiveMessage(message(&"x".repeat(MAX_TEXT_BYTES + 1)));
-        assert!(live.validate().is_err());
-        let mut bad_name = message("hi");
-        bad_name.from = "n".repeat(MAX_NAME_BYTES + 1);
-        assert!(LiveMessage(bad_name).validate().is_err());
     }
 
     #[test]

@@ -16,7 +16,8 @@ use rustyline::error::ReadlineError;
 use rustyline::{DefaultEditor, ExternalPrinter};
 use tokio::runtime::Handle;
 
-use crate::cli::{Endpoints, Exit};
+use crate::args::Endpoints;
+use crate::exit::Exit;
 use crate::live::{Follower, LiveFeed, format_message, parse_target};
 use crate::session::{Answer, CallOptions, Connection, Session};
 

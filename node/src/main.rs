@@ -1,11 +1,22 @@
 //! The `node` binary: `node --id N` runs a replica; `node health` checks one (docker).
-//! All logic is in the library (`node::run`).
+//! All logic is in the library (`node::run`); the skeleton is [`service::Program`].
 
 use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
+use service::{Flavor, HealthLabels, Program};
+
+// One thread drives the replica; the sockets and the WAL have their own threads.
+const NODE: Program = Program::new("node", Flavor::CurrentThread);
+
+/// Quiet when healthy, `node health: <reason>` when not: the node's probe has always
+/// printed only trouble (docker keeps the output of failed healthchecks).
+const HEALTH_LABELS: HealthLabels = HealthLabels {
+    healthy: None,
+    unhealthy: "node health: ",
+};
 
 /// One replica of paxos-zmq: Multi-Paxos over ZeroMQ with a write-ahead log, store.json
 /// snapshots, and /status, /metrics, /livez, /readyz on its status port.
@@ -40,48 +51,29 @@ fn main() -> ExitCode {
         timeout,
     }) = cli.command
     {
-        return match node::http_get(status_addr, "/livez", timeout) {
-            Ok((200, _)) => ExitCode::SUCCESS,
-            Ok((code, _)) => {
-                eprintln!("node health: /livez answered {code}");
-                ExitCode::FAILURE
-            }
-            Err(e) => {
-                eprintln!("node health: {e}");
-                ExitCode::FAILURE
-            }
+        // A plain blocking GET: no runtime and no logging for a probe.
+        let outcome = match node::http_get(status_addr, "/livez", timeout) {
+            Ok((200, _)) => Ok("/livez answered 200"),
+            Ok((code, _)) => Err(format!("/livez answered {code}")),
+            Err(e) => Err(e.to_string()),
         };
+        return service::report_health(outcome, HEALTH_LABELS);
     }
     let Some(config) = cli.config else {
         eprintln!("node: --id is required (see --help)");
         return ExitCode::from(2);
     };
-    service::init_logging(&cli.log);
-    // One thread drives the replica; the sockets and the WAL have their own threads.
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(runtime) => runtime,
-        Err(e) => {
-            eprintln!("node: cannot start the runtime: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    let result = runtime.block_on(async move {
-        if let Err(error) = config.validate() {
-            return Err(node::NodeError::from(error));
-        }
-        let shutdown = service::shutdown_token();
-        let sockets = node::Sockets::open(&config).await?;
-        node::run(config, sockets, shutdown).await
-    });
-    match result {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(error) => {
+    NODE.run(
+        &cli.log,
+        |shutdown| async move {
+            config.validate()?;
+            let sockets = node::Sockets::open(&config).await?;
+            node::run(config, sockets, shutdown).await
+        },
+        |error: &node::NodeError| {
             tracing::error!(%error, "node stopped");
+            // Also without a log reader (RUST_LOG=off, JSON logs): say why on stderr.
             eprintln!("node: {error}");
-            ExitCode::FAILURE
-        }
-    }
+        },
+    )
 }

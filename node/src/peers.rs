@@ -18,43 +18,15 @@
 use std::path::PathBuf;
 
 use paxos::{Envelope, Message, Rank};
-use proto::client::{ChatMessage, Target};
+use proto::client::ChatMessage;
 use proto::fabric::MembershipEvent;
-use proto::{LimitError, Wire, topic};
-use serde::{Deserialize, Serialize};
+use proto::live::LiveMessage;
+use proto::topic;
 use transport::{Multipart, Sender};
 
 use crate::clock::ClockMessage;
 use crate::files::Identity;
 use crate::metrics::Metrics;
-
-/// A chat message as published on the proxy: `[topic, body(LiveMessage)]`. The same
-/// encoding as [`ChatMessage`]; this wrapper gives it the codec's validation.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(transparent)]
-pub struct LiveMessage(pub ChatMessage);
-
-impl Wire for LiveMessage {
-    fn validate(&self) -> Result<(), LimitError> {
-        let too_long = |field, len: usize, max| {
-            if len > max {
-                Err(LimitError::TooLong { field, len, max })
-            } else {
-                Ok(())
-            }
-        };
-        too_long("from", self.0.from.len(), proto::limits::MAX_NAME_BYTES)?;
-        too_long("text", self.0.text.len(), proto::limits::MAX_TEXT_BYTES)
-    }
-}
-
-/// The topic of a chat message's live delivery.
-pub fn live_topic(message: &ChatMessage) -> String {
-    match &message.to {
-        Target::Channel(name) => topic::channel(name),
-        Target::User(name) => topic::user(name),
-    }
-}
 
 /// The broadcast topic of an envelope from `rank` addressed to every node: the Paxos
 /// broadcasts name their sender ([`topic::from_rank`]), so that it does not receive them
@@ -271,8 +243,9 @@ impl Peers {
 
     /// Publishes a committed chat message for its live subscribers.
     pub(crate) fn send_live(&mut self, message: ChatMessage) {
-        let topic = live_topic(&message);
-        match proto::encode(&LiveMessage(message)) {
+        let message = LiveMessage(message);
+        let topic = message.topic();
+        match proto::encode(&message) {
             Ok(body) => self.publish(vec![topic.into_bytes(), body]),
             Err(e) => tracing::warn!(error = %e, "cannot encode a chat message"),
         }
@@ -405,20 +378,5 @@ mod tests {
             decode(&frames, "node-1", &[]),
             Ok(Some(Inbound::Members(vec![(2, "node-2".to_owned())])))
         );
-    }
-
-    #[test]
-    fn live_messages_use_the_chat_encoding() {
-        let message = ChatMessage {
-            id: 1,
-            from: "ann".to_owned(),
-            to: Target::Channel("general".to_owned()),
-            text: "hi".to_owned(),
-            slot: 3,
-            lamport: 4,
-        };
-        assert_eq!(live_topic(&message), "chan.general");
-        let body = proto::encode(&LiveMessage(message.clone())).unwrap();
-        assert_eq!(proto::decode::<LiveMessage>(&body).unwrap().0, message);
     }
 }

@@ -221,7 +221,7 @@ fn check_name(field: &'static str, name: &str) -> Result<(), LimitError> {
     check_len(field, name, MAX_NAME_BYTES)
 }
 
-fn check_len(field: &'static str, text: &str, max: usize) -> Result<(), LimitError> {
+pub(crate) fn check_len(field: &'static str, text: &str, max: usize) -> Result<(), LimitError> {
     if text.len() > max {
         return Err(LimitError::TooLong {
             field,

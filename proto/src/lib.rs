@@ -9,6 +9,7 @@
 //! | [`client`] | client/bots ↔ broker ↔ node | [`client::Request`], [`client::Response`], [`client::Command`] |
 //! | [`fabric`] | node ↔ broker, node ↔ reference, reference → proxy | [`fabric::NodeToBroker`], [`fabric::RefRequest`], [`fabric::RefReply`], [`fabric::MembershipEvent`] |
 //! | [`paxos`] | node ↔ node over the proxy | [`paxos::Envelope`] |
+//! | [`live`] | node → proxy → client (live chat) | [`live::LiveMessage`] on [`live::topic_of`] |
 //! | [`topic`] | pub/sub topic names | |
 //!
 //! ## Invariants kept here
@@ -21,6 +22,7 @@ pub mod client;
 pub mod codec;
 pub mod fabric;
 pub mod limits;
+pub mod live;
 pub mod paxos;
 pub mod topic;
 

@@ -1,9 +1,15 @@
-//! The `proxy` binary: flags, logging, bind, [`proxy::run`]; or `proxy health`.
+//! The `proxy` binary: flags, then bind and [`proxy::run`], or `proxy health`, on the
+//! skeleton of [`service::Program`].
 
 use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
+use service::{Flavor, Program};
+use tokio_util::sync::CancellationToken;
+
+// One event loop and nothing to spread over threads (see `Flavor::CurrentThread`).
+const PROXY: Program = Program::new("proxy", Flavor::CurrentThread);
 
 /// XSUB/XPUB forwarder of paxos-zmq: the pub/sub bus of the Paxos messages, membership
 /// and live chat.
@@ -44,48 +50,27 @@ enum Command {
     },
 }
 
-// One event loop and nothing to spread over threads: on a current-thread runtime the loop
-// drives the I/O reactor itself, so a message wakes no second thread.
-#[tokio::main(flavor = "current_thread")]
-async fn main() -> ExitCode {
+fn main() -> ExitCode {
     let cli = Cli::parse();
-    service::init_logging(&cli.log);
     match cli.command {
-        Some(Command::Health { timeout }) => {
-            match proxy::health(&cli.frontend, &cli.backend, timeout).await {
-                Ok(round_trip) => {
-                    println!("healthy: PUB→SUB round trip in {round_trip:?}");
-                    ExitCode::SUCCESS
-                }
-                Err(e) => {
-                    eprintln!("unhealthy: {e}");
-                    ExitCode::FAILURE
-                }
-            }
-        }
-        None | Some(Command::Run) => {
-            let config = proxy::Config {
-                stats_interval: cli.stats_interval,
-            };
-            match serve(&cli.frontend, &cli.backend, config).await {
-                Ok(()) => ExitCode::SUCCESS,
-                Err(e) => {
-                    tracing::error!(error = %e, "proxy failed");
-                    ExitCode::FAILURE
-                }
-            }
-        }
+        Some(Command::Health { timeout }) => PROXY.health(&cli.log, async {
+            let round_trip = proxy::health(&cli.frontend, &cli.backend, timeout).await;
+            round_trip.map(|round_trip| format!("PUB→SUB round trip in {round_trip:?}"))
+        }),
+        None | Some(Command::Run) => PROXY.run(
+            &cli.log,
+            |shutdown| serve(&cli, shutdown),
+            |error| tracing::error!(%error, "proxy failed"),
+        ),
     }
 }
 
-async fn serve(
-    frontend: &str,
-    backend: &str,
-    config: proxy::Config,
-) -> Result<(), proxy::ProxyError> {
+async fn serve(cli: &Cli, shutdown: CancellationToken) -> Result<(), proxy::ProxyError> {
+    let config = proxy::Config {
+        stats_interval: cli.stats_interval,
+    };
     config.validate()?;
-    let shutdown = service::shutdown_token();
-    let forwarder = proxy::start(frontend, backend).await?;
+    let forwarder = proxy::start(&cli.frontend, &cli.backend).await?;
     proxy::run(forwarder, config, shutdown).await?;
     Ok(())
 }

@@ -1,11 +1,16 @@
-//! The `reference` binary: flags, logging, open the registry, bind, [`reference::run`];
-//! or `reference health`.
+//! The `reference` binary: flags, then open the registry, bind and [`reference::run`], or
+//! `reference health`, on the skeleton of [`service::Program`].
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
+use service::{Flavor, Program};
+use tokio_util::sync::CancellationToken;
+
+// One event loop and nothing to spread over threads (see `Flavor::CurrentThread`).
+const REFERENCE: Program = Program::new("reference", Flavor::CurrentThread);
 
 /// Reference service of paxos-zmq: node names, their stable ranks, heartbeats and
 /// membership.
@@ -57,46 +62,31 @@ enum Command {
     },
 }
 
-// One event loop and nothing to spread over threads: on a current-thread runtime the loop
-// drives the I/O reactor itself, so a message wakes no second thread.
-#[tokio::main(flavor = "current_thread")]
-async fn main() -> ExitCode {
+fn main() -> ExitCode {
     let cli = Cli::parse();
-    service::init_logging(&cli.log);
     match cli.command {
-        Some(Command::Health { timeout }) => {
-            match reference::health(&cli.endpoint, timeout).await {
-                Ok(members) => {
-                    let alive = members.iter().filter(|m| m.alive).count();
-                    println!("healthy: {} members, {alive} alive", members.len());
-                    ExitCode::SUCCESS
-                }
-                Err(e) => {
-                    eprintln!("unhealthy: {e}");
-                    ExitCode::FAILURE
-                }
-            }
-        }
-        None | Some(Command::Run) => {
-            let config = reference::Config {
-                expiry_timeout: cli.expiry_timeout,
-                publish_interval: cli.publish_interval,
-                malformed_log_interval: cli.malformed_log_interval,
-            };
-            match serve(&cli, config).await {
-                Ok(()) => ExitCode::SUCCESS,
-                Err(e) => {
-                    tracing::error!(error = %e, "reference failed");
-                    ExitCode::FAILURE
-                }
-            }
-        }
+        Some(Command::Health { timeout }) => REFERENCE.health(&cli.log, async {
+            let members = reference::health(&cli.endpoint, timeout).await;
+            members.map(|members| {
+                let alive = members.iter().filter(|m| m.alive).count();
+                format!("{} members, {alive} alive", members.len())
+            })
+        }),
+        None | Some(Command::Run) => REFERENCE.run(
+            &cli.log,
+            |shutdown| serve(&cli, shutdown),
+            |error| tracing::error!(%error, "reference failed"),
+        ),
     }
 }
 
-async fn serve(cli: &Cli, config: reference::Config) -> Result<(), reference::ReferenceError> {
+async fn serve(cli: &Cli, shutdown: CancellationToken) -> Result<(), reference::ReferenceError> {
+    let config = reference::Config {
+        expiry_timeout: cli.expiry_timeout,
+        publish_interval: cli.publish_interval,
+        malformed_log_interval: cli.malformed_log_interval,
+    };
     config.validate()?;
-    let shutdown = service::shutdown_token();
     let (registry, store) = reference::open_registry(&cli.data_dir, config.expiry_timeout)?;
     let (router, publisher) = reference::bind(&cli.endpoint, &cli.proxy).await?;
     reference::run(router, publisher, registry, store, config, shutdown).await?;

@@ -9,10 +9,28 @@
 //! - [`parse_duration`]: `150ms`, `2s`, `1m` for duration flags.
 //! - [`RateLimitedLog`]: a warning logged at most once per interval (malformed input at
 //!   line rate must not flood the log).
+//!
+//! ## The binaries' skeleton ([`program`])
+//! Every `main` is the same few steps around a different `run`, so they are written once:
+//! a `const` [`Program`] names the binary and its runtime [`Flavor`] (current-thread for
+//! the one-loop services, multi-thread for the client and the bots), and
+//! - [`Program::run`] installs logging, builds the runtime (threads named after the
+//!   program), hands a [`shutdown_token`] to the run, waits for the runtime at exit
+//!   ([`Program::with_shutdown_wait`] bounds that wait), and maps `Ok` to exit 0 and `Err`
+//!   to exit 1 after the binary's closure has logged it;
+//! - [`Program::run_with_status`] does the same for a run that returns its own exit code;
+//! - [`Program::health`] runs a probe and [`report_health`] prints `healthy: <answer>`
+//!   (stdout, exit 0) or `unhealthy: <reason>` (stderr, exit 1), the contract of the
+//!   container healthchecks.
+//!
+//! What stays in a `main` is what differs: its flags, what it binds and runs, and how it
+//! words a failure.
 
 use std::time::Duration;
 
+pub mod program;
 mod ratelimit;
+pub use program::{Flavor, HealthLabels, Program, exit_code, report_health};
 pub use ratelimit::RateLimitedLog;
 
 use tokio_util::sync::CancellationToken;

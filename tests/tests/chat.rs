@@ -8,7 +8,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use e2e::{Client, Cluster, ClusterOptions, bin_dir, runtime};
-use node::peers::LiveMessage;
+use proto::live::LiveMessage;
 use proto::{Consistency, Op, Reply};
 use transport::{Kind, Mode, Options, Socket};
 

@@ -1,0 +1,49 @@
+//! The flags the client's command line, its interactive menu and the `bots` share: where
+//! the cluster is ([`Endpoints`]) and how long a request may take ([`Timeouts`]). Their
+//! own module so that [`crate::cli`] and [`crate::menu`] both use them without importing
+//! each other.
+
+use std::time::Duration;
+
+use clap::Args;
+
+use crate::session::CallOptions;
+
+/// Default broker frontend.
+pub const DEFAULT_BROKER: &str = "tcp://127.0.0.1:5555";
+/// Default proxy backend (XPUB), where subscribers connect.
+pub const DEFAULT_PROXY_BACKEND: &str = "tcp://127.0.0.1:5558";
+
+/// Where the cluster is.
+#[derive(Debug, Clone, Args)]
+pub struct Endpoints {
+    /// Broker frontend (ROUTER) that clients connect a DEALER to.
+    #[arg(long, env = "BROKER", default_value = DEFAULT_BROKER, global = true)]
+    pub broker: String,
+    /// Proxy backend (XPUB) where live chat messages are published.
+    #[arg(long, env = "PROXY_BACKEND", default_value = DEFAULT_PROXY_BACKEND, global = true)]
+    pub proxy: String,
+}
+
+/// How long requests may take.
+#[derive(Debug, Clone, Args)]
+pub struct Timeouts {
+    /// Overall deadline of one request, retries included (e.g. 10s, 500ms).
+    #[arg(long, env = "CLIENT_TIMEOUT", default_value = "10s",
+          value_parser = service::parse_duration, global = true)]
+    pub timeout: Duration,
+    /// Wait for one attempt's answer before sending the same request again.
+    #[arg(long, env = "CLIENT_ATTEMPT_TIMEOUT", default_value = "1s",
+          value_parser = service::parse_duration, global = true)]
+    pub attempt_timeout: Duration,
+}
+
+impl Timeouts {
+    /// As [`CallOptions`].
+    pub fn call_options(&self) -> CallOptions {
+        CallOptions {
+            attempt_timeout: self.attempt_timeout,
+            timeout: self.timeout,
+        }
+    }
+}
