@@ -100,16 +100,20 @@
 //!   of the [`Persisted`] fold.
 //! - `tests/scenarios.rs`: the classic traps, one per test, on a deterministic cluster
 //!   whose test decides which messages are lost.
-//! - `tests/simulator.rs`: the seeded fault simulator (`tests/sim/mod.rs`) — loss,
-//!   duplication, reordering, delays, (asymmetric) partitions, crashes that lose what was
-//!   not durable, snapshots; agreement, promises, in-order apply, digests and
-//!   exactly-once checked after every event, convergence after the heal, and the clients'
-//!   history checked by `lincheck`. `cargo test -p paxos` runs 2,000 seeds;
+//! - `tests/simulator.rs`: the seeded fault simulator (`tests/sim/mod.rs`), which drives
+//!   each replica through this same API and gate — loss, duplication, reordering, delays,
+//!   (asymmetric) partitions, a disk slower or faster than the network, crashes that keep
+//!   a random prefix of what was not fsynced, snapshots; agreement, one value per ballot
+//!   and slot, promises/rounds/votes kept across restarts, every applied slot durably
+//!   held by a quorum, in-order apply, digests and exactly-once checked after every
+//!   event, convergence after the heal, and the clients' history checked by `lincheck`.
+//!   `cargo test -p paxos` runs 2,000 seeds;
 //!   `SIM_SEEDS=100000 cargo test -p paxos --release --test simulator` runs more;
 //!   `SIM_SEED=n` replays one seed exactly.
 //! - The `bug-injection` feature (enabled only by this crate's own dev-dependency, so it
 //!   does not exist in the builds of other crates) adds `Replica::inject_bug`; the
-//!   `teeth_*` tests break one safety rule each and require the simulator to catch it.
+//!   `teeth_*` tests break one safety rule each — the gate's rules among them — and
+//!   require the simulator to catch it within 5,000 seeds.
 
 pub mod config;
 pub mod gate;

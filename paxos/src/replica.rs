@@ -538,10 +538,16 @@ impl Replica {
 
     // ---------------------------------------------------------------- acceptor
 
-    /// Raises the promise to `ballot` (the caller checked `ballot >= promised`). A
-    /// candidate or leader whose own ballot is now beaten steps down: it could no longer
-    /// accept its own proposals.
+    /// Raises the promise to `ballot`, which the caller checked is not below it (a
+    /// promise never decreases). A candidate or leader whose own ballot is now beaten
+    /// steps down: it could no longer accept its own proposals.
     fn promise(&mut self, ballot: Ballot) {
+        assert!(
+            ballot >= self.promised,
+            "replica {} would promise {ballot} below its promise {}",
+            self.config.rank,
+            self.promised
+        );
         if ballot > self.promised {
             self.promised = ballot;
             self.persist(Record::Promise { ballot });
@@ -918,9 +924,15 @@ impl Replica {
             .is_some_and(|t| t <= self.config.election_timeout_ticks)
     }
 
-    /// Follows `rank`, which showed it leads with `ballot` (the caller checked that
-    /// `ballot` is not below our promise).
+    /// Follows `rank`, which showed it leads with `ballot` — not below our promise, as
+    /// the caller checked (a replica never follows a ballot it would refuse).
     fn follow(&mut self, rank: Rank, ballot: Ballot) {
+        assert!(
+            ballot >= self.promised,
+            "replica {} would follow {ballot} below its promise {}",
+            self.config.rank,
+            self.promised
+        );
         if self.leader.is_none_or(|(_, b)| b <= ballot) {
             self.leader = Some((rank, ballot));
             self.leader_silent_ticks = 0;
