@@ -54,6 +54,9 @@ pub const LOAD_CHANNEL: &str = "load";
 pub const MAX_LATENCY_US: u64 = 3_600_000_000;
 /// How often the progress line is redrawn on a terminal.
 pub const PROGRESS_INTERVAL: Duration = Duration::from_secs(1);
+/// Least overall deadline of the setup calls (the load's user and channel): they are not
+/// measured, and a run must not fail because one of them met a busy moment.
+pub const SETUP_TIMEOUT: Duration = Duration::from_secs(10);
 /// How often a progress line is written when stderr is not a terminal (a log file).
 pub const PROGRESS_LOG_INTERVAL: Duration = Duration::from_secs(10);
 
@@ -656,7 +659,11 @@ pub async fn run_load(
         connections.push(Connection::open(&config.broker).await?);
     }
     if config.mix.has(LoadOp::Publish) {
-        set_up_chat(&connections[0], &config.options)
+        let setup = CallOptions {
+            timeout: config.options.timeout.max(SETUP_TIMEOUT),
+            ..config.options
+        };
+        set_up_chat(&connections[0], &setup)
             .await
             .map_err(LoadError::Setup)?;
     }
