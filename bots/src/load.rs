@@ -245,6 +245,8 @@ pub struct LoadReport {
     pub cas_mismatch: u64,
     /// Answered operations that needed more than one attempt.
     pub retried: u64,
+    /// Attempts sent again at once because their broker went down (dead or paused).
+    pub failovers: u64,
     /// The history file and how many operations it holds.
     pub history: Option<(PathBuf, u64)>,
 }
@@ -314,6 +316,7 @@ impl LoadReport {
             format!("{:.2} ms", self.max_ms()),
         ]);
         rows.push(vec!["retried".into(), self.retried.to_string()]);
+        rows.push(vec!["broker failovers".into(), self.failovers.to_string()]);
         rows.push(vec!["get not found".into(), self.not_found.to_string()]);
         rows.push(vec!["cas mismatch".into(), self.cas_mismatch.to_string()]);
         rows.push(vec!["errors".into(), self.error_count().to_string()]);
@@ -347,6 +350,7 @@ impl LoadReport {
             "not_found": self.not_found,
             "cas_mismatch": self.cas_mismatch,
             "retried": self.retried,
+            "failovers": self.failovers,
             "by_op": self.by_op,
             "clients": self.clients,
             "mix": self.mix,
@@ -742,6 +746,7 @@ pub async fn run_load(
     let keys = run.config.keys;
     let key_prefix = run.config.key_prefix.clone();
     drop(run);
+    let failovers = connections.iter().map(|c| c.stats().failovers).sum();
     let history = match recorder {
         Some(recorder) => {
             let path = recorder.path().to_owned();
@@ -776,6 +781,7 @@ pub async fn run_load(
         not_found: total.not_found,
         cas_mismatch: total.cas_mismatch,
         retried: total.retried,
+        failovers,
         history,
     })
 }

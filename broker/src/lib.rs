@@ -44,7 +44,7 @@ pub mod ring;
 use std::time::{Duration, Instant};
 
 use proto::codec::PROTOCOL_VERSION;
-use proto::fabric::NodeToBroker;
+use proto::fabric::{BROKER_PING, NodeToBroker, broker_pong};
 use proto::limits::{MAX_FRAME_BYTES, MAX_ROUTING_FRAME_BYTES};
 use proto::{Consistency, Error, ErrorCode, Op, Request, Response};
 use serde::{Deserialize, Serialize};
@@ -133,6 +133,8 @@ pub struct Stats {
     pub joined: u64,
     /// Nodes that left the ring (silent too long).
     pub left: u64,
+    /// Liveness probes of clients answered.
+    pub pings: u64,
 }
 
 /// Why the broker stopped other than by shutdown.
@@ -207,6 +209,15 @@ impl Broker {
 
     /// A message from a client: `[client_id, body]`.
     pub fn on_frontend(&mut self, mut message: Multipart, now: Instant) -> Outgoing {
+        if let [client, body] = &message[..]
+            && body.as_slice() == BROKER_PING
+        {
+            // A client's liveness probe: answered at once, with how many nodes it can
+            // route to (clients prefer a broker that has some).
+            self.stats.pings += 1;
+            let live = self.ring.live(now).count();
+            return Outgoing::Frontend(vec![client.clone(), broker_pong(live)]);
+        }
         if let Err(reason) = check_request_layout(&message) {
             return self.reject_frontend(message, now, reason);
         }

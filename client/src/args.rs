@@ -9,18 +9,21 @@ use clap::Args;
 
 use crate::session::CallOptions;
 
-/// Default broker frontend.
-pub const DEFAULT_BROKER: &str = "tcp://127.0.0.1:5555";
-/// Default proxy backend (XPUB), where subscribers connect.
-pub const DEFAULT_PROXY_BACKEND: &str = "tcp://127.0.0.1:5558";
+/// Default broker frontends: the pair `./on.sh` starts (with `--fabric 1` only the
+/// first answers, and the client uses it alone).
+pub const DEFAULT_BROKER: &str = "tcp://127.0.0.1:5555,tcp://127.0.0.1:5565";
+/// Default proxy backends (XPUB), where subscribers connect: the pair.
+pub const DEFAULT_PROXY_BACKEND: &str = "tcp://127.0.0.1:5558,tcp://127.0.0.1:5568";
 
 /// Where the cluster is.
 #[derive(Debug, Clone, Args)]
 pub struct Endpoints {
-    /// Broker frontend (ROUTER) that clients connect a DEALER to.
+    /// Broker frontends (ROUTER), separated by commas: the client pings each, sends to
+    /// those that answer, and fails over at once when one goes silent.
     #[arg(long, env = "BROKER", default_value = DEFAULT_BROKER, global = true)]
     pub broker: String,
-    /// Proxy backend (XPUB) where live chat messages are published.
+    /// Proxy backends (XPUB), separated by commas, where live chat messages are
+    /// published (each is shown once, whichever proxy brings it).
     #[arg(long, env = "PROXY_BACKEND", default_value = DEFAULT_PROXY_BACKEND, global = true)]
     pub proxy: String,
 }

@@ -13,7 +13,7 @@
 //! each between its send and its answer — so a client history recorded against it must
 //! check as linearizable.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
@@ -52,6 +52,8 @@ pub struct FakeConfig {
     pub max_reply_delay: Duration,
     /// Seed of the fault RNG.
     pub seed: u64,
+    /// Broker frontends in front of the one store (a pair, to test failover); at least 1.
+    pub brokers: usize,
 }
 
 impl Default for FakeConfig {
@@ -64,6 +66,7 @@ impl Default for FakeConfig {
             swallow_percent: 0,
             max_reply_delay: Duration::ZERO,
             seed: 1,
+            brokers: 1,
         }
     }
 }
@@ -119,6 +122,9 @@ fn lock(store: &SharedStore) -> MutexGuard<'_, Store> {
 #[derive(Debug)]
 pub struct FakeCluster {
     frontend: String,
+    frontends: Vec<String>,
+    /// One flag per broker frontend: while set, it reads nothing (as if SIGSTOPped).
+    paused: Vec<Arc<AtomicBool>>,
     publisher: String,
     status_addrs: Vec<String>,
     counters: Arc<Counters>,
@@ -143,9 +149,12 @@ impl FakeCluster {
             !config.node_names.is_empty(),
             "a fake cluster needs a node name"
         );
-        let frontend = Socket::bind(Kind::Router, "tcp://127.0.0.1:0").await?;
+        let mut frontends = Vec::new();
+        for _ in 0..config.brokers.max(1) {
+            frontends.push(Socket::bind(Kind::Router, "tcp://127.0.0.1:0").await?);
+        }
         let publisher = Socket::bind(Kind::Pub, "tcp://127.0.0.1:0").await?;
-        let frontend_endpoint = frontend.endpoint().to_owned();
+        let endpoints: Vec<String> = frontends.iter().map(|f| f.endpoint().to_owned()).collect();
         let publisher_endpoint = publisher.endpoint().to_owned();
         let store: SharedStore = Arc::new(Mutex::new(Store::new(StoreConfig::default())));
         let counters = Arc::new(Counters::default());
@@ -177,16 +186,28 @@ impl FakeCluster {
                 stop.clone(),
             )));
         }
-        tasks.push(tokio::spawn(serve_requests(
-            frontend,
-            publisher.sender,
-            config,
-            store.clone(),
-            counters.clone(),
-            stop.clone(),
-        )));
+        let mut paused = Vec::new();
+        for (index, frontend) in frontends.into_iter().enumerate() {
+            let flag = Arc::new(AtomicBool::new(false));
+            let config = FakeConfig {
+                seed: config.seed.wrapping_add(index as u64),
+                ..config.clone()
+            };
+            tasks.push(tokio::spawn(serve_requests(
+                frontend,
+                publisher.sender.clone(),
+                config,
+                flag.clone(),
+                store.clone(),
+                counters.clone(),
+                stop.clone(),
+            )));
+            paused.push(flag);
+        }
         Ok(FakeCluster {
-            frontend: frontend_endpoint,
+            frontend: endpoints.join(","),
+            frontends: endpoints,
+            paused,
             publisher: publisher_endpoint,
             status_addrs,
             counters,
@@ -196,9 +217,22 @@ impl FakeCluster {
         })
     }
 
-    /// The "broker frontend" clients connect to.
+    /// The "broker frontends" clients connect to, separated by commas.
     pub fn frontend_endpoint(&self) -> &str {
         &self.frontend
+    }
+
+    /// Each broker frontend.
+    pub fn frontend_endpoints(&self) -> &[String] {
+        &self.frontends
+    }
+
+    /// Pauses (or resumes) broker frontend `index`: it reads nothing meanwhile, as a
+    /// SIGSTOPped broker.
+    pub fn pause_broker(&self, index: usize, paused: bool) {
+        if let Some(flag) = self.paused.get(index) {
+            flag.store(paused, Ordering::Relaxed);
+        }
     }
 
     /// The "proxy backend" where chat messages are published.
@@ -258,6 +292,7 @@ async fn serve_requests(
     mut frontend: Socket,
     publisher: Sender,
     config: FakeConfig,
+    paused: Arc<AtomicBool>,
     store: SharedStore,
     counters: Arc<Counters>,
     stop: CancellationToken,
@@ -266,6 +301,12 @@ async fn serve_requests(
     let mut next_node = 0usize;
     let percent = |rng: &mut StdRng, threshold: u32| rng.random_range(0..100) < threshold;
     loop {
+        if paused.load(Ordering::Relaxed) {
+            tokio::select! {
+                () = stop.cancelled() => return,
+                () = tokio::time::sleep(Duration::from_millis(10)) => continue,
+            }
+        }
         let message = tokio::select! {
             () = stop.cancelled() => return,
             message = frontend.recv() => match message {
@@ -278,6 +319,13 @@ async fn serve_requests(
             continue;
         };
         let route = route.to_vec();
+        if body == proto::fabric::BROKER_PING {
+            // Like a broker: answered at once, with the nodes it routes to.
+            let mut pong = route;
+            pong.push(proto::fabric::broker_pong(config.node_names.len()));
+            let _ = frontend.send(pong).await;
+            continue;
+        }
         let Ok(request) = proto::decode::<Request>(body) else {
             bump(&counters.bad_frames);
             continue;

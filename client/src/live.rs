@@ -10,7 +10,7 @@
 //! publisher, or while this subscriber was slow, is not delivered. The replicated
 //! history (`Op::History`) is the record; the feed is the doorbell.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashSet, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use proto::DecodeError;
@@ -88,17 +88,48 @@ impl Follower {
     }
 }
 
-/// A SUB socket on the proxy backend that yields the chat messages of followed topics.
+/// Most delivered messages remembered to drop their copies (one per proxy of a pair).
+pub const MAX_RECENT_MESSAGES: usize = 1024;
+
+/// The messages delivered lately, by channel or recipient and id (ids count per channel
+/// and per user): a copy that comes through the other proxy of a pair is dropped.
+#[derive(Debug, Default)]
+struct Recent {
+    order: VecDeque<(Target, u64)>,
+    seen: HashSet<(Target, u64)>,
+}
+
+impl Recent {
+    /// Whether `message` is new; remembers it.
+    fn first_time(&mut self, message: &ChatMessage) -> bool {
+        let key = (message.to.clone(), message.id);
+        if !self.seen.insert(key.clone()) {
+            return false;
+        }
+        self.order.push_back(key);
+        if self.order.len() > MAX_RECENT_MESSAGES
+            && let Some(old) = self.order.pop_front()
+        {
+            self.seen.remove(&old);
+        }
+        true
+    }
+}
+
+/// A SUB socket on the proxy backends that yields the chat messages of followed topics,
+/// each once.
 #[derive(Debug)]
 pub struct LiveFeed {
     follower: Follower,
     receiver: Receiver,
     endpoint: String,
+    recent: Recent,
 }
 
 impl LiveFeed {
     /// Connects a SUB socket to the proxy backend `endpoint` (e.g. `tcp://127.0.0.1:5558`),
-    /// following nothing yet.
+    /// or to every one of a list separated by commas (both proxies of a pair: a message
+    /// comes through either, and is yielded once), following nothing yet.
     pub async fn open(endpoint: &str) -> Result<LiveFeed, TransportError> {
         let socket = Socket::open(Kind::Sub, Mode::Connect, endpoint, Options::default()).await?;
         let endpoint = socket.endpoint().to_owned();
@@ -110,6 +141,7 @@ impl LiveFeed {
             },
             receiver,
             endpoint,
+            recent: Recent::default(),
         })
     }
 
@@ -142,11 +174,14 @@ impl LiveFeed {
             if !followed {
                 continue;
             }
-            return Some(
-                proto::decode::<LiveMessage>(body)
-                    .map(|live| live.0)
-                    .map_err(LiveError::from),
-            );
+            match proto::decode::<LiveMessage>(body) {
+                Ok(LiveMessage(message)) => {
+                    if self.recent.first_time(&message) {
+                        return Some(Ok(message));
+                    }
+                }
+                Err(error) => return Some(Err(error.into())),
+            }
         }
     }
 }
@@ -173,6 +208,26 @@ mod tests {
             slot: 3,
             lamport: 9,
         }
+    }
+
+    #[test]
+    fn a_copy_through_the_other_proxy_is_dropped() {
+        let mut recent = Recent::default();
+        assert!(recent.first_time(&message("hey")));
+        assert!(!recent.first_time(&message("hey")));
+        // The same id in another channel is another message.
+        let mut other = message("hey");
+        other.to = Target::Channel("random".into());
+        assert!(recent.first_time(&other));
+        // Bounded: the oldest are forgotten.
+        for id in 100..100 + MAX_RECENT_MESSAGES as u64 {
+            let mut m = message("x");
+            m.id = id;
+            recent.first_time(&m);
+        }
+        assert_eq!(recent.order.len(), MAX_RECENT_MESSAGES);
+        assert_eq!(recent.seen.len(), MAX_RECENT_MESSAGES);
+        assert!(recent.first_time(&message("hey")), "forgotten");
     }
 
     #[test]

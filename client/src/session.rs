@@ -1,10 +1,21 @@
-//! Requests to the broker that take effect once, whatever is lost on the way.
+//! Requests to the brokers that take effect once, whatever is lost on the way.
 //!
-//! A [`Connection`] is one DEALER socket connected to the broker frontend; it sends
-//! `[body(Request)]` and receives `[body(Response)]`. Many [`Session`]s share it: each has
-//! its own random `client_id`, and the connection hands out request numbers (`seq`) from
-//! one counter, so that a reply — which carries only its `seq` — finds its caller, and the
-//! numbers of every session still strictly increase.
+//! A [`Connection`] talks to one or more brokers (a pair, by default), each through its
+//! own DEALER socket: it sends `[body(Request)]` and receives `[body(Response)]`. Many
+//! [`Session`]s share it: each has its own random `client_id`, and the connection hands
+//! out request numbers (`seq`) from one counter, so that a reply — which carries only its
+//! `seq` — finds its caller, and the numbers of every session still strictly increase.
+//!
+//! ## Which broker (the zguide's Freelance pattern, client side)
+//! The connection pings every broker every [`PING_INTERVAL`]; a broker answers at once
+//! with how many nodes it can route to ([`proto::fabric::broker_pong`]). A broker is
+//! **up** once it answered, until it has been silent (no pong, no reply) for
+//! [`DOWN_AFTER`] — dead or paused alike. Requests go round-robin to up brokers, those
+//! with live nodes first. When a broker goes down, every call waiting on it sends its
+//! request again at once through another broker, with the **same** `(client_id, seq)`,
+//! so a request that was inside the dead broker costs about [`DOWN_AFTER`], not a retry
+//! timeout, and still takes effect once. With no broker up, a call waits for one until
+//! its deadline, then fails with [`CallError::NoBroker`].
 //!
 //! [`Session::call`] sends the request, waits up to [`CallOptions::attempt_timeout`] for
 //! the answer, and sends the **same** request again (same `client_id` and `seq`) when the
@@ -13,14 +24,15 @@
 //! applies the request once and answers every attempt alike.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use proto::client::{ClientId, Seq};
+use proto::fabric::{BROKER_PING, parse_broker_pong};
 use proto::{Consistency, EncodeError, Error, ErrorCode, LimitError, Op, Reply, Request, Response};
 use rand::Rng;
-use tokio::sync::{Semaphore, oneshot};
+use tokio::sync::{Semaphore, oneshot, watch};
 use tokio::time::Instant;
 use tokio_util::sync::{CancellationToken, DropGuard};
 use transport::{Kind, Mode, Options, Receiver, Sender, Socket, TransportError};
@@ -28,6 +40,8 @@ use transport::{Kind, Mode, Options, Receiver, Sender, Socket, TransportError};
 /// Most calls in flight on one connection; more wait for a slot. Also bounds the table
 /// of callers waiting for a reply.
 pub const MAX_IN_FLIGHT: usize = 4096;
+/// Most brokers one connection talks to.
+pub const MAX_BROKERS: usize = 8;
 /// Default wait for the answer to one attempt before it is sent again.
 pub const DEFAULT_ATTEMPT_TIMEOUT: Duration = Duration::from_secs(1);
 /// Default overall deadline of one call: long enough to ride out a leader election.
@@ -36,6 +50,12 @@ pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
 pub const RETRY_BACKOFF_MIN: Duration = Duration::from_millis(10);
 /// Longest pause between retries (the pause doubles up to this).
 pub const RETRY_BACKOFF_MAX: Duration = Duration::from_millis(500);
+/// How often every broker is pinged.
+pub const PING_INTERVAL: Duration = Duration::from_millis(100);
+/// A broker silent this long (no pong, no reply) is down: its calls go elsewhere.
+pub const DOWN_AFTER: Duration = Duration::from_millis(300);
+/// How often a call with no broker up looks again.
+const NO_BROKER_POLL: Duration = Duration::from_millis(10);
 
 /// How long a call may take.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -115,6 +135,17 @@ pub enum CallError {
         /// The overall deadline that passed.
         timeout: Duration,
     },
+    /// No broker answered its pings until the deadline.
+    #[error(
+        "no broker answers ({brokers}){}",
+        if *sent { "; the request may or may not have taken effect" } else { "" }
+    )]
+    NoBroker {
+        /// The brokers tried.
+        brokers: String,
+        /// Whether an attempt had been sent (then the outcome is unknown).
+        sent: bool,
+    },
     /// The connection's socket closed.
     #[error("connection to the broker closed")]
     Closed {
@@ -135,7 +166,7 @@ impl CallError {
                 ..
             } => error.code.certainly_not_applied() && !earlier_unanswered,
             CallError::Timeout { .. } => false,
-            CallError::Closed { sent } => !sent,
+            CallError::NoBroker { sent, .. } | CallError::Closed { sent } => !sent,
         }
     }
 
@@ -148,12 +179,13 @@ impl CallError {
             CallError::Invalid(_)
             | CallError::Encode(_)
             | CallError::Timeout { .. }
+            | CallError::NoBroker { .. }
             | CallError::Closed { .. } => None,
         }
     }
 
     /// A short stable name for counters and JSON output: the error code's name, or
-    /// `timeout`, `invalid`, `closed`.
+    /// `timeout`, `invalid`, `closed`; no broker up is `unavailable`.
     pub fn kind(&self) -> &'static str {
         match self {
             CallError::Invalid(_) | CallError::Encode(_) => "invalid",
@@ -161,6 +193,7 @@ impl CallError {
                 error.code.as_str()
             }
             CallError::Timeout { .. } => "timeout",
+            CallError::NoBroker { .. } => "unavailable",
             CallError::Closed { .. } => "closed",
         }
     }
@@ -184,6 +217,8 @@ pub struct ConnectionStats {
     pub stray_replies: u64,
     /// Frames that did not decode as a `Response`.
     pub bad_frames: u64,
+    /// Attempts sent again at once because their broker went down.
+    pub failovers: u64,
 }
 
 /// What the reader task and the callers share.
@@ -194,6 +229,7 @@ struct Shared {
     next_seq: AtomicU64,
     stray_replies: AtomicU64,
     bad_frames: AtomicU64,
+    failovers: AtomicU64,
 }
 
 impl Shared {
@@ -204,62 +240,125 @@ impl Shared {
     }
 }
 
+/// What the connection knows of one broker, shared by its reader, the pinger and the
+/// calls.
+#[derive(Debug)]
+struct Link {
+    endpoint: String,
+    sender: Sender,
+    /// Milliseconds since the connection opened when the broker was last heard (a pong or
+    /// a reply); 0: never.
+    heard_ms: AtomicU64,
+    /// Answered a ping and not silent for [`DOWN_AFTER`] since.
+    up: AtomicBool,
+    /// Live nodes in its ring, as its last pong said.
+    live_nodes: AtomicU8,
+    /// Counts the times it went down: calls waiting on it watch this.
+    downs: watch::Sender<u64>,
+}
+
+impl Link {
+    fn heard(&self, opened: Instant) {
+        let ms = opened.elapsed().as_millis() as u64;
+        self.heard_ms.store(ms.max(1), Ordering::Relaxed);
+        if !self.up.swap(true, Ordering::Relaxed) {
+            tracing::debug!(broker = %self.endpoint, "broker up");
+        }
+    }
+}
+
 #[derive(Debug)]
 struct Inner {
-    sender: Sender,
+    links: Vec<Arc<Link>>,
     shared: Arc<Shared>,
     in_flight: Semaphore,
-    endpoint: String,
-    /// Stops the reader task (and so closes the socket) when the last handle is dropped.
+    /// Round-robin cursor over the brokers.
+    next_link: AtomicUsize,
+    endpoints: String,
+    /// Stops the reader and pinger tasks (and so closes the sockets) when the last
+    /// handle is dropped.
     _stop: DropGuard,
 }
 
-/// One DEALER connection to the broker frontend, shared by any number of [`Session`]s.
-/// Cheap to clone; the socket closes when the last clone and session are dropped.
+impl Inner {
+    /// The next broker to use: round-robin over the up ones, those with live nodes
+    /// first; `None` when no broker is up.
+    fn pick(&self) -> Option<&Arc<Link>> {
+        let n = self.links.len();
+        let start = self.next_link.fetch_add(1, Ordering::Relaxed);
+        let up = |i: usize| &self.links[(start + i) % n];
+        (0..n)
+            .map(up)
+            .find(|l| l.up.load(Ordering::Relaxed) && l.live_nodes.load(Ordering::Relaxed) > 0)
+            .or_else(|| (0..n).map(up).find(|l| l.up.load(Ordering::Relaxed)))
+    }
+}
+
+/// One connection to the brokers (one DEALER each), shared by any number of
+/// [`Session`]s. Cheap to clone; the sockets close when the last clone and session are
+/// dropped.
 #[derive(Debug, Clone)]
 pub struct Connection {
     inner: Arc<Inner>,
 }
 
 impl Connection {
-    /// Connects a DEALER to the broker frontend `endpoint` (e.g. `tcp://127.0.0.1:5555`).
-    /// ZeroMQ connects in the background: this succeeds before the broker is up, and
-    /// calls wait for it within their deadline. Must be called inside a tokio runtime.
-    pub async fn open(endpoint: &str) -> Result<Connection, TransportError> {
-        let socket =
-            Socket::open(Kind::Dealer, Mode::Connect, endpoint, Options::default()).await?;
-        Ok(Connection::from_socket(socket))
-    }
-
-    /// Wraps an already connected DEALER socket.
-    ///
-    /// # Panics
-    /// If the socket is not a DEALER: replies would not be matched.
-    pub fn from_socket(socket: Socket) -> Connection {
-        assert!(
-            socket.kind() == Kind::Dealer,
-            "a client connection is a DEALER socket, not {}",
-            socket.kind()
-        );
-        let endpoint = socket.endpoint().to_owned();
-        let (sender, receiver) = socket.split();
+    /// Connects to the brokers' frontends `endpoints`: one, or several separated by
+    /// commas (`tcp://127.0.0.1:5555,tcp://127.0.0.1:5565`). ZeroMQ connects in the
+    /// background: this succeeds before any broker is up, and calls wait for one within
+    /// their deadline. Must be called inside a tokio runtime.
+    pub async fn open(endpoints: &str) -> Result<Connection, TransportError> {
+        let list: Vec<&str> = transport::endpoints(endpoints).collect();
+        if list.is_empty() || list.len() > MAX_BROKERS {
+            return Err(TransportError::Setup {
+                action: "connect",
+                kind: Kind::Dealer,
+                endpoint: endpoints.to_owned(),
+                reason: format!("give 1 to {MAX_BROKERS} broker endpoints, separated by commas"),
+            });
+        }
         let shared = Arc::new(Shared {
             waiting: Mutex::new(HashMap::new()),
             next_seq: AtomicU64::new(1),
             stray_replies: AtomicU64::new(0),
             bad_frames: AtomicU64::new(0),
+            failovers: AtomicU64::new(0),
         });
         let stop = CancellationToken::new();
-        tokio::spawn(read_replies(receiver, shared.clone(), stop.clone()));
-        Connection {
-            inner: Arc::new(Inner {
+        let opened = Instant::now();
+        let mut links = Vec::with_capacity(list.len());
+        for endpoint in list {
+            let socket =
+                Socket::open(Kind::Dealer, Mode::Connect, endpoint, Options::default()).await?;
+            let (sender, receiver) = socket.split();
+            let link = Arc::new(Link {
+                endpoint: endpoint.to_owned(),
                 sender,
+                heard_ms: AtomicU64::new(0),
+                up: AtomicBool::new(false),
+                live_nodes: AtomicU8::new(0),
+                downs: watch::Sender::new(0),
+            });
+            tokio::spawn(read_replies(
+                receiver,
+                link.clone(),
+                shared.clone(),
+                opened,
+                stop.clone(),
+            ));
+            links.push(link);
+        }
+        tokio::spawn(ping(links.clone(), opened, stop.clone()));
+        Ok(Connection {
+            inner: Arc::new(Inner {
+                links,
                 shared,
                 in_flight: Semaphore::new(MAX_IN_FLIGHT),
-                endpoint,
+                next_link: AtomicUsize::new(0),
+                endpoints: endpoints.to_owned(),
                 _stop: stop.drop_guard(),
             }),
-        }
+        })
     }
 
     /// A new session with a random non-zero client id.
@@ -270,9 +369,18 @@ impl Connection {
         }
     }
 
-    /// The broker endpoint.
+    /// The broker endpoints, as given.
     pub fn endpoint(&self) -> &str {
-        &self.inner.endpoint
+        &self.inner.endpoints
+    }
+
+    /// The brokers that are up now.
+    pub fn brokers_up(&self) -> Vec<String> {
+        let links = self.inner.links.iter();
+        links
+            .filter(|l| l.up.load(Ordering::Relaxed))
+            .map(|l| l.endpoint.clone())
+            .collect()
     }
 
     /// The connection's counters now.
@@ -281,6 +389,7 @@ impl Connection {
         ConnectionStats {
             stray_replies: shared.stray_replies.load(Ordering::Relaxed),
             bad_frames: shared.bad_frames.load(Ordering::Relaxed),
+            failovers: shared.failovers.load(Ordering::Relaxed),
         }
     }
 }
@@ -295,8 +404,39 @@ fn random_client_id() -> ClientId {
     }
 }
 
-/// Hands each decoded reply to the caller waiting for its `seq`.
-async fn read_replies(mut receiver: Receiver, shared: Arc<Shared>, stop: CancellationToken) {
+/// Pings every broker every [`PING_INTERVAL`], and declares down a broker silent for
+/// [`DOWN_AFTER`] (waking the calls that wait on it).
+async fn ping(links: Vec<Arc<Link>>, opened: Instant, stop: CancellationToken) {
+    let mut interval = tokio::time::interval(PING_INTERVAL);
+    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            () = stop.cancelled() => return,
+            _ = interval.tick() => {}
+        }
+        let now_ms = opened.elapsed().as_millis() as u64;
+        for link in &links {
+            // A full queue means the broker is not reading: the silence will tell.
+            let _ = link.sender.try_send(vec![BROKER_PING.to_vec()]);
+            let heard = link.heard_ms.load(Ordering::Relaxed);
+            let silent = heard == 0 || now_ms.saturating_sub(heard) > DOWN_AFTER.as_millis() as u64;
+            if silent && link.up.swap(false, Ordering::Relaxed) {
+                tracing::debug!(broker = %link.endpoint, "broker down: its calls go elsewhere");
+                link.downs.send_modify(|n| *n += 1);
+            }
+        }
+    }
+}
+
+/// Takes one broker's frames: pongs mark it alive; each decoded reply goes to the caller
+/// waiting for its `seq`.
+async fn read_replies(
+    mut receiver: Receiver,
+    link: Arc<Link>,
+    shared: Arc<Shared>,
+    opened: Instant,
+    stop: CancellationToken,
+) {
     loop {
         let message = tokio::select! {
             () = stop.cancelled() => break,
@@ -305,10 +445,18 @@ async fn read_replies(mut receiver: Receiver, shared: Arc<Shared>, stop: Cancell
                 None => break,
             },
         };
+        if let [frame] = &message[..]
+            && let Some(live) = parse_broker_pong(frame)
+        {
+            link.live_nodes.store(live, Ordering::Relaxed);
+            link.heard(opened);
+            continue;
+        }
         let response =
             proto::codec::split(&message, 0).and_then(|(_, body)| proto::decode::<Response>(body));
         match response {
             Ok(response) => {
+                link.heard(opened);
                 let waiter = shared.waiting().remove(&response.seq);
                 match waiter {
                     // The caller may have given up meanwhile; then the reply is stray too.
@@ -391,11 +539,17 @@ impl Session {
         let mut last_error: Option<Error> = None;
         let mut backoff = RETRY_BACKOFF_MIN;
         loop {
+            let Some(link) = self.broker_up(deadline).await else {
+                return Err(CallError::NoBroker {
+                    brokers: self.inner.endpoints.clone(),
+                    sent: attempts > 0,
+                });
+            };
+            // Watch the broker from before the send: a down after it wakes this call.
+            let mut downs = link.downs.subscribe();
             let (reply_tx, reply_rx) = oneshot::channel();
             shared.waiting().insert(seq, reply_tx);
-            match tokio::time::timeout_at(deadline, self.inner.sender.send(vec![frame.clone()]))
-                .await
-            {
+            match tokio::time::timeout_at(deadline, link.sender.send(vec![frame.clone()])).await {
                 Ok(Ok(())) => attempts += 1,
                 Ok(Err(_closed)) => return Err(CallError::Closed { sent: attempts > 0 }),
                 // The outbound queue stayed full until the deadline: this attempt never
@@ -403,7 +557,17 @@ impl Session {
                 Err(_elapsed) => break,
             }
             let attempt_deadline = deadline.min(Instant::now() + options.attempt_timeout);
-            match tokio::time::timeout_at(attempt_deadline, reply_rx).await {
+            let answer = tokio::select! {
+                answer = tokio::time::timeout_at(attempt_deadline, reply_rx) => answer,
+                _ = downs.changed() => {
+                    // The broker went down with the request inside: send it again now,
+                    // through another one (same seq: it takes effect once).
+                    shared.failovers.fetch_add(1, Ordering::Relaxed);
+                    unanswered = true;
+                    continue;
+                }
+            };
+            match answer {
                 Err(_elapsed) => unanswered = true,
                 Ok(Err(_closed)) => return Err(CallError::Closed { sent: true }),
                 Ok(Ok(response)) => match response.result {
@@ -448,6 +612,19 @@ impl Session {
                 last_error,
                 timeout: options.timeout,
             }),
+        }
+    }
+
+    /// A broker that is up, waiting for one until `deadline`.
+    async fn broker_up(&self, deadline: Instant) -> Option<Arc<Link>> {
+        loop {
+            if let Some(link) = self.inner.pick() {
+                return Some(link.clone());
+            }
+            if Instant::now() >= deadline {
+                return None;
+            }
+            tokio::time::sleep_until(deadline.min(Instant::now() + NO_BROKER_POLL)).await;
         }
     }
 }

@@ -204,3 +204,93 @@ async fn sessions_are_distinct_and_pipelined_over_one_connection() {
     }
     fake.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_paused_broker_costs_no_error_and_under_a_second() {
+    // Two brokers in front of one store; one of them stops reading (SIGSTOP) while
+    // calls run: its calls fail over to the other, with the same seq, at once.
+    let fake = FakeCluster::start(FakeConfig {
+        brokers: 2,
+        ..FakeConfig::default()
+    })
+    .await
+    .unwrap();
+    let connection = Connection::open(fake.frontend_endpoint()).await.unwrap();
+    let options = CallOptions::default();
+    let mut session = connection.session();
+    let mut longest = Duration::ZERO;
+    for i in 0..200u32 {
+        if i == 50 {
+            fake.pause_broker(0, true);
+        }
+        if i == 150 {
+            fake.pause_broker(0, false);
+        }
+        let started = std::time::Instant::now();
+        let op = Op::Put {
+            key: format!("k{i}"),
+            value: "v".into(),
+        };
+        session
+            .call(op, Consistency::Linearizable, &options)
+            .await
+            .unwrap();
+        longest = longest.max(started.elapsed());
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    println!("longest call {longest:?}, {:?}", connection.stats());
+    assert!(longest < Duration::from_secs(1), "longest call {longest:?}");
+    assert!(connection.stats().failovers > 0, "{:?}", connection.stats());
+    // Every put took effect once (the store counts each key once).
+    assert_eq!(fake.store().get("k199"), Some("v"));
+    // The resumed broker is used again.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(connection.brokers_up().len(), 2);
+    fake.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_every_broker_down_a_call_fails_clearly_and_recovers_after() {
+    let fake = FakeCluster::start(FakeConfig {
+        brokers: 2,
+        ..FakeConfig::default()
+    })
+    .await
+    .unwrap();
+    let connection = Connection::open(fake.frontend_endpoint()).await.unwrap();
+    let mut session = connection.session();
+    let put = |i: u32| Op::Put {
+        key: format!("k{i}"),
+        value: "v".into(),
+    };
+    let short = CallOptions {
+        attempt_timeout: Duration::from_millis(200),
+        timeout: Duration::from_millis(800),
+    };
+    session
+        .call(put(1), Consistency::Linearizable, &short)
+        .await
+        .unwrap();
+    fake.pause_broker(0, true);
+    fake.pause_broker(1, true);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let started = std::time::Instant::now();
+    let error = session
+        .call(put(2), Consistency::Linearizable, &short)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(error, CallError::NoBroker { sent: false, .. }),
+        "{error}"
+    );
+    assert_eq!(error.kind(), "unavailable");
+    assert!(error.certainly_not_applied());
+    assert!(started.elapsed() < Duration::from_secs(2), "never a hang");
+    // One broker returns: calls succeed again, with no action of the caller.
+    fake.pause_broker(1, false);
+    session
+        .call(put(3), Consistency::Linearizable, &CallOptions::default())
+        .await
+        .unwrap();
+    fake.stop().await;
+}

@@ -39,6 +39,29 @@ impl NodeToBroker {
     }
 }
 
+/// A client's liveness probe of a broker (Freelance pattern): a single body frame that
+/// the broker answers at once with [`broker_pong`], without involving a node. Its first
+/// byte, 0, is never a protocol version, so no request can be mistaken for it.
+pub const BROKER_PING: &[u8] = b"\0ping";
+/// The first bytes of a broker's answer to [`BROKER_PING`]; one more byte follows.
+pub const BROKER_PONG: &[u8] = b"\0pong";
+
+/// A broker's answer to [`BROKER_PING`]: [`BROKER_PONG`] and the number of live nodes in
+/// its ring (saturating at 255), so that a client prefers a broker that can route.
+pub fn broker_pong(live_nodes: usize) -> Vec<u8> {
+    let mut frame = BROKER_PONG.to_vec();
+    frame.push(u8::try_from(live_nodes).unwrap_or(u8::MAX));
+    frame
+}
+
+/// The live-node count of a [`broker_pong`] frame; `None` for any other frame.
+pub fn parse_broker_pong(frame: &[u8]) -> Option<u8> {
+    match frame.strip_prefix(BROKER_PONG) {
+        Some([live]) => Some(*live),
+        _ => None,
+    }
+}
+
 /// A request to the reference service (DEALER → ROUTER, one body frame).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -166,4 +189,20 @@ pub fn check_node_name(node: &str) -> Result<(), LimitError> {
         return Err(LimitError::BadName { field: "node" });
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_pong_carries_the_live_nodes_and_nothing_else_parses_as_one() {
+        assert_eq!(parse_broker_pong(&broker_pong(3)), Some(3));
+        assert_eq!(parse_broker_pong(&broker_pong(1000)), Some(u8::MAX));
+        assert_eq!(parse_broker_pong(BROKER_PONG), None);
+        assert_eq!(parse_broker_pong(BROKER_PING), None);
+        assert_eq!(parse_broker_pong(&[1, 2, 3]), None);
+        // A ping is never a versioned body frame.
+        assert_ne!(BROKER_PING[0], crate::codec::PROTOCOL_VERSION);
+    }
 }

@@ -58,6 +58,12 @@ pub fn peer_broadcasts(rank: u32, cluster_size: u32) -> Vec<String> {
         .collect()
 }
 
+/// Topic of a node's proxy probes: it publishes them through the proxy it uses and
+/// listens for them, to notice when that proxy stops forwarding (dead or paused).
+pub fn probe(node: &str) -> String {
+    format!("probe.{node}")
+}
+
 /// Topic of a channel's live messages.
 pub fn channel(name: &str) -> String {
     format!("chan.{name}")

@@ -402,7 +402,8 @@ pub struct Socket {
 
 impl Socket {
     /// Creates a socket of `kind` that binds (or connects) to `endpoint` with the default
-    /// backend. Binding to port 0 picks a free port: see [`Socket::endpoint`].
+    /// backend. Binding to port 0 picks a free port: see [`Socket::endpoint`]. A socket
+    /// that connects may be given several endpoints, separated by commas ([`endpoints`]).
     pub async fn open(
         kind: Kind,
         mode: Mode,
@@ -587,6 +588,13 @@ impl Forwarder {
     }
 }
 
+/// The endpoints of a list `tcp://a:1,tcp://b:2` (czmq's convention): a socket that
+/// connects, connects to every one of them — a SUB to both proxies of a pair, say. Empty
+/// items are skipped.
+pub fn endpoints(list: &str) -> impl Iterator<Item = &str> {
+    list.split(',').map(str::trim).filter(|e| !e.is_empty())
+}
+
 /// The endpoint to connect to for a bind endpoint: `tcp://*:5555` and
 /// `tcp://0.0.0.0:5555` mean this machine; any other endpoint is returned as it is.
 pub fn local_endpoint(endpoint: &str) -> String {
@@ -601,6 +609,13 @@ pub fn local_endpoint(endpoint: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::local_endpoint;
+
+    #[test]
+    fn endpoint_lists_split_on_commas() {
+        let list: Vec<&str> = super::endpoints("tcp://a:1, tcp://b:2,,").collect();
+        assert_eq!(list, ["tcp://a:1", "tcp://b:2"]);
+        assert_eq!(super::endpoints("tcp://a:1").count(), 1);
+    }
 
     #[test]
     fn wildcard_binds_are_reached_on_loopback() {

@@ -109,7 +109,9 @@ fn open(
             }
         }
         Mode::Connect => {
-            socket.connect(endpoint).map_err(|e| setup("connect", e))?;
+            for one in crate::endpoints(endpoint) {
+                socket.connect(one).map_err(|e| setup("connect", e))?;
+            }
             endpoint.to_owned()
         }
     };

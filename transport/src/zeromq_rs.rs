@@ -60,10 +60,9 @@ async fn attach<S: zeromq::Socket>(
             Ok(resolved.to_string())
         }
         Mode::Connect => {
-            socket
-                .connect(endpoint)
-                .await
-                .map_err(|e| setup("connect", e))?;
+            for one in crate::endpoints(endpoint) {
+                socket.connect(one).await.map_err(|e| setup("connect", e))?;
+            }
             Ok(endpoint.to_owned())
         }
     }

@@ -249,6 +249,52 @@ async fn subscribe_and_unsubscribe_at_run_time() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_subscriber_connects_to_a_list_of_publishers() {
+    for backend in Backend::all() {
+        let first = open(
+            backend,
+            Kind::Pub,
+            Mode::Bind,
+            "tcp://127.0.0.1:0",
+            Options::default(),
+        )
+        .await;
+        let second = open(
+            backend,
+            Kind::Pub,
+            Mode::Bind,
+            "tcp://127.0.0.1:0",
+            Options::default(),
+        )
+        .await;
+        let list = format!("{},{}", first.endpoint(), second.endpoint());
+        let mut subscriber = open(
+            backend,
+            Kind::Sub,
+            Mode::Connect,
+            &list,
+            Options::default().subscribe(b"t".to_vec()),
+        )
+        .await;
+        assert_eq!(subscriber.endpoint(), list);
+        // Each publisher's messages arrive (earlier copies of the other's may come first).
+        for (publisher, body) in [(&first, b"one".to_vec()), (&second, b"two".to_vec())] {
+            let start = Instant::now();
+            loop {
+                let message = vec![b"t".to_vec(), body.clone()];
+                if publish_until_received(publisher, &mut subscriber, message).await[1] == body {
+                    break;
+                }
+                assert!(
+                    start.elapsed() < DEADLINE,
+                    "{backend:?}: never received {body:?}"
+                );
+            }
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn subscriptions_are_only_for_sub_sockets() {
     let router = Socket::bind(Kind::Router, "tcp://127.0.0.1:0")
         .await
