@@ -602,6 +602,27 @@ mod tests {
     }
 
     #[test]
+    fn a_ping_is_answered_at_once_with_the_live_nodes() {
+        let now = Instant::now();
+        let mut broker = Broker::new(&Config::default());
+        let ping = vec![b"c1".to_vec(), BROKER_PING.to_vec()];
+        assert_eq!(
+            broker.on_frontend(ping.clone(), now),
+            Outgoing::Frontend(vec![b"c1".to_vec(), broker_pong(0)])
+        );
+        let ready = control(NodeToBroker::Ready {
+            node: "node-1".into(),
+        });
+        broker.on_backend(vec![b"node-1".to_vec(), ready], now);
+        assert_eq!(
+            broker.on_frontend(ping, now),
+            Outgoing::Frontend(vec![b"c1".to_vec(), broker_pong(1)])
+        );
+        let stats = broker.stats();
+        assert_eq!((stats.pings, stats.requests, stats.malformed), (2, 0, 0));
+    }
+
+    #[test]
     fn no_live_node_means_unavailable_with_the_seq() {
         let mut broker = Broker::new(&Config::default());
         let out = broker.on_frontend(vec![b"c1".to_vec(), request(42)], Instant::now());
