@@ -1,7 +1,10 @@
-//! The node's side of the broker: client requests in, answers out.
+//! The node's side of the brokers: client requests in, answers out.
 //!
-//! The node's DEALER (identity = its name) connects to the broker's backend, announces
-//! READY and heartbeats, so that the broker keeps it in its round-robin ring. A request
+//! The node has a DEALER (identity = its name) on every broker's backend, announces
+//! READY and heartbeats on each, so that every broker keeps it in its round-robin ring;
+//! an answer goes back through the broker its request came from ([`Route`]). A client
+//! whose broker died sends the request again through another one, with the same
+//! `(client_id, seq)`: the table then points at the new route. A request
 //! arrives as `[routing frames…, body(Request)]`; [`decode`] checks the layout and the
 //! body and answers a bad one at once (`bad_request`, or `too_large`). A good one is
 //! remembered in the [`PendingRequests`] table under its `(client_id, seq)`, to be
@@ -17,13 +20,13 @@ use proto::{Error, ErrorCode, LimitError, Reply, Request, Response};
 use transport::{Multipart, Sender};
 
 use crate::metrics::{Metrics, RequestLabels};
-use crate::pending::{Full, PendingRequests, Waiting};
+use crate::pending::{Full, PendingRequests, Route, Waiting};
 
 /// A client request, checked.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Incoming {
-    /// The routing frames to put in front of the answer.
-    pub(crate) route: Vec<Vec<u8>>,
+    /// Where the answer goes.
+    pub(crate) route: Route,
     /// The request.
     pub(crate) request: Request,
 }
@@ -34,17 +37,17 @@ pub(crate) enum Refused {
     /// No routing frame, or too many: nobody to answer (counted, dropped).
     Layout,
     /// A body that does not decode or breaks a limit: answered with this error.
-    Body(Vec<Vec<u8>>, Error),
+    Body(Route, Error),
 }
 
-/// Checks one frame set from the broker.
-pub(crate) fn decode(mut frames: Multipart) -> Result<Incoming, Refused> {
+/// Checks one frame set from broker number `broker`.
+pub(crate) fn decode(broker: usize, mut frames: Multipart) -> Result<Incoming, Refused> {
     let routing = frames.len().saturating_sub(1);
     if routing == 0 || routing > MAX_ROUTING_FRAMES {
         return Err(Refused::Layout);
     }
     let body = frames.pop().ok_or(Refused::Layout)?;
-    let route = frames;
+    let route = Route { broker, frames };
     match proto::decode::<Request>(&body) {
         Ok(request) => Ok(Incoming { route, request }),
         Err(e) => {
@@ -59,33 +62,34 @@ pub(crate) fn decode(mut frames: Multipart) -> Result<Incoming, Refused> {
     }
 }
 
-/// The DEALER to the broker and the requests waiting for an answer.
+/// The DEALERs to the brokers and the requests waiting for an answer.
 #[derive(Debug)]
 pub(crate) struct Clients {
-    broker: Sender,
+    /// One per broker, in `--broker` order.
+    brokers: Vec<Sender>,
     name: String,
     pending: PendingRequests,
     metrics: Metrics,
 }
 
 impl Clients {
-    /// The clients of node `name`, reached through `broker`; at most
+    /// The clients of node `name`, reached through `brokers`; at most
     /// `max_pending_requests` wait at once.
     pub(crate) fn new(
-        broker: Sender,
+        brokers: Vec<Sender>,
         name: String,
         max_pending_requests: usize,
         metrics: Metrics,
     ) -> Clients {
         Clients {
-            broker,
+            brokers,
             name,
             pending: PendingRequests::with_limit(max_pending_requests),
             metrics,
         }
     }
 
-    /// Announces this node to the broker (`first`: READY, else a heartbeat).
+    /// Announces this node to every broker (`first`: READY, else a heartbeat).
     pub(crate) fn announce(&mut self, first: bool) {
         let node = self.name.clone();
         let message = if first {
@@ -94,15 +98,24 @@ impl Clients {
             NodeToBroker::Heartbeat { node }
         };
         match proto::encode(&message) {
-            Ok(body) => self.send(vec![body]),
+            Ok(body) => {
+                for broker in 0..self.brokers.len() {
+                    self.send(broker, vec![body.clone()]);
+                }
+            }
             Err(e) => tracing::error!(error = %e, "cannot encode a broker message"),
         }
     }
 
-    /// Takes a frame set from the broker: a checked request, or `None` when it was
-    /// refused (and answered, when there is someone to answer).
-    pub(crate) fn receive(&mut self, frames: Multipart, applied_slot: u64) -> Option<Incoming> {
-        match decode(frames) {
+    /// Takes a frame set from broker number `broker`: a checked request, or `None` when
+    /// it was refused (and answered, when there is someone to answer).
+    pub(crate) fn receive(
+        &mut self,
+        broker: usize,
+        frames: Multipart,
+        applied_slot: u64,
+    ) -> Option<Incoming> {
+        match decode(broker, frames) {
             Ok(incoming) => Some(incoming),
             Err(Refused::Layout) => {
                 self.metrics.drop("bad_client_layout");
@@ -119,7 +132,7 @@ impl Clients {
     /// `overloaded` at once (it certainly took no effect) and returns `false`.
     pub(crate) fn wait_for(
         &mut self,
-        route: Vec<Vec<u8>>,
+        route: Route,
         command: &Command,
         now: Instant,
         applied_slot: u64,
@@ -178,7 +191,7 @@ impl Clients {
     /// Sends an answer along `route`.
     pub(crate) fn reply(
         &mut self,
-        route: Vec<Vec<u8>>,
+        route: Route,
         op: &'static str,
         seq: u64,
         result: Result<Reply, Error>,
@@ -213,9 +226,9 @@ impl Clients {
                 }
             }
         };
-        let mut frames = route;
+        let Route { broker, mut frames } = route;
         frames.push(body);
-        self.send(frames);
+        self.send(broker, frames);
     }
 
     /// The commands of every waiting request (handed to a new leader).
@@ -236,8 +249,11 @@ impl Clients {
         }
     }
 
-    fn send(&mut self, frames: Multipart) {
-        if self.broker.try_send(frames).is_err() {
+    fn send(&mut self, broker: usize, frames: Multipart) {
+        let Some(sender) = self.brokers.get(broker) else {
+            return;
+        };
+        if sender.try_send(frames).is_err() {
             self.metrics.drop("broker_queue_full");
         }
     }
@@ -261,15 +277,19 @@ mod tests {
             consistency: Consistency::Linearizable,
         };
         let body = proto::encode(&request).unwrap();
-        let incoming = decode(request_frames(body.clone())).unwrap();
-        assert_eq!(incoming.route, vec![b"client-7".to_vec()]);
+        let incoming = decode(1, request_frames(body.clone())).unwrap();
+        assert_eq!(incoming.route.frames, vec![b"client-7".to_vec()]);
+        assert_eq!(
+            incoming.route.broker, 1,
+            "answered through the broker it came from"
+        );
         assert_eq!(incoming.request, request);
         // No routing frame: nobody to answer.
-        assert_eq!(decode(vec![body]), Err(Refused::Layout));
+        assert_eq!(decode(0, vec![body]), Err(Refused::Layout));
         // Junk: answered bad_request on the client's route.
-        match decode(request_frames(vec![0xc1])) {
+        match decode(0, request_frames(vec![0xc1])) {
             Err(Refused::Body(route, error)) => {
-                assert_eq!(route, vec![b"client-7".to_vec()]);
+                assert_eq!(route.frames, vec![b"client-7".to_vec()]);
                 assert_eq!(error.code, ErrorCode::BadRequest);
             }
             other => panic!("{other:?}"),
@@ -284,7 +304,7 @@ mod tests {
         let body = rmp_serde::to_vec_named(&huge).unwrap();
         let mut framed = vec![proto::codec::PROTOCOL_VERSION];
         framed.extend(body);
-        match decode(request_frames(framed)) {
+        match decode(0, request_frames(framed)) {
             Err(Refused::Body(_, error)) => assert_eq!(error.code, ErrorCode::TooLarge),
             other => panic!("{other:?}"),
         }

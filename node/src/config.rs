@@ -19,6 +19,8 @@ pub const MAX_NODE_ID: u32 = 999;
 pub const MIN_TICK: Duration = Duration::from_millis(1);
 /// Longest tick accepted: above it failure detection is uselessly slow.
 pub const MAX_TICK: Duration = Duration::from_secs(1);
+/// Most brokers, and most proxies, one node connects to.
+pub const MAX_FABRIC_PEERS: usize = 8;
 
 fn duration(text: &str) -> Result<Duration, String> {
     service::parse_duration(text).map_err(|e| e.to_string())
@@ -33,14 +35,30 @@ pub struct Config {
     /// The reference service (ROUTER) that hands out ranks.
     #[arg(long, env = "REFERENCE", default_value = "tcp://127.0.0.1:5559")]
     pub reference: String,
-    /// The proxy's XSUB frontend, where this node's PUB connects.
-    #[arg(long, env = "PROXY_FRONTEND", default_value = "tcp://127.0.0.1:5557")]
+    /// The proxies' XSUB frontends, separated by commas, in the same order as
+    /// `--proxy-backend`: this node publishes through one of them at a time and moves to
+    /// the next when its own probes stop coming back.
+    #[arg(
+        long,
+        env = "PROXY_FRONTEND",
+        default_value = "tcp://127.0.0.1:5557,tcp://127.0.0.1:5567"
+    )]
     pub proxy_frontend: String,
-    /// The proxy's XPUB backend, where this node's SUB connects.
-    #[arg(long, env = "PROXY_BACKEND", default_value = "tcp://127.0.0.1:5558")]
+    /// The proxies' XPUB backends, separated by commas: this node's SUB listens to all.
+    #[arg(
+        long,
+        env = "PROXY_BACKEND",
+        default_value = "tcp://127.0.0.1:5558,tcp://127.0.0.1:5568"
+    )]
     pub proxy_backend: String,
-    /// The broker's backend (ROUTER), where this node's DEALER takes client requests.
-    #[arg(long, env = "BROKER_BACKEND", default_value = "tcp://127.0.0.1:5556")]
+    /// The brokers' backends (ROUTER), separated by commas: this node takes client
+    /// requests from every one (a DEALER each) and answers through the one a request
+    /// came from.
+    #[arg(
+        long,
+        env = "BROKER_BACKEND",
+        default_value = "tcp://127.0.0.1:5556,tcp://127.0.0.1:5566"
+    )]
     pub broker: String,
     /// Folder of every node's state; this node uses `<data-dir>/node-<id>`.
     #[arg(long, env = "DATA_DIR", default_value = "data")]
@@ -258,6 +276,29 @@ impl Config {
             if value < Duration::from_millis(10) {
                 return Err(range(field, format!("{value:?}"), "10ms..".to_owned()));
             }
+        }
+        for (field, list) in [
+            ("broker", &self.broker),
+            ("proxy-frontend", &self.proxy_frontend),
+            ("proxy-backend", &self.proxy_backend),
+        ] {
+            let count = transport::endpoints(list).count();
+            if count == 0 || count > MAX_FABRIC_PEERS {
+                return Err(range(
+                    field,
+                    list.clone(),
+                    format!("1..={MAX_FABRIC_PEERS} endpoints separated by commas"),
+                ));
+            }
+        }
+        let frontends = transport::endpoints(&self.proxy_frontend).count();
+        let backends = transport::endpoints(&self.proxy_backend).count();
+        if frontends != backends {
+            return Err(range(
+                "proxy-frontend",
+                self.proxy_frontend.clone(),
+                format!("as many endpoints as --proxy-backend ({backends})"),
+            ));
         }
         self.paxos_config(1, 0).validate()?;
         self.store_config().validate()?;

@@ -118,6 +118,7 @@ impl Driver {
         // Slots recovered from the WAL beyond store.json come out of the first ready().
         self.turn().await?;
         let mut buffer = Vec::new();
+        let mut requests = Vec::new();
         loop {
             let reading = self.replica.held_groups() < MAX_HELD_GROUPS;
             let event = inputs.next(&shutdown, reading).await;
@@ -131,9 +132,9 @@ impl Driver {
                 for frames in buffer.drain(..) {
                     self.on_peer(&frames);
                 }
-                inputs.drain_clients(&mut buffer);
-                for frames in buffer.drain(..) {
-                    self.on_client(frames);
+                inputs.drain_clients(&mut requests);
+                for (broker, frames) in requests.drain(..) {
+                    self.on_client(broker, frames);
                 }
             }
             self.turn().await?;
@@ -158,6 +159,11 @@ impl Driver {
             }
             Event::Tick => {
                 self.replica.tick();
+                if self.rooms.peers.tick(now) {
+                    // The core retransmits its own messages; a follower's forwards of
+                    // client commands are not, and some may have died in the old proxy.
+                    self.propose_waiting_again();
+                }
                 self.rooms.clients.expire(now);
                 if let Some(adjust) = self.rooms.clock.tick(now) {
                     self.rooms.peers.send_clock(&adjust);
@@ -190,7 +196,7 @@ impl Driver {
                 }
             }
             Event::Peer(frames) => self.on_peer(&frames),
-            Event::Client(frames) => self.on_client(frames),
+            Event::Client(broker, frames) => self.on_client(broker, frames),
         }
         Ok(())
     }
@@ -211,13 +217,14 @@ impl Driver {
                 }
                 self.note_clock();
             }
-            Some(Inbound::Members(_)) | None => {}
+            Some(Inbound::Members(_) | Inbound::Probe(_)) | None => {}
         }
     }
 
-    fn on_client(&mut self, frames: Multipart) {
+    fn on_client(&mut self, broker: usize, frames: Multipart) {
         let applied = self.store.applied_slot();
-        let Some(Incoming { route, request }) = self.rooms.clients.receive(frames, applied) else {
+        let incoming = self.rooms.clients.receive(broker, frames, applied);
+        let Some(Incoming { route, request }) = incoming else {
             return;
         };
         if request.consistency == Consistency::Local && request.op.is_read_only() {
@@ -360,6 +367,7 @@ impl Driver {
             registered: self.rooms.reference.registered(),
             reference_last_reply_ms_ago: self.rooms.reference.last_reply_ms_ago(now),
             clock_offset_ms: self.rooms.clock.offset_ms(),
+            proxy: self.rooms.peers.proxy().to_owned(),
         };
         let peers = &self.rooms.peers;
         self.rooms

@@ -73,6 +73,9 @@ pub struct StatusReport {
     pub lamport: u64,
     /// Berkeley clock offset in milliseconds.
     pub clock_offset_ms: i64,
+    /// The proxy this node publishes through (its probes come back through it).
+    #[serde(default)]
+    pub proxy: String,
     /// The log starts after this slot.
     pub truncated_slot: u64,
     /// Slot of the last store.json written.
@@ -229,6 +232,7 @@ mod tests {
             digest: "00".repeat(16),
             lamport: 9,
             clock_offset_ms: 0,
+            proxy: "tcp://127.0.0.1:5557".to_owned(),
             truncated_slot: 0,
             snapshot_slot: 0,
             pending_requests: 0,

@@ -10,7 +10,8 @@
 //! libzmq's queues instead of growing memory. Once woken, the loop drains what else
 //! waits ([`Inputs::drain_peers`], [`Inputs::drain_clients`], at most
 //! [`MAX_DRAIN_PER_TURN`] each), so that one `ready()` — one slot, one WAL group —
-//! covers everything that arrived together.
+//! covers everything that arrived together. Client requests come from every broker of
+//! the pair, each on its own DEALER.
 
 use std::time::Duration;
 
@@ -50,8 +51,8 @@ pub(crate) enum Event {
     Reference(Multipart),
     /// A frame set from the proxy.
     Peer(Multipart),
-    /// A frame set from the broker.
-    Client(Multipart),
+    /// A frame set from broker number `.0`.
+    Client(usize, Multipart),
     /// An input closed: a bug or a dead thread; the node stops.
     Closed(&'static str),
 }
@@ -93,8 +94,8 @@ impl Timers {
 pub(crate) struct Inputs {
     /// SUB, from the proxy.
     pub(crate) subscriber: Receiver,
-    /// DEALER, from the broker.
-    pub(crate) broker: Receiver,
+    /// One DEALER per broker, in `--broker` order.
+    pub(crate) brokers: Vec<Receiver>,
     /// DEALER, from the reference.
     pub(crate) reference: Receiver,
     /// `/status` queries from the HTTP task.
@@ -132,9 +133,9 @@ impl Inputs {
                 Some(m) => Event::Peer(m),
                 None => Event::Closed("SUB socket"),
             },
-            message = self.broker.recv(), if reading => match message {
-                Some(m) => Event::Client(m),
-                None => Event::Closed("broker socket"),
+            message = recv_any(&mut self.brokers), if reading => match message {
+                (broker, Some(m)) => Event::Client(broker, m),
+                (_, None) => Event::Closed("broker socket"),
             },
         }
     }
@@ -144,10 +145,38 @@ impl Inputs {
         drain(&mut self.subscriber, buffer);
     }
 
-    /// Takes the client messages waiting now (at most [`MAX_DRAIN_PER_TURN`]).
-    pub(crate) fn drain_clients(&mut self, buffer: &mut Vec<Multipart>) {
-        drain(&mut self.broker, buffer);
+    /// Takes the client messages waiting now (at most [`MAX_DRAIN_PER_TURN`] from each
+    /// broker), with the number of the broker each came from.
+    pub(crate) fn drain_clients(&mut self, buffer: &mut Vec<(usize, Multipart)>) {
+        for (broker, receiver) in self.brokers.iter_mut().enumerate() {
+            let start = buffer.len();
+            while buffer.len() - start < MAX_DRAIN_PER_TURN {
+                match receiver.try_recv() {
+                    Some(message) => buffer.push((broker, message)),
+                    None => break,
+                }
+            }
+        }
     }
+}
+
+/// The next message of any of `receivers`, with its index (`None` when that socket
+/// closed). Never resolves for an empty list. `Receiver::recv` is cancel-safe, so the
+/// futures of the others are simply dropped.
+async fn recv_any(receivers: &mut [Receiver]) -> (usize, Option<Multipart>) {
+    let mut pending: Vec<_> = receivers
+        .iter_mut()
+        .map(|receiver| Box::pin(receiver.recv()))
+        .collect();
+    std::future::poll_fn(|cx| {
+        for (index, future) in pending.iter_mut().enumerate() {
+            if let std::task::Poll::Ready(message) = future.as_mut().poll(cx) {
+                return std::task::Poll::Ready((index, message));
+            }
+        }
+        std::task::Poll::Pending
+    })
+    .await
 }
 
 fn drain(receiver: &mut Receiver, buffer: &mut Vec<Multipart>) {

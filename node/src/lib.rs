@@ -128,9 +128,20 @@ pub async fn run(
     let metrics = Metrics::new();
     // Both halves of every socket stay alive until the end: a socket closes when both
     // are dropped.
-    let (publisher, _publisher_rx) = sockets.publisher.split();
+    let mut publishers = Vec::new();
+    let mut publisher_halves = Vec::new();
+    for socket in sockets.publishers {
+        let endpoint = socket.endpoint().to_owned();
+        let (sender, receiver) = socket.split();
+        publishers.push((endpoint, sender));
+        publisher_halves.push(receiver);
+    }
     let (subscriptions, subscriber) = sockets.subscriber.split();
-    let (broker_tx, broker_rx) = sockets.broker.split();
+    let (broker_tx, broker_rx): (Vec<_>, Vec<_>) = sockets
+        .brokers
+        .into_iter()
+        .map(transport::Socket::split)
+        .unzip();
     let (reference_tx, mut reference_rx) = sockets.reference.split();
 
     let Some(booted) = boot::boot(&config, (&reference_tx, &mut reference_rx), &shutdown).await?
@@ -181,7 +192,7 @@ pub async fn run(
     );
     let rooms = Rooms {
         peers: Peers::new(
-            publisher,
+            publishers,
             identity,
             node_dir.join("node.json"),
             config.cluster_size,
@@ -215,7 +226,7 @@ pub async fn run(
     };
     let inputs = Inputs {
         subscriber,
-        broker: broker_rx,
+        brokers: broker_rx,
         reference: reference_rx,
         status: status_rx,
         wal_progress: wal.progress.clone(),
@@ -236,5 +247,7 @@ pub async fn run(
     // driver's own sender went with it).
     drop(wal.requests);
     let _ = tokio::task::spawn_blocking(move || wal.thread.join()).await;
+    // The publishers' receiving halves lived as long as their sockets had to.
+    drop(publisher_halves);
     result
 }

@@ -78,6 +78,8 @@ pub struct Metrics {
     pub messages_out: Counter,
     /// Clock offset applied by Berkeley synchronisation, in milliseconds.
     pub clock_offset_ms: Gauge,
+    /// Times this node moved to another proxy because its probes stopped coming back.
+    pub proxy_switches: Counter,
 }
 
 impl Default for Metrics {
@@ -110,6 +112,7 @@ impl Metrics {
         let messages_in = Counter::default();
         let messages_out = Counter::default();
         let clock_offset_ms = Gauge::default();
+        let proxy_switches = Counter::default();
         registry.register(
             "proposals",
             "Client commands handed to the Paxos core",
@@ -190,6 +193,11 @@ impl Metrics {
             "Clock offset from Berkeley synchronisation, in milliseconds",
             clock_offset_ms.clone(),
         );
+        registry.register(
+            "proxy_switches",
+            "Times this node moved to another proxy (its probes stopped coming back)",
+            proxy_switches.clone(),
+        );
         Metrics {
             registry: Arc::new(registry),
             proposals,
@@ -212,6 +220,7 @@ impl Metrics {
             messages_in,
             messages_out,
             clock_offset_ms,
+            proxy_switches,
         }
     }
 

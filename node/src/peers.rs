@@ -14,8 +14,19 @@
 //!   `node.json` so that a node restarts while the reference is down.
 //!
 //! PUB drops messages for slow or absent subscribers; the protocol retransmits on ticks.
+//!
+//! ## A pair of proxies
+//! The node has a PUB for every proxy and a SUB connected to all of them. It publishes
+//! through **one** proxy at a time ([`ProxyChoice`]), so the pair costs nothing next to
+//! a single proxy: every message crosses one forwarder, once. Its peers hear it whichever
+//! proxy it uses. To notice a proxy that died or was paused, the node publishes a probe
+//! (`probe.<name>`) through it every [`PROBE_INTERVAL`] and listens for it; when no probe
+//! has come back for [`PROBE_TIMEOUT`], it moves to the next proxy (and on, round the
+//! list, while none answers). What was published into the dead proxy meanwhile is lost,
+//! as pub/sub may lose anything: the Paxos core retransmits on its ticks.
 
 use std::path::PathBuf;
+use std::time::{Duration, Instant};
 
 use paxos::{Envelope, Message, Rank};
 use proto::client::ChatMessage;
@@ -56,6 +67,81 @@ pub fn paxos_topics(name: &str, rank: Rank, cluster_size: u32) -> Vec<Vec<u8>> {
     topics
 }
 
+/// How often a node sends a probe through the proxy it publishes through.
+pub const PROBE_INTERVAL: Duration = Duration::from_millis(50);
+/// A proxy through which no probe came back for this long is given up for the next.
+pub const PROBE_TIMEOUT: Duration = Duration::from_millis(250);
+
+/// Which proxy a node publishes through, and when to move on: plain data, time passed
+/// in.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct ProxyChoice {
+    count: usize,
+    active: usize,
+    /// When `active` was chosen.
+    since: Instant,
+    /// When a probe sent through `active` last came back.
+    last_back: Option<Instant>,
+    /// When the last probe was sent.
+    last_probe: Option<Instant>,
+    probes: u64,
+}
+
+impl ProxyChoice {
+    /// A choice among `count` proxies (at least one), starting with the first.
+    pub(crate) fn new(count: usize, now: Instant) -> ProxyChoice {
+        assert!(count > 0, "a node needs a proxy");
+        ProxyChoice {
+            count,
+            active: 0,
+            since: now,
+            last_back: None,
+            last_probe: None,
+            probes: 0,
+        }
+    }
+
+    /// The proxy to publish through.
+    pub(crate) fn active(&self) -> usize {
+        self.active
+    }
+
+    /// A probe to send now through [`ProxyChoice::active`], if one is due: its body.
+    pub(crate) fn probe(&mut self, now: Instant) -> Option<Vec<u8>> {
+        if self
+            .last_probe
+            .is_some_and(|t| now.saturating_duration_since(t) < PROBE_INTERVAL)
+        {
+            return None;
+        }
+        self.last_probe = Some(now);
+        self.probes += 1;
+        let mut body = vec![u8::try_from(self.active).unwrap_or(u8::MAX)];
+        body.extend_from_slice(&self.probes.to_le_bytes());
+        Some(body)
+    }
+
+    /// A probe came back; only one sent through the proxy in use counts.
+    pub(crate) fn back(&mut self, body: &[u8], now: Instant) {
+        if body.len() == 9 && usize::from(body[0]) == self.active {
+            self.last_back = Some(now);
+        }
+    }
+
+    /// Moves to the next proxy when the one in use has been silent for
+    /// [`PROBE_TIMEOUT`]; returns `(from, to)` when it did.
+    pub(crate) fn check(&mut self, now: Instant) -> Option<(usize, usize)> {
+        let heard = self.last_back.unwrap_or(self.since).max(self.since);
+        if self.count < 2 || now.saturating_duration_since(heard) < PROBE_TIMEOUT {
+            return None;
+        }
+        let from = self.active;
+        self.active = (self.active + 1) % self.count;
+        self.since = now;
+        Some((from, self.active))
+    }
+}
+
 /// What a peer frame carries, once checked.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Inbound {
@@ -75,6 +161,8 @@ pub(crate) enum Inbound {
     },
     /// The reference's membership: names by rank.
     Members(Vec<(Rank, String)>),
+    /// One of this node's own proxy probes, back.
+    Probe(Vec<u8>),
 }
 
 /// Checks and decodes one frame set from the SUB socket. `Ok(None)`: nothing for this
@@ -100,6 +188,9 @@ pub(crate) fn decode(
         return Err("bad_layout");
     };
     if sender.as_slice() == own_name.as_bytes() {
+        if topic.strip_prefix(b"probe.") == Some(own_name.as_bytes()) {
+            return Ok(Some(Inbound::Probe(body.clone())));
+        }
         return Ok(None); // our own broadcast, back through the proxy
     }
     let sender = std::str::from_utf8(sender).map_err(|_| "bad_sender")?;
@@ -124,7 +215,11 @@ pub(crate) fn decode(
 /// The PUB socket, this node's place in the topics, and its peers' names.
 #[derive(Debug)]
 pub(crate) struct Peers {
-    publisher: Sender,
+    /// One PUB per proxy.
+    publishers: Vec<Sender>,
+    /// Their endpoints, for logs and `/status`.
+    proxies: Vec<String>,
+    choice: ProxyChoice,
     name: String,
     rank: Rank,
     cluster_size: u32,
@@ -140,15 +235,18 @@ impl Peers {
     /// The peers of the node `identity`, published to on `publisher`; names learned are
     /// saved to `identity_path`.
     pub(crate) fn new(
-        publisher: Sender,
+        publishers: Vec<(String, Sender)>,
         identity: Identity,
         identity_path: PathBuf,
         cluster_size: u32,
         metrics: Metrics,
     ) -> Peers {
         let topics = paxos_topics(&identity.node, identity.rank, cluster_size);
+        let (proxies, publishers): (Vec<String>, Vec<Sender>) = publishers.into_iter().unzip();
         Peers {
-            publisher,
+            choice: ProxyChoice::new(publishers.len(), Instant::now()),
+            publishers,
+            proxies,
             name: identity.node.clone(),
             rank: identity.rank,
             cluster_size,
@@ -157,6 +255,32 @@ impl Peers {
             topics,
             metrics,
         }
+    }
+
+    /// The proxy this node publishes through.
+    pub(crate) fn proxy(&self) -> &str {
+        &self.proxies[self.choice.active()]
+    }
+
+    /// One tick: sends a probe through the proxy in use when one is due, and moves to
+    /// the next proxy when the probes stopped coming back. Returns whether it moved:
+    /// what this node published lately may have died in the old proxy.
+    pub(crate) fn tick(&mut self, now: Instant) -> bool {
+        let moved = self.choice.check(now);
+        if let Some((from, to)) = moved {
+            tracing::warn!(
+                silent = %self.proxies[from],
+                now_through = %self.proxies[to],
+                "the proxy forwards nothing of ours: publishing through the next one"
+            );
+            self.metrics.proxy_switches.inc();
+        }
+        if let Some(body) = self.choice.probe(now) {
+            let topic = topic::probe(&self.name).into_bytes();
+            let sender = self.name.as_bytes().to_vec();
+            self.publish(vec![topic, sender, body]);
+        }
+        moved.is_some()
     }
 
     /// This node's name.
@@ -180,6 +304,10 @@ impl Peers {
                 for (rank, name) in members {
                     self.learn_name(rank, &name);
                 }
+                None
+            }
+            Ok(Some(Inbound::Probe(body))) => {
+                self.choice.back(&body, Instant::now());
                 None
             }
             Ok(Some(Inbound::Paxos { sender, envelope })) => {
@@ -253,7 +381,10 @@ impl Peers {
 
     fn publish(&mut self, frames: Multipart) {
         // PUB drops for slow subscribers anyway; the protocol retransmits on ticks.
-        if self.publisher.try_send(frames).is_err() {
+        if self.publishers[self.choice.active()]
+            .try_send(frames)
+            .is_err()
+        {
             self.metrics.drop("pub_queue_full");
         }
     }
@@ -358,6 +489,38 @@ mod tests {
         assert_eq!(junk, Err("bad_envelope"));
         let clock = decode(&frames("clock", "node-3", vec![0xff]), "node-1", &topics);
         assert_eq!(clock, Err("bad_clock"));
+    }
+
+    #[test]
+    fn a_silent_proxy_is_given_up_for_the_next() {
+        let start = Instant::now();
+        let at = |ms| start + Duration::from_millis(ms);
+        let mut choice = ProxyChoice::new(2, start);
+        let probe = choice.probe(at(0)).unwrap();
+        assert!(choice.probe(at(10)).is_none(), "one per interval");
+        choice.back(&probe, at(1));
+        assert_eq!(choice.check(at(200)), None, "heard 199 ms ago");
+        // Nothing back for the timeout: the next proxy.
+        assert_eq!(choice.check(at(260)), Some((0, 1)));
+        assert_eq!(choice.active(), 1);
+        // A late probe of the old proxy does not count for the new one.
+        choice.back(&probe, at(270));
+        assert_eq!(choice.check(at(520)), Some((1, 0)), "round the list");
+        // A single proxy is never given up.
+        let mut one = ProxyChoice::new(1, start);
+        assert_eq!(one.check(at(10_000)), None);
+    }
+
+    #[test]
+    fn a_probe_comes_back_to_its_sender_only() {
+        let probe = frames("probe.node-1", "node-1", vec![0; 9]);
+        assert_eq!(
+            decode(&probe, "node-1", &[]),
+            Ok(Some(Inbound::Probe(vec![0; 9])))
+        );
+        // Another node's probe (the SUB prefix `probe.node-1` lets `probe.node-10` in).
+        let other = frames("probe.node-10", "node-10", vec![0; 9]);
+        assert_eq!(decode(&other, "node-1", &[]), Ok(None));
     }
 
     #[test]

@@ -13,12 +13,21 @@ pub const MAX_PENDING_REQUESTS: usize = 65_536;
 /// may have reached another node) and the entry must not live forever.
 pub const PENDING_REQUEST_TTL: Duration = Duration::from_secs(60);
 
+/// Where an answer goes: back through the broker the request came from, with the
+/// routing frames it put in front (the client's identity there).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Route {
+    /// The broker, by its place in `--broker`.
+    pub broker: usize,
+    /// The routing frames.
+    pub frames: Vec<Vec<u8>>,
+}
+
 /// One waiting request.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Waiting {
-    /// The routing frames to put in front of the reply (the client's identity at the
-    /// broker).
-    pub route: Vec<Vec<u8>>,
+    /// Where the answer goes.
+    pub route: Route,
     /// The command, to hand to the cluster again when the leader changes (a follower's
     /// forward to a leader that died is lost).
     pub command: Command,
@@ -41,7 +50,7 @@ pub struct PendingRequests {
 
 /// The map is full: the request's route comes back, to answer it `overloaded`.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Full(pub Vec<Vec<u8>>);
+pub struct Full(pub Route);
 
 impl Default for PendingRequests {
     fn default() -> Self {
@@ -76,13 +85,9 @@ impl PendingRequests {
     }
 
     /// Remembers a request; a retry of one already waiting replaces its route (the
-    /// client's newest path is the one still listening). Returns whether it was a retry.
-    pub fn insert(
-        &mut self,
-        route: Vec<Vec<u8>>,
-        command: Command,
-        now: Instant,
-    ) -> Result<bool, Full> {
+    /// client's newest path — maybe through another broker — is the one still
+    /// listening). Returns whether it was a retry.
+    pub fn insert(&mut self, route: Route, command: Command, now: Instant) -> Result<bool, Full> {
         let key = (command.client_id, command.seq);
         if let Some(waiting) = self.waiting.get_mut(&key) {
             waiting.route = route;
@@ -147,6 +152,10 @@ mod tests {
     use super::*;
     use proto::Op;
 
+    fn route(frames: Vec<Vec<u8>>) -> Route {
+        Route { broker: 0, frames }
+    }
+
     fn cmd(client_id: ClientId, seq: Seq) -> Command {
         Command {
             client_id,
@@ -160,15 +169,18 @@ mod tests {
         let now = Instant::now();
         let mut pending = PendingRequests::new();
         assert_eq!(
-            pending.insert(vec![b"a".to_vec()], cmd(1, 1), now),
+            pending.insert(route(vec![b"a".to_vec()]), cmd(1, 1), now),
             Ok(false)
         );
         assert_eq!(
-            pending.insert(vec![b"b".to_vec()], cmd(1, 1), now),
+            pending.insert(route(vec![b"b".to_vec()]), cmd(1, 1), now),
             Ok(true)
         );
         assert_eq!(pending.len(), 1);
-        assert_eq!(pending.take((1, 1)).unwrap().route, vec![b"b".to_vec()]);
+        assert_eq!(
+            pending.take((1, 1)).unwrap().route.frames,
+            vec![b"b".to_vec()]
+        );
         assert!(pending.take((1, 1)).is_none());
         assert!(pending.is_empty());
     }
@@ -177,11 +189,11 @@ mod tests {
     fn old_requests_expire_and_answered_ones_do_not_count() {
         let start = Instant::now();
         let mut pending = PendingRequests::new();
-        pending.insert(vec![], cmd(1, 1), start).unwrap();
-        pending.insert(vec![], cmd(2, 1), start).unwrap();
+        pending.insert(route(vec![]), cmd(1, 1), start).unwrap();
+        pending.insert(route(vec![]), cmd(2, 1), start).unwrap();
         pending.take((2, 1));
         let later = start + PENDING_REQUEST_TTL / 2;
-        pending.insert(vec![], cmd(3, 1), later).unwrap();
+        pending.insert(route(vec![]), cmd(3, 1), later).unwrap();
         assert_eq!(pending.expire(start + PENDING_REQUEST_TTL), 1);
         assert!(pending.take((1, 1)).is_none());
         assert!(pending.take((3, 1)).is_some());
@@ -192,15 +204,15 @@ mod tests {
         let now = Instant::now();
         let mut pending = PendingRequests::with_limit(4);
         for seq in 0..4 {
-            pending.insert(vec![], cmd(1, seq), now).unwrap();
+            pending.insert(route(vec![]), cmd(1, seq), now).unwrap();
         }
         // The refused request's route comes back, to answer it.
         assert_eq!(
-            pending.insert(vec![b"r".to_vec()], cmd(2, 0), now),
-            Err(Full(vec![b"r".to_vec()]))
+            pending.insert(route(vec![b"r".to_vec()]), cmd(2, 0), now),
+            Err(Full(route(vec![b"r".to_vec()])))
         );
         // A retry of a waiting request is still taken.
-        assert_eq!(pending.insert(vec![], cmd(1, 3), now), Ok(true));
+        assert_eq!(pending.insert(route(vec![]), cmd(1, 3), now), Ok(true));
         assert_eq!(
             PendingRequests::with_limit(usize::MAX).limit,
             MAX_PENDING_REQUESTS

@@ -25,6 +25,8 @@ pub(crate) struct Facts {
     pub(crate) reference_last_reply_ms_ago: Option<u64>,
     /// Berkeley clock offset.
     pub(crate) clock_offset_ms: i64,
+    /// The proxy this node publishes through.
+    pub(crate) proxy: String,
 }
 
 /// Builds reports for one node.
@@ -102,6 +104,7 @@ impl Reporter {
             digest: digest.to_string(),
             lamport: status.lamport,
             clock_offset_ms: facts.clock_offset_ms,
+            proxy: facts.proxy,
             truncated_slot: status.truncated_upto,
             snapshot_slot: facts.snapshot_slot,
             pending_requests: facts.pending_requests,

@@ -10,12 +10,13 @@ use crate::error::NodeError;
 /// The node's sockets.
 #[derive(Debug)]
 pub struct Sockets {
-    /// PUB, connected to the proxy's XSUB frontend.
-    pub publisher: Socket,
-    /// SUB, connected to the proxy's XPUB backend, subscribed to this node's topics.
+    /// One PUB per proxy (its XSUB frontend), in `--proxy-frontend` order: the node
+    /// publishes through one at a time ([`crate::peers`]).
+    pub publishers: Vec<Socket>,
+    /// One SUB connected to every proxy's XPUB backend, subscribed to this node's topics.
     pub subscriber: Socket,
-    /// DEALER (identity = node name), connected to the broker backend.
-    pub broker: Socket,
+    /// One DEALER per broker backend (identity = node name), in `--broker` order.
+    pub brokers: Vec<Socket>,
     /// DEALER, connected to the reference service.
     pub reference: Socket,
     /// The status port.
@@ -28,7 +29,8 @@ impl Sockets {
         let name = config.name();
         let mut sub_options = Options::default();
         // The peers' Paxos broadcasts are subscribed to by [`crate::run`], once the rank is
-        // known (`topic::from_rank`): a node's own never come back.
+        // known (`topic::from_rank`): a node's own never come back. Its own proxy probes
+        // do: they tell it whether the proxy it publishes through still forwards.
         for prefix in [
             topic::REPL,
             topic::ELECTION,
@@ -37,23 +39,21 @@ impl Sockets {
         ] {
             sub_options = sub_options.subscribe(prefix);
         }
-        sub_options = sub_options.subscribe(topic::to(&name));
-        let publisher = Socket::open(
-            Kind::Pub,
-            Mode::Connect,
-            &config.proxy_frontend,
-            Options::default(),
-        )
-        .await?;
+        sub_options = sub_options
+            .subscribe(topic::to(&name))
+            .subscribe(topic::probe(&name));
+        let mut publishers = Vec::new();
+        for endpoint in transport::endpoints(&config.proxy_frontend) {
+            publishers
+                .push(Socket::open(Kind::Pub, Mode::Connect, endpoint, Options::default()).await?);
+        }
         let subscriber =
             Socket::open(Kind::Sub, Mode::Connect, &config.proxy_backend, sub_options).await?;
-        let broker = Socket::open(
-            Kind::Dealer,
-            Mode::Connect,
-            &config.broker,
-            Options::default().identity(name.clone()),
-        )
-        .await?;
+        let mut brokers = Vec::new();
+        for endpoint in transport::endpoints(&config.broker) {
+            let options = Options::default().identity(name.clone());
+            brokers.push(Socket::open(Kind::Dealer, Mode::Connect, endpoint, options).await?);
+        }
         let reference = Socket::open(
             Kind::Dealer,
             Mode::Connect,
@@ -66,9 +66,9 @@ impl Sockets {
             .await
             .map_err(|source| NodeError::Status { addr, source })?;
         Ok(Sockets {
-            publisher,
+            publishers,
             subscriber,
-            broker,
+            brokers,
             reference,
             status,
         })
