@@ -86,6 +86,7 @@ impl BrokerUnderTest {
             let (frontend, backend) = (free(), free());
             let child = std::process::Command::new(env!("CARGO_BIN_EXE_broker"))
                 .args(["--frontend", &frontend, "--backend", &backend])
+                .args(["--status-addr", "127.0.0.1:0"])
                 .env("RUST_LOG", "warn")
                 .spawn()
                 .unwrap();
@@ -108,10 +109,12 @@ impl BrokerUnderTest {
             frontend.endpoint().to_owned(),
             backend.endpoint().to_owned(),
         );
+        let status = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let shutdown = CancellationToken::new();
         let task = tokio::spawn(broker::run(
             frontend,
             backend,
+            status,
             broker::Config::default(),
             shutdown.clone(),
         ));

@@ -20,6 +20,9 @@
 //!   it returns the message to send.
 //! - [`run`]: the only code that owns the sockets and the clock; `main.rs` only parses
 //!   flags, binds and calls it, so tests bind port 0 and run the real thing in-process.
+//! - The status port ([`service::http`]): `/status` (a [`BrokerReport`] taken by the loop
+//!   between two batches), `/readyz` (ready while at least one node is live), `/livez`,
+//!   `/metrics`. `--name` tells the brokers of a pair apart there and in the logs.
 //! - [`health`]: the probe behind `broker health` (docker healthchecks).
 //!
 //! ## Invariants kept here
@@ -46,8 +49,10 @@ use std::time::{Duration, Instant};
 use proto::codec::PROTOCOL_VERSION;
 use proto::fabric::{BROKER_PING, NodeToBroker, broker_pong};
 use proto::limits::{MAX_FRAME_BYTES, MAX_ROUTING_FRAME_BYTES};
+use proto::report::BrokerReport;
 use proto::{Consistency, Error, ErrorCode, Op, Request, Response};
 use serde::{Deserialize, Serialize};
+use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use transport::{Kind, Mode, Multipart, Options, Socket, TransportError};
 
@@ -58,6 +63,11 @@ use service::RateLimitedLog;
 pub const DEFAULT_FRONTEND: &str = "tcp://127.0.0.1:5555";
 /// Where nodes connect, by default.
 pub const DEFAULT_BACKEND: &str = "tcp://127.0.0.1:5556";
+/// Where the status port listens, by default (the second broker of a local pair is
+/// given 7092 by the scripts).
+pub const DEFAULT_STATUS_ADDR: &str = "127.0.0.1:7091";
+/// The broker's `--name`, by default.
+pub const DEFAULT_NAME: &str = "broker";
 /// Most messages taken from one socket before the other gets a turn.
 pub const RECV_BATCH_MAX: usize = 256;
 /// The `node` field of the answers the broker writes itself.
@@ -68,6 +78,8 @@ pub const HEALTH_CLIENT_ID: proto::client::ClientId = 0;
 /// Settings of [`run`]. The sockets are passed in already bound.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Config {
+    /// Which broker this is (`broker-1`), in `/status` and the logs.
+    pub name: String,
     /// A node silent for longer than this leaves the ring.
     pub liveness_timeout: Duration,
     /// How often the counters are logged (at info).
@@ -79,6 +91,7 @@ pub struct Config {
 impl Default for Config {
     fn default() -> Self {
         Config {
+            name: DEFAULT_NAME.to_owned(),
             liveness_timeout: Duration::from_secs(1),
             stats_interval: Duration::from_secs(10),
             malformed_log_interval: Duration::from_secs(5),
@@ -92,6 +105,14 @@ pub enum ConfigError {
     /// A duration is zero.
     #[error("{0} must be more than zero")]
     Zero(&'static str),
+    /// The name is empty, too long or has characters that are not allowed.
+    #[error("invalid name {name:?}: {reason}")]
+    Name {
+        /// The name.
+        name: String,
+        /// What is wrong with it.
+        reason: proto::LimitError,
+    },
 }
 
 impl Config {
@@ -106,7 +127,11 @@ impl Config {
                 return Err(ConfigError::Zero(name));
             }
         }
-        Ok(())
+        // The same rules as a node's name: short, printable, no spaces.
+        proto::fabric::check_node_name(&self.name).map_err(|reason| ConfigError::Name {
+            name: self.name.clone(),
+            reason,
+        })
     }
 
     /// How often stale nodes are removed from the ring (and logged as gone). Requests
@@ -149,6 +174,9 @@ pub enum BrokerError {
     /// Binding a socket failed.
     #[error(transparent)]
     Transport(#[from] TransportError),
+    /// The status port could not be bound.
+    #[error(transparent)]
+    StatusPort(#[from] service::http::BindError),
 }
 
 /// Where a message produced by [`Broker`] goes.
@@ -185,6 +213,7 @@ pub struct Broker {
     ring: Ring,
     stats: Stats,
     malformed_log: RateLimitedLog,
+    metrics: std::sync::Arc<prometheus_client::registry::Registry>,
 }
 
 impl Broker {
@@ -194,6 +223,29 @@ impl Broker {
             ring: Ring::new(config.liveness_timeout),
             stats: Stats::default(),
             malformed_log: RateLimitedLog::new(config.malformed_log_interval),
+            metrics: std::sync::Arc::new(prometheus_client::registry::Registry::with_prefix(
+                "broker",
+            )),
+        }
+    }
+
+    /// The Prometheus metrics (`/metrics`).
+    pub fn metrics(&self) -> std::sync::Arc<prometheus_client::registry::Registry> {
+        self.metrics.clone()
+    }
+
+    /// The `/status` document as of `now`.
+    pub fn report(&self, about: &About, now: Instant) -> BrokerReport {
+        BrokerReport {
+            name: about.name.clone(),
+            frontend: about.frontend.clone(),
+            backend: about.backend.clone(),
+            live_nodes: self.ring.live(now).map(control_name).collect(),
+            requests: self.stats.requests,
+            replies: self.stats.replies,
+            unavailable: self.stats.unavailable,
+            malformed: self.stats.malformed,
+            uptime_ms: millis(now.saturating_duration_since(about.started)),
         }
     }
 
@@ -369,6 +421,30 @@ fn control_name(identity: &[u8]) -> String {
     String::from_utf8_lossy(identity).into_owned()
 }
 
+fn millis(duration: Duration) -> u64 {
+    u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
+}
+
+/// What a [`BrokerReport`] says beside the broker's state: who it is, where it listens,
+/// and since when.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct About {
+    /// `--name`.
+    pub name: String,
+    /// The frontend endpoint as bound.
+    pub frontend: String,
+    /// The backend endpoint as bound.
+    pub backend: String,
+    /// When the broker started.
+    pub started: Instant,
+}
+
+/// `/readyz`: ready while at least one node is live (else every request is answered
+/// `unavailable`).
+fn is_ready(report: &BrokerReport) -> bool {
+    !report.live_nodes.is_empty()
+}
+
 /// Light checks of a client request: `[client_id, body]`, sizes within the limits, our
 /// protocol version. The body is not decoded.
 fn check_request_layout(message: &Multipart) -> Result<(), String> {
@@ -431,24 +507,36 @@ pub async fn bind(frontend: &str, backend: &str) -> Result<(Socket, Socket), Tra
     Ok((frontend, backend))
 }
 
-/// Runs the broker on two bound ROUTER sockets until `shutdown` is cancelled; returns the
-/// counters. The backend socket should have `router_handover` set (see [`bind`]).
+/// Runs the broker on two bound ROUTER sockets, with its status port on `status`, until
+/// `shutdown` is cancelled; returns the counters. The backend socket should have
+/// `router_handover` set (see [`bind`]).
 pub async fn run(
     frontend: Socket,
     backend: Socket,
+    status: TcpListener,
     config: Config,
     shutdown: CancellationToken,
 ) -> Result<Stats, BrokerError> {
     config.validate()?;
+    let about = About {
+        name: config.name.clone(),
+        frontend: frontend.endpoint().to_owned(),
+        backend: backend.endpoint().to_owned(),
+        started: Instant::now(),
+    };
     tracing::info!(
-        frontend = frontend.endpoint(),
-        backend = backend.endpoint(),
+        name = about.name,
+        frontend = about.frontend,
+        backend = about.backend,
+        status = %status.local_addr().map_or_else(|e| e.to_string(), |a| a.to_string()),
         liveness_timeout_ms = config.liveness_timeout.as_millis() as u64,
         "broker running"
     );
     let (frontend_tx, mut frontend_rx) = frontend.split();
     let (backend_tx, mut backend_rx) = backend.split();
     let mut broker = Broker::new(&config);
+    let (port, mut queries) = service::http::status_port(broker.metrics(), is_ready);
+    let http = service::http::spawn(status, port, &shutdown);
     let mut from_clients = Vec::with_capacity(RECV_BATCH_MAX);
     let mut from_nodes = Vec::with_capacity(RECV_BATCH_MAX);
     let mut expire_tick = tokio::time::interval(config.expire_interval());
@@ -482,13 +570,15 @@ pub async fn run(
             _ = expire_tick.tick() => broker.expire(Instant::now()),
             _ = stats_tick.tick() => {
                 let now = Instant::now();
-                log_stats(&broker, last_stats, now);
+                log_stats(&broker, &about.name, last_stats, now);
                 last_stats = (now, broker.stats());
             }
+            Some(query) = queries.recv() => query.answer(broker.report(&about, Instant::now())),
         }
     }
+    http.stop().await;
     let stats = broker.stats();
-    tracing::info!(?stats, "broker stopped");
+    tracing::info!(name = about.name, ?stats, "broker stopped");
     Ok(stats)
 }
 
@@ -512,10 +602,11 @@ async fn send(
     }
 }
 
-fn log_stats(broker: &Broker, (since, before): (Instant, Stats), now: Instant) {
+fn log_stats(broker: &Broker, name: &str, (since, before): (Instant, Stats), now: Instant) {
     let stats = broker.stats();
     let seconds = now.saturating_duration_since(since).as_secs_f64().max(1e-3);
     tracing::info!(
+        name,
         requests = stats.requests,
         replies = stats.replies,
         unavailable = stats.unavailable,
@@ -783,5 +874,44 @@ mod tests {
             ..Config::default()
         };
         assert_eq!(zero.validate(), Err(ConfigError::Zero("liveness timeout")));
+        for bad in ["", "broker 1", &"b".repeat(200)] {
+            let named = Config {
+                name: bad.to_owned(),
+                ..Config::default()
+            };
+            assert!(
+                matches!(named.validate(), Err(ConfigError::Name { .. })),
+                "{bad:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_report_lists_live_nodes_in_ring_order_and_the_counters() {
+        let t0 = Instant::now();
+        let mut broker = Broker::new(&Config::default());
+        let about = About {
+            name: "broker-2".into(),
+            frontend: "tcp://127.0.0.1:1".into(),
+            backend: "tcp://127.0.0.1:2".into(),
+            started: t0,
+        };
+        let empty = broker.report(&about, t0);
+        assert!(empty.live_nodes.is_empty() && !is_ready(&empty));
+        for node in ["node-1", "node-2"] {
+            let ready = control(NodeToBroker::Ready { node: node.into() });
+            broker.on_backend(vec![node.as_bytes().to_vec(), ready], t0);
+        }
+        broker.on_frontend(vec![b"c1".to_vec(), request(1)], t0);
+        let report = broker.report(&about, t0 + Duration::from_millis(250));
+        assert_eq!(report.name, "broker-2");
+        let mut live = report.live_nodes.clone();
+        live.sort();
+        assert_eq!(live, ["node-1", "node-2"]);
+        assert_eq!((report.requests, report.uptime_ms), (1, 250));
+        assert!(is_ready(&report));
+        // Silent nodes leave the report as they leave the ring.
+        let late = t0 + Config::default().liveness_timeout * 2;
+        assert!(broker.report(&about, late).live_nodes.is_empty());
     }
 }

@@ -1,6 +1,7 @@
 //! The `broker` binary: flags, then bind and [`broker::run`], or `broker health`, on the
 //! skeleton of [`service::Program`].
 
+use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -17,7 +18,9 @@ const BROKER: Program = Program::new("broker", Flavor::CurrentThread);
 /// connect DEALER sockets named after themselves to the backend and announce READY, then
 /// heartbeat. Each request goes to the next live node in turn; a node silent for longer
 /// than the liveness timeout gets nothing until it heartbeats again. With no live node a
-/// request is answered `unavailable` at once. Stops cleanly on Ctrl-C or SIGTERM.
+/// request is answered `unavailable` at once. The status port serves /status (JSON),
+/// /metrics (Prometheus), /livez and /readyz (ready while a node is live). Stops cleanly
+/// on Ctrl-C or SIGTERM.
 #[derive(Debug, Parser)]
 #[command(name = "broker", version, about, long_about)]
 struct Cli {
@@ -27,6 +30,12 @@ struct Cli {
     /// ROUTER endpoint for nodes (bind).
     #[arg(long, env = "BROKER_BACKEND", default_value = broker::DEFAULT_BACKEND, global = true)]
     backend: String,
+    /// HTTP status port: /status, /metrics, /livez, /readyz (port 0 picks a free one).
+    #[arg(long, env = "BROKER_STATUS_ADDR", default_value = broker::DEFAULT_STATUS_ADDR)]
+    status_addr: SocketAddr,
+    /// Which broker this is (`broker-1` of a pair), shown in /status and the logs.
+    #[arg(long, env = "BROKER_NAME", default_value = broker::DEFAULT_NAME)]
+    name: String,
     /// A node silent (no READY or heartbeat) for longer than this leaves the ring.
     #[arg(long, env = "BROKER_LIVENESS_TIMEOUT", default_value = "1s", value_parser = service::parse_duration)]
     liveness_timeout: Duration,
@@ -72,12 +81,14 @@ fn main() -> ExitCode {
 
 async fn serve(cli: &Cli, shutdown: CancellationToken) -> Result<(), broker::BrokerError> {
     let config = broker::Config {
+        name: cli.name.clone(),
         liveness_timeout: cli.liveness_timeout,
         stats_interval: cli.stats_interval,
         malformed_log_interval: cli.malformed_log_interval,
     };
     config.validate()?;
+    let status = service::http::bind(cli.status_addr).await?;
     let (frontend, backend) = broker::bind(&cli.frontend, &cli.backend).await?;
-    broker::run(frontend, backend, config, shutdown).await?;
+    broker::run(frontend, backend, status, config, shutdown).await?;
     Ok(())
 }

@@ -61,6 +61,8 @@ fn help_explains_the_flags_and_their_env_twins() {
         "BROKER_FRONTEND",
         "BROKER_BACKEND",
         "BROKER_LIVENESS_TIMEOUT",
+        "BROKER_STATUS_ADDR",
+        "BROKER_NAME",
         "LOG_FORMAT",
         "health",
     ] {
@@ -75,6 +77,7 @@ fn runs_from_env_answers_health_and_stops_cleanly_on_sigterm_and_sigint() {
         let child = Command::new(BINARY)
             .env("BROKER_FRONTEND", &frontend)
             .env("BROKER_BACKEND", &backend)
+            .env("BROKER_STATUS_ADDR", "127.0.0.1:0")
             .env("LOG_FORMAT", "json")
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
@@ -127,4 +130,70 @@ fn a_bad_flag_is_refused() {
         .output()
         .unwrap();
     assert!(!output.status.success(), "a zero timeout is refused");
+    let output = Command::new(BINARY)
+        .args(["--status-addr", "localhost:http"])
+        .output()
+        .unwrap();
+    assert!(!output.status.success(), "a status address is ip:port");
+}
+
+#[test]
+fn a_taken_status_port_stops_the_broker_with_an_error_naming_it() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let output = Command::new(BINARY)
+        .args([
+            "--frontend",
+            &free_endpoint(),
+            "--backend",
+            &free_endpoint(),
+        ])
+        .args(["--status-addr", &addr])
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let logs = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        logs.contains(&format!("cannot bind the status port {addr}")),
+        "{logs}"
+    );
+}
+
+#[test]
+fn the_status_port_answers_with_the_name() {
+    let (frontend, backend) = (free_endpoint(), free_endpoint());
+    let status = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = status.local_addr().unwrap();
+    drop(status);
+    let child = Command::new(BINARY)
+        .args(["--frontend", &frontend, "--backend", &backend])
+        .args(["--status-addr", &addr.to_string(), "--name", "broker-2"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_healthy(&frontend);
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let (code, body) = runtime
+        .block_on(service::http::get(addr, "/status", DEADLINE))
+        .unwrap();
+    assert_eq!(code, 200, "{body}");
+    let report: proto::report::BrokerReport = serde_json::from_str(&body).unwrap();
+    assert_eq!(report.name, "broker-2");
+    assert_eq!(report.frontend, frontend);
+    let (code, _) = runtime
+        .block_on(service::http::get(addr, "/readyz", DEADLINE))
+        .unwrap();
+    assert_eq!(code, 503, "no node: not ready");
+    signal(&child, "TERM");
+    let output = wait_exit(child);
+    let logs = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{logs}");
+    assert!(
+        logs.contains("broker-2"),
+        "the name is in the logs:\n{logs}"
+    );
 }

@@ -11,6 +11,7 @@
 //! | [`paxos`] | node ↔ node over the proxy | [`paxos::Envelope`] |
 //! | [`live`] | node → proxy → client (live chat) | [`live::LiveMessage`] on [`live::topic_of`] |
 //! | [`topic`] | pub/sub topic names | |
+//! | [`report`] | broker, proxy, reference → tools (HTTP `/status`, JSON) | [`report::BrokerReport`], [`report::ProxyReport`], [`report::ReferenceReport`] |
 //!
 //! ## Invariants kept here
 //! - Decoding any byte string returns a value or a typed [`codec::DecodeError`]; it never
@@ -24,6 +25,7 @@ pub mod fabric;
 pub mod limits;
 pub mod live;
 pub mod paxos;
+pub mod report;
 pub mod topic;
 
 pub use client::{Command, Consistency, Error, ErrorCode, Op, Reply, Request, Response};

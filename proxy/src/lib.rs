@@ -30,6 +30,8 @@
 
 use std::time::{Duration, Instant};
 
+use proto::report::ProxyReport;
+use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use transport::{Backend, Forwarder, Kind, Mode, Options, Socket, TransportError};
 
@@ -37,6 +39,11 @@ use transport::{Backend, Forwarder, Kind, Mode, Options, Socket, TransportError}
 pub const DEFAULT_FRONTEND: &str = "tcp://127.0.0.1:5557";
 /// Where subscribers connect, by default.
 pub const DEFAULT_BACKEND: &str = "tcp://127.0.0.1:5558";
+/// Where the status port listens, by default (the second proxy of a local pair is given
+/// 7094 by the scripts).
+pub const DEFAULT_STATUS_ADDR: &str = "127.0.0.1:7093";
+/// The proxy's `--name`, by default.
+pub const DEFAULT_NAME: &str = "proxy";
 /// Topic prefix of the messages [`health`] sends through the proxy (nobody else
 /// subscribes to it, so publishers drop them at the source for everybody else).
 pub const HEALTH_TOPIC_PREFIX: &str = "health.";
@@ -47,6 +54,8 @@ pub const HEALTH_PROBE_INTERVAL: Duration = Duration::from_millis(50);
 /// Settings of [`run`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Config {
+    /// Which proxy this is (`proxy-1`), in `/status` and the logs.
+    pub name: String,
     /// How often the counters are logged (at info).
     pub stats_interval: Duration,
 }
@@ -54,6 +63,7 @@ pub struct Config {
 impl Default for Config {
     fn default() -> Self {
         Config {
+            name: DEFAULT_NAME.to_owned(),
             stats_interval: Duration::from_secs(10),
         }
     }
@@ -65,7 +75,11 @@ impl Config {
         if self.stats_interval.is_zero() {
             return Err(ProxyError::Config("stats interval must be more than zero"));
         }
-        Ok(())
+        // The same rules as a node's name: short, printable, no spaces.
+        proto::fabric::check_node_name(&self.name).map_err(|reason| ProxyError::Name {
+            name: self.name.clone(),
+            reason,
+        })
     }
 }
 
@@ -97,9 +111,20 @@ pub enum ProxyError {
     /// The settings cannot work.
     #[error("invalid configuration: {0}")]
     Config(&'static str),
+    /// The name is empty, too long or has characters that are not allowed.
+    #[error("invalid configuration: invalid name {name:?}: {reason}")]
+    Name {
+        /// The name.
+        name: String,
+        /// What is wrong with it.
+        reason: proto::LimitError,
+    },
     /// Binding a socket failed.
     #[error(transparent)]
     Transport(#[from] TransportError),
+    /// The status port could not be bound.
+    #[error(transparent)]
+    StatusPort(#[from] service::http::BindError),
 }
 
 /// Binds the XSUB frontend and the XPUB backend and starts forwarding (default backend
@@ -108,19 +133,51 @@ pub async fn start(frontend: &str, backend: &str) -> Result<Forwarder, Transport
     Forwarder::start(Backend::default(), frontend, backend, Options::default()).await
 }
 
-/// Logs the counters of a started forwarder every [`Config::stats_interval`] until
-/// `shutdown` is cancelled, then stops it and returns the final counters.
+/// The `/status` document of `forwarder` as of `now`.
+pub fn report(forwarder: &Forwarder, name: &str, started: Instant, now: Instant) -> ProxyReport {
+    let stats = forwarder.stats();
+    let (messages, bytes, subscriptions) = stats.snapshot();
+    let (publishers, subscribers) = stats.connected();
+    ProxyReport {
+        name: name.to_owned(),
+        frontend: forwarder.frontend_endpoint().to_owned(),
+        backend: forwarder.backend_endpoint().to_owned(),
+        publishers,
+        subscribers,
+        messages,
+        bytes,
+        subscriptions,
+        uptime_ms: u64::try_from(now.saturating_duration_since(started).as_millis())
+            .unwrap_or(u64::MAX),
+    }
+}
+
+/// `/readyz`: whoever answers has a started forwarder, whose sockets are bound.
+fn is_ready(_: &ProxyReport) -> bool {
+    true
+}
+
+/// Serves the status port on `status` and logs the counters of a started forwarder
+/// every [`Config::stats_interval`] until `shutdown` is cancelled, then stops it and
+/// returns the final counters.
 pub async fn run(
     forwarder: Forwarder,
+    status: TcpListener,
     config: Config,
     shutdown: CancellationToken,
 ) -> Result<Stats, ProxyError> {
     config.validate()?;
+    let started = Instant::now();
     tracing::info!(
+        name = config.name,
         frontend = forwarder.frontend_endpoint(),
         backend = forwarder.backend_endpoint(),
+        status = %status.local_addr().map_or_else(|e| e.to_string(), |a| a.to_string()),
         "proxy running"
     );
+    let registry = prometheus_client::registry::Registry::with_prefix("proxy");
+    let (port, mut queries) = service::http::status_port(std::sync::Arc::new(registry), is_ready);
+    let http = service::http::spawn(status, port, &shutdown);
     let mut ticker = tokio::time::interval(config.stats_interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     ticker.tick().await; // immediate: nothing to report yet
@@ -131,21 +188,35 @@ pub async fn run(
             _ = ticker.tick() => {
                 let now = Instant::now();
                 let stats = Stats::of(&forwarder);
-                log_stats(stats, last, now);
+                log_stats(&config.name, &forwarder, stats, last, now);
                 last = (now, stats);
+            }
+            Some(query) = queries.recv() => {
+                query.answer(report(&forwarder, &config.name, started, Instant::now()));
             }
         }
     }
+    http.stop().await;
     let stats = Stats::of(&forwarder);
     forwarder.stop().await;
-    tracing::info!(?stats, "proxy stopped");
+    tracing::info!(name = config.name, ?stats, "proxy stopped");
     Ok(stats)
 }
 
-fn log_stats(stats: Stats, (since, before): (Instant, Stats), now: Instant) {
+fn log_stats(
+    name: &str,
+    forwarder: &Forwarder,
+    stats: Stats,
+    (since, before): (Instant, Stats),
+    now: Instant,
+) {
     let seconds = now.saturating_duration_since(since).as_secs_f64().max(1e-3);
     let rate = |now: u64, then: u64| (now.saturating_sub(then) as f64 / seconds).round() as u64;
+    let (publishers, subscribers) = forwarder.stats().connected();
     tracing::info!(
+        name,
+        publishers,
+        subscribers,
         messages = stats.messages,
         bytes = stats.bytes,
         subscriptions = stats.subscriptions,
@@ -225,10 +296,21 @@ mod tests {
         assert!(Config::default().validate().is_ok());
         assert!(
             Config {
-                stats_interval: Duration::ZERO
+                stats_interval: Duration::ZERO,
+                ..Config::default()
             }
             .validate()
             .is_err()
         );
+        for bad in ["", "proxy 1", "proxy\n"] {
+            let named = Config {
+                name: bad.to_owned(),
+                ..Config::default()
+            };
+            assert!(
+                matches!(named.validate(), Err(ProxyError::Name { .. })),
+                "{bad:?}"
+            );
+        }
     }
 }

@@ -1,6 +1,7 @@
 //! The `proxy` binary: flags, then bind and [`proxy::run`], or `proxy health`, on the
 //! skeleton of [`service::Program`].
 
+use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -17,8 +18,10 @@ const PROXY: Program = Program::new("proxy", Flavor::CurrentThread);
 /// Publishers connect PUB sockets to the frontend, subscribers connect SUB sockets to the
 /// backend; subscriptions travel upstream so that publishers only send what somebody
 /// wants. A subscriber that stops reading loses its own messages once its queue is full
-/// and never slows the others. Counters (messages, bytes, subscriptions, msg/s) are logged
-/// every --stats-interval. Stops cleanly on Ctrl-C or SIGTERM.
+/// and never slows the others. Counters (messages, bytes, subscriptions, msg/s, connected
+/// publishers and subscribers) are logged every --stats-interval. The status port serves
+/// /status (JSON), /metrics (Prometheus), /livez and /readyz. Stops cleanly on Ctrl-C or
+/// SIGTERM.
 #[derive(Debug, Parser)]
 #[command(name = "proxy", version, about, long_about)]
 struct Cli {
@@ -28,6 +31,12 @@ struct Cli {
     /// XPUB endpoint for subscribers (bind).
     #[arg(long, env = "PROXY_BACKEND", default_value = proxy::DEFAULT_BACKEND, global = true)]
     backend: String,
+    /// HTTP status port: /status, /metrics, /livez, /readyz (port 0 picks a free one).
+    #[arg(long, env = "PROXY_STATUS_ADDR", default_value = proxy::DEFAULT_STATUS_ADDR)]
+    status_addr: SocketAddr,
+    /// Which proxy this is (`proxy-1` of a pair), shown in /status and the logs.
+    #[arg(long, env = "PROXY_NAME", default_value = proxy::DEFAULT_NAME)]
+    name: String,
     /// How often the counters are logged.
     #[arg(long, env = "PROXY_STATS_INTERVAL", default_value = "10s", value_parser = service::parse_duration)]
     stats_interval: Duration,
@@ -67,10 +76,12 @@ fn main() -> ExitCode {
 
 async fn serve(cli: &Cli, shutdown: CancellationToken) -> Result<(), proxy::ProxyError> {
     let config = proxy::Config {
+        name: cli.name.clone(),
         stats_interval: cli.stats_interval,
     };
     config.validate()?;
+    let status = service::http::bind(cli.status_addr).await?;
     let forwarder = proxy::start(&cli.frontend, &cli.backend).await?;
-    proxy::run(forwarder, config, shutdown).await?;
+    proxy::run(forwarder, status, config, shutdown).await?;
     Ok(())
 }

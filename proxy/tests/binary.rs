@@ -78,6 +78,8 @@ fn help_explains_the_flags_and_their_env_twins() {
         "PROXY_FRONTEND",
         "PROXY_BACKEND",
         "PROXY_STATS_INTERVAL",
+        "PROXY_STATUS_ADDR",
+        "PROXY_NAME",
         "LOG_FORMAT",
         "health",
     ] {
@@ -93,6 +95,7 @@ fn runs_from_env_answers_health_and_stops_cleanly_on_sigterm_and_sigint() {
             .env("PROXY_FRONTEND", &frontend)
             .env("PROXY_BACKEND", &backend)
             .env("PROXY_STATS_INTERVAL", "100ms")
+            .env("PROXY_STATUS_ADDR", "127.0.0.1:0")
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
@@ -121,4 +124,48 @@ fn runs_from_env_answers_health_and_stops_cleanly_on_sigterm_and_sigint() {
 #[test]
 fn health_fails_when_no_proxy_runs() {
     assert!(!health(&free_endpoint(), &free_endpoint(), "300ms"));
+}
+
+#[test]
+fn a_taken_status_port_stops_the_proxy_with_an_error_naming_it() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let output = Command::new(BINARY)
+        .args([
+            "--frontend",
+            &free_endpoint(),
+            "--backend",
+            &free_endpoint(),
+        ])
+        .args(["--status-addr", &addr])
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let logs = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        logs.contains(&format!("cannot bind the status port {addr}")),
+        "{logs}"
+    );
+}
+
+#[test]
+fn the_name_is_in_the_logs() {
+    let (frontend, backend) = (free_endpoint(), free_endpoint());
+    let mut child = Command::new(BINARY)
+        .args(["--frontend", &frontend, "--backend", &backend])
+        .args(["--status-addr", "127.0.0.1:0", "--name", "proxy-2"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let logs = collect_logs(&mut child);
+    wait_for_log(&logs, "proxy running");
+    let killed = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    assert!(wait_exit(child).success());
+    wait_for_log(&logs, "proxy stopped");
+    assert!(logs.lock().unwrap().contains("proxy-2"));
 }

@@ -1,5 +1,5 @@
 //! The proxy over loopback, through [`proxy::run`]: topic filtering, a stalled subscriber,
-//! hostile peers on both sockets, health and shutdown.
+//! hostile peers on both sockets, health, the status port and shutdown.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // a panic in a test is a failed test
 
@@ -25,6 +25,8 @@ struct TestProxy {
     transport: Backend,
     /// The forwarder's live counters (`proxy::run` owns the forwarder itself).
     counters: std::sync::Arc<transport::ForwardStats>,
+    /// The status port (HTTP).
+    status: std::net::SocketAddr,
     shutdown: CancellationToken,
     task: JoinHandle<Result<proxy::Stats, proxy::ProxyError>>,
 }
@@ -46,14 +48,18 @@ impl TestProxy {
         let counters = forwarder.stats();
         let shutdown = CancellationToken::new();
         let config = proxy::Config {
+            name: "proxy-1".into(),
             stats_interval: Duration::from_millis(200),
         };
-        let task = tokio::spawn(proxy::run(forwarder, config, shutdown.clone()));
+        let status = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let status_addr = status.local_addr().unwrap();
+        let task = tokio::spawn(proxy::run(forwarder, status, config, shutdown.clone()));
         TestProxy {
             frontend,
             backend,
             transport,
             counters,
+            status: status_addr,
             shutdown,
             task,
         }
@@ -90,6 +96,40 @@ impl TestProxy {
             .expect("the proxy stops on shutdown")
             .unwrap()
             .unwrap()
+    }
+}
+
+impl TestProxy {
+    async fn get(&self, path: &str) -> (u16, String) {
+        service::http::get(self.status, path, DEADLINE)
+            .await
+            .unwrap()
+    }
+
+    async fn report(&self) -> proto::report::ProxyReport {
+        let (code, body) = self.get("/status").await;
+        assert_eq!(code, 200, "{body}");
+        serde_json::from_str(&body).unwrap()
+    }
+
+    /// Waits until the report shows this many publishers and subscribers.
+    async fn wait_connected(
+        &self,
+        publishers: u64,
+        subscribers: u64,
+    ) -> proto::report::ProxyReport {
+        let start = Instant::now();
+        loop {
+            let report = self.report().await;
+            if (report.publishers, report.subscribers) == (publishers, subscribers) {
+                return report;
+            }
+            assert!(
+                start.elapsed() < DEADLINE,
+                "never {publishers} publishers and {subscribers} subscribers: {report:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
     }
 }
 
@@ -432,4 +472,44 @@ async fn health_fails_when_no_proxy_runs() {
         .await
         .unwrap_err();
     assert!(matches!(error, proxy::HealthError::Timeout(_)), "{error}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_status_port_counts_peers_and_messages() {
+    let proxy = TestProxy::start(Backend::default()).await;
+    assert_eq!(proxy.get("/livez").await, (200, "ok\n".into()));
+    assert_eq!(proxy.get("/readyz").await, (200, "ready\n".into()));
+    assert_eq!(proxy.get("/nothing").await.0, 404);
+    let idle = proxy.wait_connected(0, 0).await;
+    assert_eq!(idle.name, "proxy-1");
+    assert_eq!(
+        (idle.frontend.as_str(), idle.backend.as_str()),
+        (proxy.frontend.as_str(), proxy.backend.as_str())
+    );
+    assert_eq!(idle.messages, 0);
+
+    let publisher = proxy.publisher().await;
+    let mut first = proxy
+        .subscriber(Options::default().subscribe(b"chan.".to_vec()))
+        .await;
+    let second = proxy
+        .subscriber(Options::default().subscribe(b"chan.".to_vec()))
+        .await;
+    proxy.wait_connected(1, 2).await;
+    publish_until_received(
+        &publisher,
+        &mut first,
+        vec![b"chan.general".to_vec(), b"hello".to_vec()],
+    )
+    .await;
+    let busy = proxy.report().await;
+    assert!(busy.messages >= 1 && busy.bytes >= 17, "{busy:?}");
+    assert!(busy.subscriptions >= 2, "{busy:?}");
+
+    // Peers that leave are no longer counted.
+    drop(second);
+    proxy.wait_connected(1, 1).await;
+    drop((publisher, first));
+    proxy.wait_connected(0, 0).await;
+    proxy.stop().await;
 }

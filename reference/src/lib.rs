@@ -14,6 +14,9 @@
 //! - [`store`]: the registry file, written atomically.
 //! - [`run`]: the only code that owns the sockets, the clock and the file; `main.rs` only
 //!   parses flags, opens the store, binds and calls it.
+//! - The status port ([`service::http`]): `/status` (a [`ReferenceReport`] taken by the
+//!   loop between two batches), `/readyz` (ready as soon as [`run`] answers: it is handed
+//!   the loaded registry), `/livez`, `/metrics`.
 //! - [`health`]: the probe behind `reference health`.
 //!
 //! ## Invariants kept here
@@ -39,7 +42,9 @@ use std::time::{Duration, Instant};
 
 use proto::fabric::{RefReply, RefRequest};
 use proto::limits::MAX_ROUTING_FRAME_BYTES;
+use proto::report::ReferenceReport;
 use proto::{Error, ErrorCode};
+use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use transport::{Kind, Mode, Multipart, Options, Socket, TransportError};
 
@@ -53,6 +58,8 @@ pub const DEFAULT_ENDPOINT: &str = "tcp://127.0.0.1:5559";
 pub const DEFAULT_PROXY_FRONTEND: &str = "tcp://127.0.0.1:5557";
 /// The data folder, by default (relative to the working directory).
 pub const DEFAULT_DATA_DIR: &str = "data/reference";
+/// Where the status port listens, by default.
+pub const DEFAULT_STATUS_ADDR: &str = "127.0.0.1:7090";
 /// Most requests taken from the socket at once (and answered after one store write).
 pub const RECV_BATCH_MAX: usize = 256;
 
@@ -126,6 +133,9 @@ pub enum ReferenceError {
     /// A socket could not be opened, or closed.
     #[error(transparent)]
     Transport(#[from] TransportError),
+    /// The status port could not be bound.
+    #[error(transparent)]
+    StatusPort(#[from] service::http::BindError),
 }
 
 /// Opens the store in `data_dir` and restores the registry from it (an empty one when
@@ -185,6 +195,21 @@ impl Reference {
     /// The counters so far.
     pub fn stats(&self) -> Stats {
         self.stats
+    }
+
+    /// The `/status` document as of `now`; `endpoint` and `started` are the run's.
+    pub fn report(&self, endpoint: &str, started: Instant, now: Now) -> ReferenceReport {
+        let uptime = now.instant.saturating_duration_since(started);
+        ReferenceReport {
+            endpoint: endpoint.to_owned(),
+            members: self.registry.report(now),
+            epoch: self.registry.epoch(),
+            // A registry that cannot be written stops the reference: whoever answers has
+            // saved every change it answered for.
+            registry_saved: true,
+            last_save_error: None,
+            uptime_ms: u64::try_from(uptime.as_millis()).unwrap_or(u64::MAX),
+        }
     }
 
     /// One message from the ROUTER, `[peer, body]`; returns the reply to send, if any.
@@ -270,21 +295,30 @@ fn reply(peer: &[u8], answer: &RefReply) -> Option<Multipart> {
     }
 }
 
-/// Runs the reference on a bound ROUTER and a connected PUB until `shutdown` is
-/// cancelled; returns the counters. Every change is written to `store` before the replies
-/// and the event that depend on it are sent.
+/// `/readyz`: whoever answers runs on a loaded registry.
+fn is_ready(_: &ReferenceReport) -> bool {
+    true
+}
+
+/// Runs the reference on a bound ROUTER and a connected PUB, with its status port on
+/// `status`, until `shutdown` is cancelled; returns the counters. Every change is written
+/// to `store` before the replies and the event that depend on it are sent.
 pub async fn run(
     router: Socket,
     publisher: Socket,
+    status: TcpListener,
     registry: Registry,
     store: Store,
     config: Config,
     shutdown: CancellationToken,
 ) -> Result<Stats, ReferenceError> {
     config.validate()?;
+    let started = Instant::now();
+    let endpoint = router.endpoint().to_owned();
     tracing::info!(
-        endpoint = router.endpoint(),
+        endpoint,
         proxy = publisher.endpoint(),
+        status = %status.local_addr().map_or_else(|e| e.to_string(), |a| a.to_string()),
         registry = %store.path().display(),
         members = registry.members(Now::system()).len(),
         expiry_timeout_ms = config.expiry_timeout.as_millis() as u64,
@@ -293,6 +327,9 @@ pub async fn run(
     let (router_tx, mut router_rx) = router.split();
     let (publisher_tx, _publisher_rx) = publisher.split();
     let mut reference = Reference::new(registry, &config);
+    let metrics = prometheus_client::registry::Registry::with_prefix("reference");
+    let (port, mut queries) = service::http::status_port(std::sync::Arc::new(metrics), is_ready);
+    let http = service::http::spawn(status, port, &shutdown);
     let mut requests = Vec::with_capacity(RECV_BATCH_MAX);
     let mut replies = Vec::with_capacity(RECV_BATCH_MAX);
     let mut expire_tick = tokio::time::interval(config.expire_interval());
@@ -314,6 +351,10 @@ pub async fn run(
             // Wakes the loop to notice silent members soon (the expiry itself is below).
             _ = expire_tick.tick() => {}
             _ = publish_tick.tick() => publish = true,
+            Some(query) = queries.recv() => {
+                query.answer(reference.report(&endpoint, started, Now::system()));
+                continue;
+            }
         }
         // Liveness as of now: a member that fell silent is gone in what is persisted,
         // answered and published next, with a new epoch.
@@ -343,6 +384,7 @@ pub async fn run(
             }
         }
     }
+    http.stop().await;
     let stats = reference.stats();
     tracing::info!(?stats, "reference stopped");
     Ok(stats)

@@ -1,6 +1,7 @@
 //! The `reference` binary: flags, then open the registry, bind and [`reference::run`], or
 //! `reference health`, on the skeleton of [`service::Program`].
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -20,7 +21,8 @@ const REFERENCE: Program = Program::new("reference", Flavor::CurrentThread);
 /// silent for longer than --expiry-timeout is reported as gone but keeps its rank.
 /// Membership is published on the proxy topic `membership` on every change and every
 /// --publish-interval. A corrupt registry file stops the service with an error naming
-/// it. Stops cleanly on Ctrl-C or SIGTERM.
+/// it. The status port serves /status (JSON), /metrics (Prometheus), /livez and /readyz.
+/// Stops cleanly on Ctrl-C or SIGTERM.
 #[derive(Debug, Parser)]
 #[command(name = "reference", version, about, long_about)]
 struct Cli {
@@ -31,6 +33,9 @@ struct Cli {
     /// The proxy's XSUB frontend, where membership events are published (connect).
     #[arg(long, visible_alias = "proxy-frontend", env = "PROXY_FRONTEND", default_value = reference::DEFAULT_PROXY_FRONTEND)]
     proxy: String,
+    /// HTTP status port: /status, /metrics, /livez, /readyz (port 0 picks a free one).
+    #[arg(long, env = "REFERENCE_STATUS_ADDR", default_value = reference::DEFAULT_STATUS_ADDR)]
+    status_addr: SocketAddr,
     /// Folder of the registry file (created if missing).
     #[arg(long, env = "REFERENCE_DATA_DIR", default_value = reference::DEFAULT_DATA_DIR)]
     data_dir: PathBuf,
@@ -87,8 +92,9 @@ async fn serve(cli: &Cli, shutdown: CancellationToken) -> Result<(), reference::
         malformed_log_interval: cli.malformed_log_interval,
     };
     config.validate()?;
+    let status = service::http::bind(cli.status_addr).await?;
     let (registry, store) = reference::open_registry(&cli.data_dir, config.expiry_timeout)?;
     let (router, publisher) = reference::bind(&cli.endpoint, &cli.proxy).await?;
-    reference::run(router, publisher, registry, store, config, shutdown).await?;
+    reference::run(router, publisher, status, registry, store, config, shutdown).await?;
     Ok(())
 }

@@ -17,6 +17,7 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use proto::fabric::{Member, MembershipEvent, check_node_name};
+use proto::report::MemberReport;
 use serde::{Deserialize, Serialize};
 
 /// Most names the registry holds: the ranks run from 1 to this.
@@ -335,6 +336,25 @@ impl Registry {
         members
     }
 
+    /// Every member by rank as `/status` shows it, as of `now`.
+    pub fn report(&self, now: Now) -> Vec<MemberReport> {
+        let mut members: Vec<MemberReport> = self
+            .members
+            .iter()
+            .map(|(node, e)| MemberReport {
+                node: node.clone(),
+                rank: e.rank,
+                alive: e.alive && is_fresh(e, now, self.expiry_timeout),
+                last_heartbeat_ms_ago: e.last_heartbeat.map(|(at, _)| {
+                    let ago = now.instant.saturating_duration_since(at);
+                    u64::try_from(ago.as_millis()).unwrap_or(u64::MAX)
+                }),
+            })
+            .collect();
+        members.sort_by_key(|m| m.rank);
+        members
+    }
+
     /// The event published on the `membership` topic.
     pub fn event(&self, now: Now) -> MembershipEvent {
         MembershipEvent {
@@ -366,6 +386,33 @@ mod tests {
             .into_iter()
             .map(|m| (m.node, m.rank, m.alive))
             .collect()
+    }
+
+    #[test]
+    fn the_report_says_how_long_ago_each_member_spoke() {
+        let t0 = Now::system();
+        let mut registry = Registry::new(TIMEOUT);
+        registry.register("node-2", "", t0).unwrap();
+        registry.register("node-1", "", t0.after(ms(1000))).unwrap();
+        let report = registry.report(t0.after(ms(5500)));
+        let seen: Vec<_> = report
+            .iter()
+            .map(|m| (m.node.as_str(), m.rank, m.alive, m.last_heartbeat_ms_ago))
+            .collect();
+        assert_eq!(
+            seen,
+            [
+                ("node-2", 1, false, Some(5500)),
+                ("node-1", 2, true, Some(4500))
+            ]
+        );
+        let restored = Registry::restore(&registry.persisted(), TIMEOUT).unwrap();
+        let report = restored.report(t0.after(ms(6000)));
+        assert!(
+            report
+                .iter()
+                .all(|m| !m.alive && m.last_heartbeat_ms_ago.is_none())
+        );
     }
 
     #[test]

@@ -58,6 +58,7 @@ fn help_explains_the_flags_and_their_env_twins() {
         "REFERENCE_DATA_DIR",
         "REFERENCE_EXPIRY_TIMEOUT",
         "REFERENCE_PUBLISH_INTERVAL",
+        "REFERENCE_STATUS_ADDR",
         "LOG_FORMAT",
         "health",
     ] {
@@ -75,6 +76,7 @@ fn runs_from_env_answers_health_and_stops_cleanly_on_sigterm_and_sigint() {
             // No proxy there: the events are dropped, the service runs all the same.
             .env("PROXY_FRONTEND", free_endpoint())
             .env("REFERENCE_DATA_DIR", &data)
+            .env("REFERENCE_STATUS_ADDR", "127.0.0.1:0")
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
@@ -110,6 +112,7 @@ fn a_corrupt_registry_file_stops_it_with_an_error_naming_the_file() {
     std::fs::write(&file, b"not json at all").unwrap();
     let child = Command::new(BINARY)
         .args(["--endpoint", &free_endpoint(), "--proxy", &free_endpoint()])
+        .args(["--status-addr", "127.0.0.1:0"])
         .arg("--data-dir")
         .arg(&data)
         .stdout(Stdio::null())
@@ -131,4 +134,25 @@ fn a_corrupt_registry_file_stops_it_with_an_error_naming_the_file() {
 #[test]
 fn health_fails_when_no_reference_runs() {
     assert!(!health(&free_endpoint(), "200ms"));
+}
+
+#[test]
+fn a_taken_status_port_stops_it_with_an_error_naming_it() {
+    let data = temp_dir("taken");
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let output = Command::new(BINARY)
+        .args(["--endpoint", &free_endpoint(), "--proxy", &free_endpoint()])
+        .args(["--status-addr", &addr])
+        .arg("--data-dir")
+        .arg(&data)
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let logs = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        logs.contains(&format!("cannot bind the status port {addr}")),
+        "{logs}"
+    );
+    std::fs::remove_dir_all(data).unwrap();
 }

@@ -1,6 +1,6 @@
 //! The reference service over loopback, running in this process through
 //! [`reference::run`]: stable ranks across a restart on the same data folder, expiry,
-//! membership events, a corrupt registry file, hostile peers, health.
+//! membership events, a corrupt registry file, hostile peers, health, the status port.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // a panic in a test is a failed test
 
@@ -52,6 +52,8 @@ impl Drop for TempDir {
 /// may connect to a bound SUB as well as to the proxy).
 struct TestReference {
     endpoint: String,
+    /// The status port (HTTP).
+    status: std::net::SocketAddr,
     events: Socket,
     shutdown: CancellationToken,
     task: JoinHandle<Result<reference::Stats, reference::ReferenceError>>,
@@ -72,10 +74,13 @@ impl TestReference {
             .await
             .unwrap();
         let endpoint = router.endpoint().to_owned();
+        let status = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let status_addr = status.local_addr().unwrap();
         let shutdown = CancellationToken::new();
         let task = tokio::spawn(reference::run(
             router,
             publisher,
+            status,
             registry,
             store,
             config,
@@ -83,6 +88,7 @@ impl TestReference {
         ));
         TestReference {
             endpoint,
+            status: status_addr,
             events,
             shutdown,
             task,
@@ -96,6 +102,18 @@ impl TestReference {
             .expect("the reference stops on shutdown")
             .unwrap()
             .unwrap()
+    }
+
+    async fn get(&self, path: &str) -> (u16, String) {
+        service::http::get(self.status, path, DEADLINE)
+            .await
+            .unwrap()
+    }
+
+    async fn report(&self) -> proto::report::ReferenceReport {
+        let (code, body) = self.get("/status").await;
+        assert_eq!(code, 200, "{body}");
+        serde_json::from_str(&body).unwrap()
     }
 
     async fn node(&self) -> NodeClient {
@@ -419,4 +437,35 @@ async fn health_answers_when_the_reference_runs_and_fails_when_not() {
         matches!(error, reference::HealthError::Timeout(_)),
         "{error}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_status_port_shows_members_and_epoch() {
+    let data = TempDir::new("status");
+    let service = TestReference::start(data.path(), reference::Config::default()).await;
+    assert_eq!(service.get("/livez").await, (200, "ok\n".into()));
+    assert_eq!(service.get("/readyz").await, (200, "ready\n".into()));
+    assert_eq!(service.get("/nothing").await.0, 404);
+    let empty = service.report().await;
+    assert_eq!(empty.endpoint, service.endpoint);
+    assert!(empty.members.is_empty());
+    assert!(empty.registry_saved && empty.last_save_error.is_none());
+    let mut node = service.node().await;
+    assert_eq!(node.register("node-1").await, 1);
+    assert_eq!(node.register("node-2").await, 2);
+    let report = service.report().await;
+    let members: Vec<_> = report
+        .members
+        .iter()
+        .map(|m| (m.node.as_str(), m.rank, m.alive))
+        .collect();
+    assert_eq!(members, [("node-1", 1, true), ("node-2", 2, true)]);
+    assert!(
+        report
+            .members
+            .iter()
+            .all(|m| m.last_heartbeat_ms_ago.is_some())
+    );
+    assert!(report.epoch > empty.epoch, "{report:?}");
+    service.stop().await;
 }

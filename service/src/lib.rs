@@ -25,9 +25,17 @@
 //!
 //! What stays in a `main` is what differs: its flags, what it binds and runs, and how it
 //! words a failure.
+//!
+//! ## The status port ([`http`])
+//! The fabric's processes (broker, proxy, reference) serve `/livez`, `/readyz`, `/status`
+//! and `/metrics` with one small server: [`http::serve`] on a listener bound by the
+//! binary ([`http::bind`], so tests bind port 0), answering `/status` and `/readyz` from
+//! the service's loop through a bounded query channel ([`http::status_port`]). The node
+//! keeps its own server (`node/src/http.rs`), built the same way before this one.
 
 use std::time::Duration;
 
+pub mod http;
 pub mod program;
 mod ratelimit;
 pub use program::{Flavor, HealthLabels, Program, exit_code, report_health};

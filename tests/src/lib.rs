@@ -252,6 +252,9 @@ impl Cluster {
             self.endpoints.proxy_frontend.clone(),
             "--backend".to_owned(),
             self.endpoints.proxy_backend.clone(),
+            // Tests run side by side: no fixed status port.
+            "--status-addr".to_owned(),
+            format!("127.0.0.1:{}", free_port()),
         ];
         self.spawn("proxy", "proxy", &args);
     }
@@ -263,6 +266,8 @@ impl Cluster {
             self.endpoints.broker_frontend.clone(),
             "--backend".to_owned(),
             self.endpoints.broker_backend.clone(),
+            "--status-addr".to_owned(),
+            format!("127.0.0.1:{}", free_port()),
         ];
         self.spawn("broker", "broker", &args);
     }
@@ -274,6 +279,8 @@ impl Cluster {
             self.endpoints.reference.clone(),
             "--proxy".to_owned(),
             self.endpoints.proxy_frontend.clone(),
+            "--status-addr".to_owned(),
+            format!("127.0.0.1:{}", free_port()),
             "--data-dir".to_owned(),
             self.dir
                 .join("data")

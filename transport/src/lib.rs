@@ -2,7 +2,9 @@
 //!
 //! A [`Socket`] is one ZeroMQ socket of a [`Kind`] (ROUTER, DEALER, PUB, SUB, XPUB,
 //! XSUB) whose multipart messages are sent and received from tokio tasks.
-//! [`Forwarder`] is the XSUB/XPUB device of the proxy.
+//! [`Forwarder`] is the XSUB/XPUB device of the proxy; its [`ForwardStats`] count what
+//! it moves and, with libzmq, the peers connected to it (socket monitors; see
+//! `docs/transport.md`).
 //!
 //! ## Backends
 //! - [`Backend::Libzmq`] (default, feature `libzmq`): libzmq through the `zmq` crate,
@@ -488,7 +490,7 @@ impl Socket {
     }
 }
 
-/// Counters of a [`Forwarder`].
+/// Counters of a [`Forwarder`], written by its thread (or task) and read by anyone.
 #[derive(Debug, Default)]
 pub struct ForwardStats {
     /// Messages forwarded from publishers to subscribers.
@@ -497,6 +499,13 @@ pub struct ForwardStats {
     pub bytes: std::sync::atomic::AtomicU64,
     /// Subscription messages forwarded upstream.
     pub subscriptions: std::sync::atomic::AtomicU64,
+    /// Publishers connected to the frontend now: TCP connections from accept to close, as
+    /// a libzmq socket monitor reports them (a connection that never completes the ZMTP
+    /// handshake counts too, until it closes). Always 0 with the `zeromq-rs` backend,
+    /// which reports no connections.
+    pub publishers: std::sync::atomic::AtomicU64,
+    /// Subscribers connected to the backend now (as `publishers`).
+    pub subscribers: std::sync::atomic::AtomicU64,
 }
 
 impl ForwardStats {
@@ -507,6 +516,15 @@ impl ForwardStats {
             self.messages.load(Relaxed),
             self.bytes.load(Relaxed),
             self.subscriptions.load(Relaxed),
+        )
+    }
+
+    /// `(publishers, subscribers)` connected now.
+    pub fn connected(&self) -> (u64, u64) {
+        use std::sync::atomic::Ordering::Relaxed;
+        (
+            self.publishers.load(Relaxed),
+            self.subscribers.load(Relaxed),
         )
     }
 }

@@ -63,15 +63,29 @@ fn open(
     endpoint: &str,
     options: &Options,
 ) -> Result<(zmq::Socket, String), TransportError> {
-    let setup = |action: &'static str, e: zmq::Error| TransportError::Setup {
+    let socket = create(kind, endpoint, options)?;
+    let resolved = attach_endpoint(&socket, kind, mode, endpoint)?;
+    Ok((socket, resolved))
+}
+
+fn setup_error<'a>(
+    action: &'static str,
+    kind: Kind,
+    endpoint: &'a str,
+) -> impl Fn(zmq::Error) -> TransportError + 'a {
+    move |e| TransportError::Setup {
         action,
         kind,
         endpoint: endpoint.to_owned(),
         reason: e.to_string(),
-    };
+    }
+}
+
+/// Creates and configures one libzmq socket (`endpoint` is only for error messages).
+fn create(kind: Kind, endpoint: &str, options: &Options) -> Result<zmq::Socket, TransportError> {
     let socket = context()
         .socket(zmq_kind(kind))
-        .map_err(|e| setup("create", e))?;
+        .map_err(setup_error("create", kind, endpoint))?;
     let configure = || -> Result<(), zmq::Error> {
         socket.set_sndhwm(options.send_hwm)?;
         socket.set_rcvhwm(options.recv_hwm)?;
@@ -99,10 +113,22 @@ fn open(
         }
         Ok(())
     };
-    configure().map_err(|e| setup("configure", e))?;
-    let resolved = match mode {
+    configure().map_err(setup_error("configure", kind, endpoint))?;
+    Ok(socket)
+}
+
+/// Binds or connects a created socket; returns the endpoint with a port 0 resolved.
+fn attach_endpoint(
+    socket: &zmq::Socket,
+    kind: Kind,
+    mode: Mode,
+    endpoint: &str,
+) -> Result<String, TransportError> {
+    Ok(match mode {
         Mode::Bind => {
-            socket.bind(endpoint).map_err(|e| setup("bind", e))?;
+            socket
+                .bind(endpoint)
+                .map_err(setup_error("bind", kind, endpoint))?;
             match socket.get_last_endpoint() {
                 Ok(Ok(resolved)) => resolved,
                 _ => endpoint.to_owned(),
@@ -110,12 +136,13 @@ fn open(
         }
         Mode::Connect => {
             for one in crate::endpoints(endpoint) {
-                socket.connect(one).map_err(|e| setup("connect", e))?;
+                socket
+                    .connect(one)
+                    .map_err(setup_error("connect", kind, endpoint))?;
             }
             endpoint.to_owned()
         }
-    };
-    Ok((socket, resolved))
+    })
 }
 
 /// The ZeroMQ socket's signalling descriptor (`ZMQ_FD`), registered with tokio's reactor.
@@ -367,23 +394,32 @@ pub(crate) fn forward(
     stop: CancellationToken,
     done: oneshot::Sender<()>,
 ) -> Result<(String, String), TransportError> {
-    let (frontend, frontend_resolved) = open(Kind::XSub, Mode::Bind, frontend_endpoint, options)?;
-    let (backend, backend_resolved) = open(Kind::XPub, Mode::Bind, backend_endpoint, options)?;
+    let frontend = create(Kind::XSub, frontend_endpoint, options)?;
+    let backend = create(Kind::XPub, backend_endpoint, options)?;
     // Pass every subscription upstream, not only the first of a topic: the counters then
     // count subscribers, and a publisher that reconnects hears all of them again.
-    backend
-        .set_xpub_verbose(true)
-        .map_err(|e| TransportError::Setup {
-            action: "configure",
-            kind: Kind::XPub,
-            endpoint: backend_endpoint.to_owned(),
-            reason: e.to_string(),
-        })?;
+    backend.set_xpub_verbose(true).map_err(setup_error(
+        "configure",
+        Kind::XPub,
+        backend_endpoint,
+    ))?;
+    // Monitors before the binds, so that no connection is accepted unseen (its later
+    // disconnection would then be counted against another peer).
+    let monitors = [
+        Monitor::start(&frontend, Kind::XSub, frontend_endpoint)?,
+        Monitor::start(&backend, Kind::XPub, backend_endpoint)?,
+    ];
+    let frontend_resolved = attach_endpoint(&frontend, Kind::XSub, Mode::Bind, frontend_endpoint)?;
+    let backend_resolved = attach_endpoint(&backend, Kind::XPub, Mode::Bind, backend_endpoint)?;
     std::thread::Builder::new()
         .name("zmq-forwarder".into())
         .spawn(move || {
-            forward_loop(&frontend, &backend, &stats, &stop);
+            forward_loop(&frontend, &backend, &monitors, &stats, &stop);
+            // The monitors are turned off before anything closes (see `Monitor::stop`).
+            monitors[0].stop(&frontend, &stats.publishers);
+            monitors[1].stop(&backend, &stats.subscribers);
             drop((frontend, backend));
+            drop(monitors);
             let _ = done.send(());
         })
         .map_err(|e| TransportError::Setup {
@@ -395,9 +431,95 @@ pub(crate) fn forward(
     Ok((frontend_resolved, backend_resolved))
 }
 
+/// Events taken from one monitor each turn of the forwarder, at most.
+const MONITOR_BATCH_MAX: usize = 256;
+/// Receive high-water mark of the forwarder's end of a monitor pipe, in events. libzmq's
+/// I/O thread *waits* when a monitor pipe is full (it sends events without
+/// `ZMQ_DONTWAIT`), so the forwarder drains both monitors every turn, and this leaves
+/// room for a burst of connections between two turns.
+const MONITOR_RECV_HWM: i32 = 10_000;
+
+/// The forwarder's end of a libzmq socket monitor (`zmq_socket_monitor`): a PAIR socket
+/// that receives an event per accepted and per closed connection of one bound socket.
+/// libzmq counts no connections itself; this is how the forwarder knows how many peers
+/// it has.
+struct Monitor {
+    events: zmq::Socket,
+    kind: Kind,
+}
+
+/// A fresh `inproc` address for a monitor.
+fn monitor_address() -> String {
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    format!(
+        "inproc://forwarder-monitor-{}-{}",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+impl Monitor {
+    fn start(socket: &zmq::Socket, kind: Kind, endpoint: &str) -> Result<Monitor, TransportError> {
+        let address = monitor_address();
+        let wanted = zmq::SocketEvent::ACCEPTED.to_raw() | zmq::SocketEvent::DISCONNECTED.to_raw();
+        let setup = setup_error("monitor", kind, endpoint);
+        socket
+            .monitor(&address, i32::from(wanted))
+            .map_err(&setup)?;
+        let events = context().socket(zmq::PAIR).map_err(&setup)?;
+        events.set_rcvhwm(MONITOR_RECV_HWM).map_err(&setup)?;
+        events.set_linger(0).map_err(&setup)?;
+        events.connect(&address).map_err(&setup)?;
+        Ok(Monitor { events, kind })
+    }
+
+    /// Turns the monitor of `socket` off; call it before the socket or this end closes.
+    ///
+    /// libzmq's monitor socket is a PAIR that sends without `ZMQ_DONTWAIT`: once this end
+    /// is gone, the next event (a peer leaving a socket that is still lingering, say)
+    /// blocks libzmq's I/O thread for good, and with it every socket of the process. The
+    /// `zmq` crate cannot pass the NULL endpoint that stops a monitor, so the monitor is
+    /// replaced by one that reports no event at all (an event mask of 0), which libzmq
+    /// does after closing the old one; the replacement is closed with the socket.
+    fn stop(&self, socket: &zmq::Socket, connected: &std::sync::atomic::AtomicU64) {
+        // Room in the pipe, so that the I/O thread is not waiting on it while it holds the
+        // monitor's lock that the replacement needs.
+        self.drain(connected);
+        if let Err(error) = socket.monitor(&monitor_address(), 0) {
+            tracing::warn!(kind = %self.kind, %error, "cannot stop a socket monitor");
+        }
+    }
+
+    /// Counts the events waiting: +1 per accepted connection, -1 per closed one.
+    fn drain(&self, connected: &std::sync::atomic::AtomicU64) {
+        use std::sync::atomic::Ordering::Relaxed;
+        for _ in 0..MONITOR_BATCH_MAX {
+            let Ok(event) = self.events.recv_multipart(zmq::DONTWAIT) else {
+                return;
+            };
+            // Frame 1: the event (u16) and a value (u32), in the machine's byte order;
+            // frame 2: the endpoint. Written by libzmq, not by a peer.
+            let Some(&[low, high, ..]) = event.first().map(Vec::as_slice) else {
+                continue;
+            };
+            let id = u16::from_ne_bytes([low, high]);
+            if id == zmq::SocketEvent::ACCEPTED.to_raw() {
+                connected.fetch_add(1, Relaxed);
+            } else if id == zmq::SocketEvent::DISCONNECTED.to_raw() {
+                // Every closed connection was accepted after the monitor started: the
+                // count cannot go below zero; saturate all the same.
+                let _ = connected.fetch_update(Relaxed, Relaxed, |n| n.checked_sub(1));
+            } else {
+                tracing::debug!(kind = %self.kind, id, "unexpected monitor event");
+            }
+        }
+    }
+}
+
 fn forward_loop(
     frontend: &zmq::Socket,
     backend: &zmq::Socket,
+    monitors: &[Monitor; 2],
     stats: &ForwardStats,
     stop: &CancellationToken,
 ) {
@@ -406,9 +528,17 @@ fn forward_loop(
         let mut items = [
             frontend.as_poll_item(zmq::POLLIN),
             backend.as_poll_item(zmq::POLLIN),
+            monitors[0].events.as_poll_item(zmq::POLLIN),
+            monitors[1].events.as_poll_item(zmq::POLLIN),
         ];
         if zmq::poll(&mut items, i64::from(millis(IDLE_POLL))).is_err() {
             continue;
+        }
+        if items[2].is_readable() {
+            monitors[0].drain(&stats.publishers);
+        }
+        if items[3].is_readable() {
+            monitors[1].drain(&stats.subscribers);
         }
         if items[0].is_readable() {
             for _ in 0..crate::BATCH_MAX {

@@ -469,3 +469,98 @@ async fn try_send_says_full_then_recovers() {
     let message = recv_within(&mut server, DEADLINE).await.expect("arrives");
     assert_eq!(message[0], b"again".to_vec());
 }
+
+/// Waits until the forwarder counts this many publishers and subscribers.
+async fn wait_connected(forwarder: &Forwarder, wanted: (u64, u64)) {
+    let start = Instant::now();
+    while forwarder.stats().connected() != wanted {
+        assert!(
+            start.elapsed() < DEADLINE,
+            "never {wanted:?} connected: {:?}",
+            forwarder.stats().connected()
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_forwarder_counts_its_peers_and_stopping_it_leaves_libzmq_working() {
+    for round in 0..3 {
+        let forwarder = Forwarder::start(
+            Backend::Libzmq,
+            "tcp://127.0.0.1:0",
+            "tcp://127.0.0.1:0",
+            Options::default(),
+        )
+        .await
+        .unwrap();
+        wait_connected(&forwarder, (0, 0)).await;
+        let publisher = open(
+            Backend::Libzmq,
+            Kind::Pub,
+            Mode::Connect,
+            forwarder.frontend_endpoint(),
+            Options::default(),
+        )
+        .await;
+        let mut subscribers = Vec::new();
+        for _ in 0..2 {
+            let options = Options::default().subscribe(b"x".to_vec());
+            let endpoint = forwarder.backend_endpoint();
+            subscribers
+                .push(open(Backend::Libzmq, Kind::Sub, Mode::Connect, endpoint, options).await);
+        }
+        wait_connected(&forwarder, (1, 2)).await;
+        publish_until_received(&publisher, &mut subscribers[0], vec![b"x".to_vec()]).await;
+        drop(subscribers.pop());
+        wait_connected(&forwarder, (1, 1)).await;
+        // A subscriber that reads nothing, so that the forwarder's XPUB still holds messages
+        // for it when it stops: the closed socket lingers, its connections with it.
+        let stalled = Options {
+            recv_hwm: 1,
+            ..Options::default()
+        }
+        .subscribe(b"x".to_vec());
+        let endpoint = forwarder.backend_endpoint();
+        subscribers.push(open(Backend::Libzmq, Kind::Sub, Mode::Connect, endpoint, stalled).await);
+        wait_connected(&forwarder, (1, 2)).await;
+        let before = forwarder.stats().snapshot().0;
+        let start = Instant::now();
+        while forwarder.stats().snapshot().0 < before + 1000 {
+            assert!(start.elapsed() < DEADLINE, "the flood did not go through");
+            publisher
+                .send(vec![b"x".to_vec(), vec![0; 64 * 1024]])
+                .await
+                .unwrap();
+        }
+        // Stopped with peers connected, which leave while its sockets linger: their
+        // disconnections are events for monitors whose reading end is gone. libzmq must
+        // not wait on them (the next round and the round trip below would hang: its I/O
+        // thread is shared by every socket of the process).
+        forwarder.stop().await;
+        drop((publisher, subscribers));
+        let mut router = open(
+            Backend::Libzmq,
+            Kind::Router,
+            Mode::Bind,
+            "tcp://127.0.0.1:0",
+            Options::default(),
+        )
+        .await;
+        let dealer = open(
+            Backend::Libzmq,
+            Kind::Dealer,
+            Mode::Connect,
+            router.endpoint(),
+            Options::default().identity(b"d".to_vec()),
+        )
+        .await;
+        dealer.send(vec![b"ping".to_vec()]).await.unwrap();
+        let received = recv_within(&mut router, DEADLINE).await;
+        assert_eq!(
+            received,
+            Some(vec![b"d".to_vec(), b"ping".to_vec()]),
+            "round {round}"
+        );
+    }
+}

@@ -21,6 +21,8 @@ pub(crate) const DEADLINE: Duration = Duration::from_secs(10);
 pub(crate) struct TestBroker {
     pub(crate) frontend: String,
     pub(crate) backend: String,
+    /// The status port (HTTP).
+    pub(crate) status: std::net::SocketAddr,
     pub(crate) shutdown: CancellationToken,
     pub(crate) task: JoinHandle<Result<broker::Stats, broker::BrokerError>>,
     pub(crate) transport: Backend,
@@ -50,11 +52,20 @@ impl TestBroker {
             frontend.endpoint().to_owned(),
             backend.endpoint().to_owned(),
         );
+        let status = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let status_addr = status.local_addr().unwrap();
         let shutdown = CancellationToken::new();
-        let task = tokio::spawn(broker::run(frontend, backend, config, shutdown.clone()));
+        let task = tokio::spawn(broker::run(
+            frontend,
+            backend,
+            status,
+            config,
+            shutdown.clone(),
+        ));
         TestBroker {
             frontend: frontend_ep,
             backend: backend_ep,
+            status: status_addr,
             shutdown,
             task,
             transport,
