@@ -3,12 +3,13 @@
 #
 #   ./off.sh                    stop everything gracefully (SIGTERM, state flushed), report
 #   ./off.sh --clean            ... and delete data/
-#   ./off.sh --kill node-2      SIGKILL one node (kill -9: no flush, like a power cut)
-#   ./off.sh --pause node-2     SIGSTOP it (frozen: a slow or partitioned node)
+#   ./off.sh --kill node-2      SIGKILL one process (kill -9: no flush, like a power cut)
+#   ./off.sh --pause node-2     SIGSTOP it (frozen: a slow or partitioned process)
 #   ./off.sh --resume node-2    SIGCONT it
 #   ./off.sh --restart node-2   stop it (if it runs) and start it again with its old flags
 #   ./off.sh --stop bot-1       stop one process gracefully (SIGTERM)
 #   ./off.sh --docker [...]     the same against the docker compose deployment
+# Any process name works: node-N, broker-1, broker-2, proxy-1, proxy-2, reference, bot-N.
 set -euo pipefail
 source "$(dirname "$0")/scripts/common.sh"
 
@@ -21,7 +22,7 @@ while (( $# )); do
         --kill|--pause|--resume|--restart|--stop) ACTION="${1#--}"; TARGET="${2:?$1 needs a process name, e.g. node-2}"; shift 2 ;;
         --clean) CLEAN=1; shift ;;
         --docker) DOCKER=1; shift ;;
-        -h|--help) sed -n '2,12p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        -h|--help) sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
         *) die "unknown option $1 (see ./off.sh --help)" ;;
     esac
 done
@@ -70,7 +71,8 @@ case "$ACTION" in
             printf '%-10s %s\n' PROCESS RESULT
             # Load first, then the replicas (each flushes its WAL and store.json), then
             # the fabric they talk through.
-            order="$(grep '^bot-' <<<"$names" || true) $(grep '^node-' <<<"$names" || true) broker proxy reference"
+            order="$(grep '^bot-' <<<"$names" || true) $(grep '^node-' <<<"$names" || true)"
+            order+=" $(grep '^broker-' <<<"$names" || true) $(grep '^proxy-' <<<"$names" || true) reference"
             for name in $order; do
                 [[ -f "$RUN/$name.pid" ]] || continue
                 printf '%-10s %s\n' "$name" "$(stop_process "$name" 15)"

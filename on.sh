@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
-# Starts a paxos-zmq cluster with load: reference, proxy, broker, N nodes and 2 bots, as
-# background processes (pids, logs and state under data/), then waits for a leader.
+# Starts a paxos-zmq cluster with load: reference, two brokers, two proxies, N nodes and
+# 2 bots, as background processes (pids, logs and state under data/), then waits for a
+# leader.
 #
-#   ./on.sh                 3 nodes and 2 bots
+#   ./on.sh                 3 nodes and 2 bots, brokers and proxies in pairs
 #   ./on.sh --nodes 5       5 (or 7) nodes
+#   ./on.sh --fabric 1      one broker and one proxy (the seeds' fabric)
 #   ./on.sh --no-bots       no load
 #   ./on.sh --docker        the same cluster with docker compose (see docker-compose.yml)
 #
@@ -12,6 +14,7 @@ set -euo pipefail
 source "$(dirname "$0")/scripts/common.sh"
 
 NODES=3
+FABRIC=2
 BOTS=1
 DOCKER=0
 LEADER_TIMEOUT_S="${LEADER_TIMEOUT_S:-30}"
@@ -19,13 +22,16 @@ while (( $# )); do
     case "$1" in
         --nodes) NODES="${2:?--nodes needs a number}"; shift 2 ;;
         --nodes=*) NODES="${1#*=}"; shift ;;
+        --fabric) FABRIC="${2:?--fabric needs 1 or 2}"; shift 2 ;;
+        --fabric=*) FABRIC="${1#*=}"; shift ;;
         --no-bots) BOTS=0; shift ;;
         --docker) DOCKER=1; shift ;;
-        -h|--help) sed -n '2,11p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        -h|--help) sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
         *) die "unknown option $1 (see ./on.sh --help)" ;;
     esac
 done
 [[ "$NODES" =~ ^[0-9]+$ ]] && (( NODES >= 1 && NODES <= 9 )) || die "--nodes must be 1..9 (3, 5 or 7 make sense)"
+[[ "$FABRIC" == 1 || "$FABRIC" == 2 ]] || die "--fabric must be 1 or 2"
 
 if (( DOCKER )); then
     exec "$ROOT/scripts/docker-on.sh" "$NODES" "$BOTS"
@@ -55,15 +61,36 @@ for binary in reference proxy broker node bots client status; do
 done
 
 mkdir -p "$RUN" "$LOGS"
-# The fault drills of off.sh need to know how big the cluster is.
+# The fault drills of off.sh and ./status.sh need to know what runs.
 echo "$NODES" > "$RUN/cluster-size"
+echo "$FABRIC" > "$RUN/fabric-size"
 
-bold "==> Starting reference, proxy, broker and $NODES nodes"
-start_process reference "$BIN/reference" --data-dir "$DATA/reference"
-start_process proxy "$BIN/proxy"
-start_process broker "$BIN/broker"
+FABRIC_NAMES=()
+for i in $(seq 1 "$FABRIC"); do FABRIC_NAMES+=("broker-$i" "proxy-$i"); done
+BROKER_FRONTENDS="$(fabric_list "$FABRIC" broker_frontend)"
+BROKER_BACKENDS="$(fabric_list "$FABRIC" broker_backend)"
+PROXY_FRONTENDS="$(fabric_list "$FABRIC" proxy_frontend)"
+PROXY_BACKENDS="$(fabric_list "$FABRIC" proxy_backend)"
+# The bots, the client and ./status.sh find the fabric through these.
+export BROKER="$BROKER_FRONTENDS" PROXY_BACKEND="$PROXY_BACKENDS"
+
+bold "==> Starting the reference, ${FABRIC_NAMES[*]} and $NODES nodes"
+start_process reference "$BIN/reference" --data-dir "$DATA/reference" \
+    --proxy "$PROXY_FRONTENDS" --status-addr "127.0.0.1:$(fabric_port reference status)"
+for i in $(seq 1 "$FABRIC"); do
+    start_process "proxy-$i" "$BIN/proxy" --name "proxy-$i" \
+        --frontend "$(fabric_endpoint "proxy-$i" frontend)" \
+        --backend "$(fabric_endpoint "proxy-$i" backend)" \
+        --status-addr "127.0.0.1:$(fabric_port "proxy-$i" status)"
+    start_process "broker-$i" "$BIN/broker" --name "broker-$i" \
+        --frontend "$(fabric_endpoint "broker-$i" frontend)" \
+        --backend "$(fabric_endpoint "broker-$i" backend)" \
+        --status-addr "127.0.0.1:$(fabric_port "broker-$i" status)"
+done
 for n in $(seq 1 "$NODES"); do
-    start_process "node-$n" "$BIN/node" --id "$n" --cluster-size "$NODES" --data-dir "$DATA"
+    start_process "node-$n" "$BIN/node" --id "$n" --cluster-size "$NODES" --data-dir "$DATA" \
+        --broker "$BROKER_BACKENDS" --proxy-frontend "$PROXY_FRONTENDS" \
+        --proxy-backend "$PROXY_BACKENDS"
 done
 
 failed() { # name: report a process that died, with the tail of its log
@@ -78,7 +105,7 @@ printf 'Waiting for a leader (up to %ss) ' "$LEADER_TIMEOUT_S"
 deadline=$((SECONDS + LEADER_TIMEOUT_S))
 leader=""
 while [[ -z "$leader" ]]; do
-    for name in reference proxy broker $(seq -f 'node-%g' 1 "$NODES"); do
+    for name in reference "${FABRIC_NAMES[@]}" $(seq -f 'node-%g' 1 "$NODES"); do
         pid_of "$name" >/dev/null || failed "$name"
     done
     for n in $(seq 1 "$NODES"); do
@@ -98,17 +125,21 @@ printf ' %s leads\n' "$leader"
 
 if (( BOTS )); then
     bold "==> Starting 2 bots (steady mixed load and chat)"
-    start_process bot-1 "$BIN/bots" load --clients 4 --rate 100/s \
-        --mix put=40,get=40,cas=10,publish=10 --keys 100 --value-size 64 --quiet
-    start_process bot-2 "$BIN/bots" chat --bots 2 --rate 1/s
+    start_process bot-1 "$BIN/bots" --broker "$BROKER_FRONTENDS" --proxy "$PROXY_BACKENDS" \
+        load --clients 4 --rate 100/s --mix put=40,get=40,cas=10,publish=10 --keys 100 \
+        --value-size 64 --quiet
+    start_process bot-2 "$BIN/bots" --broker "$BROKER_FRONTENDS" --proxy "$PROXY_BACKENDS" \
+        chat --bots 2 --rate 1/s
 fi
 
-printf '\n%-10s %-8s %-42s %s\n' PROCESS PID ADDRESS LOG
+printf '\n%-10s %-8s %-46s %s\n' PROCESS PID ADDRESS LOG
 LOG_DIR="${LOGS#"$ROOT"/}"
-row() { printf '%-10s %-8s %-42s %s\n' "$1" "$(pid_of "$1" || echo -)" "$2" "$LOG_DIR/$1.log"; }
-row reference "tcp://127.0.0.1:5559"
-row proxy "tcp://127.0.0.1:5557 (pub) / :5558 (sub)"
-row broker "tcp://127.0.0.1:5555 (clients) / :5556"
+row() { printf '%-10s %-8s %-46s %s\n' "$1" "$(pid_of "$1" || echo -)" "$2" "$LOG_DIR/$1.log"; }
+row reference "tcp://127.0.0.1:5559, http://127.0.0.1:$(fabric_port reference status)"
+for i in $(seq 1 "$FABRIC"); do
+    row "broker-$i" "$(fabric_endpoint "broker-$i" frontend) (clients) / :$(fabric_port "broker-$i" backend)"
+    row "proxy-$i" "$(fabric_endpoint "proxy-$i" frontend) (pub) / :$(fabric_port "proxy-$i" backend) (sub)"
+done
 for n in $(seq 1 "$NODES"); do row "node-$n" "http://127.0.0.1:$((7000 + n))/status"; done
 if (( BOTS )); then row bot-1 "load: 100 ops/s, 4 clients"; row bot-2 "chat: 2 bots"; fi
 
@@ -121,5 +152,6 @@ Leader: $leader. Try:
   target/release/client             the interactive chat client
   ./off.sh --kill $leader           kill -9 the leader, then ./status.sh
   ./off.sh --pause node-2           SIGSTOP a node (--resume to continue)
+$(if (( FABRIC == 2 )); then echo "  ./off.sh --kill broker-1          any broker or proxy too: the cluster keeps serving"; fi)
   ./off.sh                          stop everything (--clean also deletes data/)
 TXT

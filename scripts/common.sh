@@ -33,7 +33,8 @@ process_state() { # name -> running|paused|dead
 
 known_processes() { # every name with a pid file, in start order
     local name
-    for name in reference proxy broker; do [[ -f "$RUN/$name.pid" ]] && echo "$name"; done
+    [[ -f "$RUN/reference.pid" ]] && echo reference
+    ls "$RUN" 2>/dev/null | sed -n 's/^\(\(broker\|proxy\)-[0-9]*\)\.pid$/\1/p' | sort -t- -k2 -n
     ls "$RUN" 2>/dev/null | sed -n 's/^\(node-[0-9]*\)\.pid$/\1/p' | sort -t- -k2 -n
     ls "$RUN" 2>/dev/null | sed -n 's/^\(bot-[0-9]*\)\.pid$/\1/p' | sort -t- -k2 -n
 }
@@ -59,16 +60,47 @@ stop_process() { # name [timeout_s]: SIGTERM, wait, SIGKILL; prints how it ended
     pid="$(pid_of "$name")" || { echo "not running"; rm -f "$RUN/$name.pid"; return 0; }
     kill -CONT "$pid" 2>/dev/null || true   # a paused process cannot handle SIGTERM
     kill -TERM "$pid" 2>/dev/null || true
-    while kill -0 "$pid" 2>/dev/null && (( waited < timeout * 10 )); do
+    # An exited process that nobody reaped yet (a zombie, whose parent here is PID 1) is
+    # gone too: its state is Z.
+    alive() { kill -0 "$1" 2>/dev/null && [[ "$(awk '{print $3}' "/proc/$1/stat" 2>/dev/null)" != Z ]]; }
+    while alive "$pid" && (( waited < timeout * 10 )); do
         sleep 0.1; waited=$((waited + 1))
     done
-    if kill -0 "$pid" 2>/dev/null; then
+    if alive "$pid"; then
         kill -KILL "$pid" 2>/dev/null || true
         echo "killed (did not stop within ${timeout}s)"
     else
         echo "stopped gracefully ($(awk "BEGIN{printf \"%.1f\", $waited/10}")s)"
     fi
     rm -f "$RUN/$name.pid"
+}
+
+# The local fabric's ports: broker-1 5555 (clients) / 5556 (nodes), broker-2 5565 / 5566,
+# proxy-1 5557 (publishers) / 5558 (subscribers), proxy-2 5567 / 5568; HTTP status ports
+# reference 7090, broker-1 7091, broker-2 7092, proxy-1 7093, proxy-2 7094.
+fabric_port() { # name frontend|backend|status -> port
+    local name="$1" which="$2" i=0
+    [[ "$name" == *-* ]] && i="$(( ${name##*-} - 1 ))"
+    case "$name:$which" in
+        reference:status) echo 7090 ;;
+        broker-*:frontend) echo $((5555 + 10 * i)) ;;
+        broker-*:backend) echo $((5556 + 10 * i)) ;;
+        broker-*:status) echo $((7091 + i)) ;;
+        proxy-*:frontend) echo $((5557 + 10 * i)) ;;
+        proxy-*:backend) echo $((5558 + 10 * i)) ;;
+        proxy-*:status) echo $((7093 + i)) ;;
+        *) die "no port for $name $which" ;;
+    esac
+}
+
+fabric_endpoint() { # name frontend|backend -> tcp://127.0.0.1:port
+    echo "tcp://127.0.0.1:$(fabric_port "$1" "$2")"
+}
+
+fabric_list() { # size broker_frontend|broker_backend|proxy_frontend|proxy_backend -> a,b
+    local size="$1" kind="${2%%_*}" which="${2#*_}" i list=""
+    for i in $(seq 1 "$size"); do list+="${list:+,}$(fabric_endpoint "$kind-$i" "$which")"; done
+    echo "$list"
 }
 
 status_port() { # node-N -> status port

@@ -25,15 +25,33 @@ pub struct Target {
     pub dir: PathBuf,
 }
 
-/// The nodes to look at: every `node-*` folder under `data_dir`, plus `node-1..=count`
-/// when `count` is given, with status address `host:7000+N` unless `addresses` names
-/// them (`node-2=10.0.0.2:7002` or, in order, `host:port`).
+/// The size of the cluster that runs (or last ran) from `data_dir`, as `./on.sh` wrote
+/// it (`run/cluster-size`); `None` without that file.
+pub fn cluster_size(data_dir: &Path) -> Option<u32> {
+    read_number(&data_dir.join("run").join("cluster-size"))
+}
+
+/// How many brokers and proxies the cluster that runs (or last ran) has, as `./on.sh`
+/// wrote it (`run/fabric-size`); `None` without that file.
+pub fn fabric_size(data_dir: &Path) -> Option<u32> {
+    read_number(&data_dir.join("run").join("fabric-size"))
+}
+
+fn read_number(path: &Path) -> Option<u32> {
+    std::fs::read_to_string(path).ok()?.trim().parse().ok()
+}
+
+/// The nodes to look at: every `node-*` folder under `data_dir` — those up to the cluster
+/// size `./on.sh` recorded, when it did (the folders of an earlier, larger cluster are
+/// left out and listed in the second value, with why) — plus `node-1..=count` when
+/// `count` is given, with status address `host:7000+N` unless `addresses` names them
+/// (`node-2=10.0.0.2:7002` or, in order, `host:port`).
 pub fn targets(
     data_dir: &Path,
     count: Option<u32>,
     host: &str,
     addresses: &[String],
-) -> Vec<Target> {
+) -> (Vec<Target>, Vec<String>) {
     let mut numbers: Vec<u32> = std::fs::read_dir(data_dir)
         .map(|entries| {
             entries
@@ -47,6 +65,23 @@ pub fn targets(
                 .collect()
         })
         .unwrap_or_default();
+    let mut skipped = Vec::new();
+    if let Some(size) = cluster_size(data_dir) {
+        numbers.sort_unstable();
+        let (kept, left): (Vec<u32>, Vec<u32>) = numbers.into_iter().partition(|&n| n <= size);
+        numbers = kept;
+        if !left.is_empty() {
+            let folders: Vec<String> = left
+                .iter()
+                .map(|n| data_dir.join(format!("node-{n}")).display().to_string())
+                .collect();
+            skipped.push(format!(
+                "skipped {}: not part of the cluster that runs (size {size}, from {})",
+                folders.join(", "),
+                data_dir.join("run").join("cluster-size").display()
+            ));
+        }
+    }
     if let Some(count) = count {
         numbers.extend(1..=count);
     }
@@ -61,7 +96,7 @@ pub fn targets(
     }
     numbers.sort_unstable();
     numbers.dedup();
-    numbers
+    let targets = numbers
         .into_iter()
         .map(|n| {
             let node = format!("node-{n}");
@@ -81,7 +116,8 @@ pub fn targets(
                 status_addr,
             }
         })
-        .collect()
+        .collect();
+    (targets, skipped)
 }
 
 /// Observes one node.
@@ -183,4 +219,34 @@ pub fn http_get(addr: &str, path: &str, timeout: Duration) -> Result<Vec<u8>, St
         return Err(format!("HTTP answer {status_line:?}"));
     }
     Ok(response[split + 4..].to_vec())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_folders_of_an_earlier_larger_cluster_are_skipped_and_said_so() {
+        let dir = std::env::temp_dir().join(format!("status-skip-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        for n in 1..=5 {
+            std::fs::create_dir_all(dir.join(format!("node-{n}"))).unwrap();
+        }
+        // Without a record of what runs, every folder counts.
+        let (all, skipped) = targets(&dir, None, "127.0.0.1", &[]);
+        assert_eq!(all.len(), 5);
+        assert!(skipped.is_empty());
+        std::fs::create_dir_all(dir.join("run")).unwrap();
+        std::fs::write(dir.join("run").join("cluster-size"), "3\n").unwrap();
+        let (three, skipped) = targets(&dir, None, "127.0.0.1", &[]);
+        let names: Vec<&str> = three.iter().map(|t| t.node.as_str()).collect();
+        assert_eq!(names, ["node-1", "node-2", "node-3"]);
+        assert_eq!(skipped.len(), 1);
+        assert!(
+            skipped[0].contains("node-4") && skipped[0].contains("node-5"),
+            "{skipped:?}"
+        );
+        assert!(skipped[0].contains("size 3"), "{skipped:?}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 }

@@ -92,6 +92,61 @@ pub fn table(report: &Report) -> String {
     for (node, behind) in &report.lagging {
         out += &format!("  lagging: {node} is {behind} slot(s) behind\n");
     }
+    if !report.fabric.is_empty() {
+        out.push('\n');
+        out += &fabric_table(report);
+    }
+    for warning in &report.warnings {
+        out += &format!("WARNING: {warning}\n");
+    }
+    for skipped in &report.skipped {
+        out += &format!("note: {skipped}\n");
+    }
+    out
+}
+
+/// The fabric: each process up or down, and what it carries.
+fn fabric_table(report: &Report) -> String {
+    let header = ["FABRIC", "UP", "CARRIES", "ERRORS"];
+    let rows: Vec<Vec<String>> = report
+        .fabric
+        .iter()
+        .map(|r| {
+            vec![
+                r.name.clone(),
+                if r.up { "yes".into() } else { "no".into() },
+                r.carries.clone(),
+                if r.errors.is_empty() {
+                    "-".into()
+                } else {
+                    r.errors.join("; ")
+                },
+            ]
+        })
+        .collect();
+    aligned(&header, &rows)
+}
+
+/// Left-aligned columns two spaces apart.
+fn aligned(header: &[&str], rows: &[Vec<String>]) -> String {
+    let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
+    for row in rows {
+        for (width, cell) in widths.iter_mut().zip(row) {
+            *width = (*width).max(cell.chars().count());
+        }
+    }
+    let line = |cells: &[String]| {
+        let padded: Vec<String> = cells
+            .iter()
+            .zip(&widths)
+            .map(|(c, w)| format!("{c:<w$}"))
+            .collect();
+        padded.join("  ").trim_end().to_owned() + "\n"
+    };
+    let mut out = line(&header.iter().map(|h| (*h).to_owned()).collect::<Vec<_>>());
+    for row in rows {
+        out += &line(row);
+    }
     out
 }
 
@@ -116,5 +171,13 @@ pub fn json(report: &Report) -> serde_json::Value {
             })
         })
         .collect();
-    json!({ "verdict": report.verdict, "nodes": nodes, "differences": report.differences, "lagging": report.lagging })
+    json!({
+        "verdict": report.verdict,
+        "nodes": nodes,
+        "differences": report.differences,
+        "lagging": report.lagging,
+        "fabric": report.fabric,
+        "warnings": report.warnings,
+        "skipped": report.skipped,
+    })
 }

@@ -159,6 +159,12 @@ pub struct Report {
     pub differences: Vec<Difference>,
     /// Replicas behind the most advanced one: `(node, slots behind)`.
     pub lagging: Vec<(String, u64)>,
+    /// The reference, brokers and proxies (not part of the verdict).
+    pub fabric: Vec<crate::fabric::FabricRow>,
+    /// A degraded fabric, and other things worth a look that do not change the verdict.
+    pub warnings: Vec<String>,
+    /// Data folders left out, and why (an earlier, larger cluster's, say).
+    pub skipped: Vec<String>,
 }
 
 impl Report {
@@ -175,6 +181,9 @@ impl Report {
                 nodes,
                 differences: Vec::new(),
                 lagging: Vec::new(),
+                fabric: Vec::new(),
+                warnings: Vec::new(),
+                skipped: Vec::new(),
             };
         }
         let differences = find_differences(&observations);
@@ -204,7 +213,23 @@ impl Report {
             nodes,
             differences,
             lagging,
+            fabric: Vec::new(),
+            warnings: Vec::new(),
+            skipped: Vec::new(),
         }
+    }
+
+    /// Adds the fabric's rows and their warnings (the verdict does not change).
+    pub fn with_fabric(mut self, fabric: Vec<crate::fabric::FabricRow>) -> Report {
+        self.warnings.extend(crate::fabric::warnings(&fabric));
+        self.fabric = fabric;
+        self
+    }
+
+    /// Notes the data folders that were left out.
+    pub fn with_skipped(mut self, skipped: Vec<String>) -> Report {
+        self.skipped = skipped;
+        self
     }
 }
 

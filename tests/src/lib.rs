@@ -11,7 +11,7 @@
 //! The harness runs the binaries of `$PAXOS_BIN_DIR` if set; otherwise those of the
 //! cargo profile the tests were built with (`target/debug` for `cargo test`,
 //! `target/release` for `cargo test --release`), which it first brings up to date with
-//! one `cargo build --bins -p node -p broker -p proxy -p reference` (set
+//! one `cargo build --bins -p node -p broker -p proxy -p reference -p bots -p client` (set
 //! `E2E_NO_BUILD=1` to skip that). So:
 //!
 //! ```text
@@ -113,6 +113,10 @@ fn build_binaries(profile_dir: &Path) {
             "proxy",
             "-p",
             "reference",
+            "-p",
+            "bots",
+            "-p",
+            "client",
         ]);
     if profile_dir.file_name().is_some_and(|n| n == "release") {
         command.arg("--release");
@@ -136,6 +140,8 @@ pub struct ClusterOptions {
     /// `node.json` is written beforehand with rank = id (as after an earlier
     /// registration), and the nodes run with the reference down.
     pub reference: bool,
+    /// Brokers and proxies: 1 (`broker-1`, `proxy-1`) or a pair (`-1` and `-2` of each).
+    pub fabric: usize,
 }
 
 impl Default for ClusterOptions {
@@ -145,23 +151,62 @@ impl Default for ClusterOptions {
             node_args: Vec::new(),
             log: "info".to_owned(),
             reference: true,
+            fabric: 1,
         }
     }
 }
 
-/// The fabric's endpoints.
+/// The endpoints of one broker or proxy: where clients or publishers connect, and
+/// where nodes or subscribers do.
+#[derive(Debug, Clone)]
+pub struct Pair {
+    /// Broker frontend (clients) / proxy XSUB (publishers).
+    pub frontend: String,
+    /// Broker backend (nodes) / proxy XPUB (subscribers).
+    pub backend: String,
+}
+
+/// The fabric's endpoints. The `String` fields list every broker or proxy, separated by
+/// commas, as the binaries take them.
 #[derive(Debug, Clone)]
 pub struct Endpoints {
     /// Reference ROUTER.
     pub reference: String,
-    /// Proxy XSUB (publishers).
+    /// Proxies' XSUBs (publishers).
     pub proxy_frontend: String,
-    /// Proxy XPUB (subscribers).
+    /// Proxies' XPUBs (subscribers).
     pub proxy_backend: String,
-    /// Broker frontend (clients).
+    /// Brokers' frontends (clients).
     pub broker_frontend: String,
-    /// Broker backend (nodes).
+    /// Brokers' backends (nodes).
     pub broker_backend: String,
+    /// Each broker, in order (`broker-1`, `broker-2`).
+    pub brokers: Vec<Pair>,
+    /// Each proxy, in order (`proxy-1`, `proxy-2`).
+    pub proxies: Vec<Pair>,
+}
+
+impl Endpoints {
+    fn new(fabric: usize) -> Endpoints {
+        let pair = || Pair {
+            frontend: endpoint(free_port()),
+            backend: endpoint(free_port()),
+        };
+        let brokers: Vec<Pair> = (0..fabric).map(|_| pair()).collect();
+        let proxies: Vec<Pair> = (0..fabric).map(|_| pair()).collect();
+        let join = |pairs: &[Pair], f: fn(&Pair) -> &String| {
+            pairs.iter().map(f).cloned().collect::<Vec<_>>().join(",")
+        };
+        Endpoints {
+            reference: endpoint(free_port()),
+            proxy_frontend: join(&proxies, |p| &p.frontend),
+            proxy_backend: join(&proxies, |p| &p.backend),
+            broker_frontend: join(&brokers, |p| &p.frontend),
+            broker_backend: join(&brokers, |p| &p.backend),
+            brokers,
+            proxies,
+        }
+    }
 }
 
 fn endpoint(port: u16) -> String {
@@ -194,13 +239,11 @@ impl Cluster {
         let _ = fs::remove_dir_all(&dir);
         fs::create_dir_all(dir.join("logs")).unwrap_or_else(|e| panic!("{e}"));
         fs::create_dir_all(dir.join("data")).unwrap_or_else(|e| panic!("{e}"));
-        let endpoints = Endpoints {
-            reference: endpoint(free_port()),
-            proxy_frontend: endpoint(free_port()),
-            proxy_backend: endpoint(free_port()),
-            broker_frontend: endpoint(free_port()),
-            broker_backend: endpoint(free_port()),
-        };
+        assert!(
+            (1..=2).contains(&options.fabric),
+            "a fabric of 1 or 2 brokers and proxies"
+        );
+        let endpoints = Endpoints::new(options.fabric);
         assert!(
             bins.join("node").exists(),
             "no node binary in {}",
@@ -214,8 +257,10 @@ impl Cluster {
             status_ports: BTreeMap::new(),
             starts: BTreeMap::new(),
         };
-        cluster.start_proxy();
-        cluster.start_broker();
+        for i in 1..=options.fabric {
+            cluster.start_proxy(i);
+            cluster.start_broker(i);
+        }
         if options.reference {
             cluster.start_reference();
         } else {
@@ -245,31 +290,42 @@ impl Cluster {
         self.processes.insert(name.to_owned(), child);
     }
 
-    /// Starts (or restarts) the proxy.
-    pub fn start_proxy(&mut self) {
+    /// Starts (or restarts) proxy `i` (1-based): `proxy-<i>`.
+    pub fn start_proxy(&mut self, i: usize) {
+        let pair = self.endpoints.proxies[i - 1].clone();
         let args = vec![
             "--frontend".to_owned(),
-            self.endpoints.proxy_frontend.clone(),
+            pair.frontend,
             "--backend".to_owned(),
-            self.endpoints.proxy_backend.clone(),
+            pair.backend,
             // Tests run side by side: no fixed status port.
             "--status-addr".to_owned(),
             format!("127.0.0.1:{}", free_port()),
         ];
-        self.spawn("proxy", "proxy", &args);
+        self.spawn(&format!("proxy-{i}"), "proxy", &args);
     }
 
-    /// Starts (or restarts) the broker.
-    pub fn start_broker(&mut self) {
+    /// Starts (or restarts) broker `i` (1-based): `broker-<i>`.
+    pub fn start_broker(&mut self, i: usize) {
+        let pair = self.endpoints.brokers[i - 1].clone();
         let args = vec![
             "--frontend".to_owned(),
-            self.endpoints.broker_frontend.clone(),
+            pair.frontend,
             "--backend".to_owned(),
-            self.endpoints.broker_backend.clone(),
+            pair.backend,
             "--status-addr".to_owned(),
             format!("127.0.0.1:{}", free_port()),
         ];
-        self.spawn("broker", "broker", &args);
+        self.spawn(&format!("broker-{i}"), "broker", &args);
+    }
+
+    /// Starts (or restarts) fabric process `name` (`broker-2`, `proxy-1`).
+    pub fn start_fabric(&mut self, name: &str) {
+        match name.split_once('-') {
+            Some(("broker", i)) => self.start_broker(i.parse().unwrap_or(1)),
+            Some(("proxy", i)) => self.start_proxy(i.parse().unwrap_or(1)),
+            _ => panic!("not a fabric process: {name}"),
+        }
     }
 
     /// Starts (or restarts) the reference service, with its data under `data/`.
