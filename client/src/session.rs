@@ -10,8 +10,11 @@
 //! The connection pings every broker every [`PING_INTERVAL`]; a broker answers at once
 //! with how many nodes it can route to ([`proto::fabric::broker_pong`]). A broker is
 //! **up** once it answered, until it has been silent (no pong, no reply) for
-//! [`DOWN_AFTER`] — dead or paused alike. Requests go round-robin to up brokers, those
-//! with live nodes first. When a broker goes down, every call waiting on it sends its
+//! [`DOWN_AFTER`] — dead or paused alike. Requests go to the **first** up broker of the
+//! list (one with live nodes first): the second of a pair is a hot standby, which costs
+//! nothing while the first serves (spreading the requests over both made every write
+//! cost more wake-ups in two processes: 15–25 % fewer writes/s on two cores). When a
+//! broker goes down, every call waiting on it sends its
 //! request again at once through another broker, with the **same** `(client_id, seq)`,
 //! so a request that was inside the dead broker costs about [`DOWN_AFTER`], not a retry
 //! timeout, and still takes effect once. With no broker up, a call waits for one until
@@ -24,7 +27,7 @@
 //! applies the request once and answers every attempt alike.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
@@ -272,8 +275,6 @@ struct Inner {
     links: Vec<Arc<Link>>,
     shared: Arc<Shared>,
     in_flight: Semaphore,
-    /// Round-robin cursor over the brokers.
-    next_link: AtomicUsize,
     endpoints: String,
     /// Stops the reader and pinger tasks (and so closes the sockets) when the last
     /// handle is dropped.
@@ -281,16 +282,14 @@ struct Inner {
 }
 
 impl Inner {
-    /// The next broker to use: round-robin over the up ones, those with live nodes
-    /// first; `None` when no broker is up.
+    /// The broker to use: the first up one in the list, one with live nodes first;
+    /// `None` when no broker is up.
     fn pick(&self) -> Option<&Arc<Link>> {
-        let n = self.links.len();
-        let start = self.next_link.fetch_add(1, Ordering::Relaxed);
-        let up = |i: usize| &self.links[(start + i) % n];
-        (0..n)
-            .map(up)
-            .find(|l| l.up.load(Ordering::Relaxed) && l.live_nodes.load(Ordering::Relaxed) > 0)
-            .or_else(|| (0..n).map(up).find(|l| l.up.load(Ordering::Relaxed)))
+        let up = |l: &&Arc<Link>| l.up.load(Ordering::Relaxed);
+        self.links
+            .iter()
+            .find(|l| up(l) && l.live_nodes.load(Ordering::Relaxed) > 0)
+            .or_else(|| self.links.iter().find(up))
     }
 }
 
@@ -354,7 +353,6 @@ impl Connection {
                 links,
                 shared,
                 in_flight: Semaphore::new(MAX_IN_FLIGHT),
-                next_link: AtomicUsize::new(0),
                 endpoints: endpoints.to_owned(),
                 _stop: stop.drop_guard(),
             }),

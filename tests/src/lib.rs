@@ -61,13 +61,27 @@ pub fn wait_for<T>(what: &str, timeout: Duration, mut condition: impl FnMut() ->
     }
 }
 
-/// A free TCP port on 127.0.0.1 (the OS picks it; it is released at once, so a test may
-/// in rare cases race another process for it).
+/// Ports handed out by [`free_port`]: below Linux's ephemeral range (32768-60999), so
+/// that the kernel never gives one of them to an outgoing connection between the test
+/// picking it and a process binding it (a busy benchmark opens many connections).
+const TEST_PORTS: std::ops::Range<u16> = 20_000..32_000;
+
+/// A free TCP port on 127.0.0.1 from [`TEST_PORTS`], each handed out once per test
+/// process. It is released at once, so another process may in rare cases take it first.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .unwrap_or_else(|e| panic!("no free port: {e}"))
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let span = u64::from(TEST_PORTS.end - TEST_PORTS.start);
+    // Start somewhere that depends on the process, so that test binaries run one after
+    // the other do not all try the same ports.
+    let offset = u64::from(std::process::id()) * 97;
+    for _ in 0..span {
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let port = TEST_PORTS.start + u16::try_from((offset + n) % span).unwrap_or(0);
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free port in {TEST_PORTS:?}")
 }
 
 /// The folder of the binaries under test (see the crate page).
@@ -224,6 +238,8 @@ pub struct Cluster {
     processes: BTreeMap<String, Child>,
     status_ports: BTreeMap<u32, u16>,
     starts: BTreeMap<String, u32>,
+    /// Status ports of the reference, brokers and proxies, by name.
+    fabric_ports: BTreeMap<String, u16>,
 }
 
 impl Cluster {
@@ -256,6 +272,7 @@ impl Cluster {
             processes: BTreeMap::new(),
             status_ports: BTreeMap::new(),
             starts: BTreeMap::new(),
+            fabric_ports: BTreeMap::new(),
         };
         for i in 1..=options.fabric {
             cluster.start_proxy(i);
@@ -266,6 +283,7 @@ impl Cluster {
         } else {
             cluster.write_identities();
         }
+        cluster.wait_fabric_up();
         for id in 1..=options.nodes {
             cluster.start_node(id, &[]);
         }
@@ -293,6 +311,8 @@ impl Cluster {
     /// Starts (or restarts) proxy `i` (1-based): `proxy-<i>`.
     pub fn start_proxy(&mut self, i: usize) {
         let pair = self.endpoints.proxies[i - 1].clone();
+        let name = format!("proxy-{i}");
+        let status = self.fabric_status_addr(&name);
         let args = vec![
             "--frontend".to_owned(),
             pair.frontend,
@@ -300,23 +320,58 @@ impl Cluster {
             pair.backend,
             // Tests run side by side: no fixed status port.
             "--status-addr".to_owned(),
-            format!("127.0.0.1:{}", free_port()),
+            status,
         ];
-        self.spawn(&format!("proxy-{i}"), "proxy", &args);
+        self.spawn(&name, "proxy", &args);
     }
 
     /// Starts (or restarts) broker `i` (1-based): `broker-<i>`.
     pub fn start_broker(&mut self, i: usize) {
         let pair = self.endpoints.brokers[i - 1].clone();
+        let name = format!("broker-{i}");
+        let status = self.fabric_status_addr(&name);
         let args = vec![
             "--frontend".to_owned(),
             pair.frontend,
             "--backend".to_owned(),
             pair.backend,
             "--status-addr".to_owned(),
-            format!("127.0.0.1:{}", free_port()),
+            status,
         ];
-        self.spawn(&format!("broker-{i}"), "broker", &args);
+        self.spawn(&name, "broker", &args);
+    }
+
+    /// The status address of fabric process `name` (the same at every restart).
+    fn fabric_status_addr(&mut self, name: &str) -> String {
+        let port = *self
+            .fabric_ports
+            .entry(name.to_owned())
+            .or_insert_with(free_port);
+        format!("127.0.0.1:{port}")
+    }
+
+    /// Waits until every fabric process started answers on its status port; panics
+    /// with its log if one exited (a port taken, say).
+    pub fn wait_fabric_up(&mut self) {
+        let names: Vec<String> = self.fabric_ports.keys().cloned().collect();
+        for name in names {
+            let port = self.fabric_ports[&name];
+            let addr = SocketAddr::from(([127, 0, 0, 1], port));
+            let deadline = Instant::now() + Duration::from_secs(10);
+            loop {
+                if node::http_get(addr, "/livez", Duration::from_millis(500))
+                    .is_ok_and(|(code, _)| code == 200)
+                {
+                    break;
+                }
+                assert!(
+                    self.is_running(&name) && Instant::now() < deadline,
+                    "{name} did not come up; its log:\n{}",
+                    self.log(&name)
+                );
+                std::thread::sleep(POLL_INTERVAL);
+            }
+        }
     }
 
     /// Starts (or restarts) fabric process `name` (`broker-2`, `proxy-1`).
@@ -330,13 +385,14 @@ impl Cluster {
 
     /// Starts (or restarts) the reference service, with its data under `data/`.
     pub fn start_reference(&mut self) {
+        let status = self.fabric_status_addr("reference");
         let args = vec![
             "--endpoint".to_owned(),
             self.endpoints.reference.clone(),
             "--proxy".to_owned(),
             self.endpoints.proxy_frontend.clone(),
             "--status-addr".to_owned(),
-            format!("127.0.0.1:{}", free_port()),
+            status,
             "--data-dir".to_owned(),
             self.dir
                 .join("data")
@@ -551,7 +607,7 @@ impl Drop for Cluster {
             let _ = child.kill();
             let _ = child.wait();
         }
-        if std::thread::panicking() {
+        if std::thread::panicking() || std::env::var_os("E2E_KEEP").is_some() {
             eprintln!(
                 "e2e: cluster folder kept for inspection: {}",
                 self.dir.display()
@@ -586,8 +642,13 @@ pub struct Client {
 }
 
 impl Client {
-    /// Connects to the broker frontend.
+    /// Connects to the broker frontend — to the first of a list: this test client has no
+    /// failover (the real one, `client::Connection`, has), and prefers the first broker
+    /// as the real one does.
     pub async fn connect(broker_frontend: &str) -> Client {
+        let broker_frontend = transport::endpoints(broker_frontend)
+            .next()
+            .unwrap_or(broker_frontend);
         let socket = Socket::open(
             Kind::Dealer,
             Mode::Connect,

@@ -5,7 +5,8 @@
 //! cargo test -p e2e --release --test bench -- --ignored --nocapture
 //! ```
 //! Optional: `BENCH_SECONDS` (default 10) per row, `BENCH_CLIENTS` (e.g. `64`),
-//! `BENCH_NODE_ARGS` (extra node flags, e.g. `--window-slots 8`).
+//! `BENCH_NODE_ARGS` (extra node flags, e.g. `--window-slots 8`), `BENCH_FABRIC` (1: one
+//! broker and one proxy; default 2, the pair `./on.sh` runs).
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // a panic in a test is a failed test
 #![allow(clippy::print_stdout)] // the table is the output
@@ -41,11 +42,17 @@ fn bench_writes() {
     let node_args = std::env::var("BENCH_NODE_ARGS")
         .map(|args| args.split_whitespace().map(str::to_owned).collect())
         .unwrap_or_default();
+    let fabric = std::env::var("BENCH_FABRIC")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(2);
     let cluster = Cluster::start(ClusterOptions {
         log: "warn".to_owned(),
         node_args,
+        fabric,
         ..ClusterOptions::default()
     });
+    println!("fabric: {fabric} broker(s) and proxy(ies)");
     let ids = cluster.ids();
     cluster.wait_for_leader(&ids);
     let value = "x".repeat(256);
