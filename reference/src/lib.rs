@@ -16,7 +16,9 @@
 //!   parses flags, opens the store, binds and calls it.
 //! - The status port ([`service::http`]): `/status` (a [`ReferenceReport`] taken by the
 //!   loop between two batches), `/readyz` (ready as soon as [`run`] answers: it is handed
-//!   the loaded registry), `/livez`, `/metrics`.
+//!   the loaded registry), `/livez`, `/metrics` ([`metrics`]: members, alive members,
+//!   expirations, registrations and refusals by reason, malformed requests, saves and
+//!   failed saves).
 //! - [`health`]: the probe behind `reference health`.
 //!
 //! ## Invariants kept here
@@ -35,6 +37,7 @@
 //!   64 bogus names exhaust the ranks for good (until the operator edits or removes the
 //!   registry file). The reference trusts its network, like the rest of the cluster.
 
+pub mod metrics;
 pub mod registry;
 pub mod store;
 
@@ -48,6 +51,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use transport::{Kind, Mode, Multipart, Options, Socket, TransportError};
 
+use crate::metrics::{Metrics, Refused};
 use crate::registry::{Now, Registry, RegistryError};
 use crate::store::{Store, StoreError};
 use service::RateLimitedLog;
@@ -175,6 +179,7 @@ pub struct Reference {
     registry: Registry,
     stats: Stats,
     malformed_log: RateLimitedLog,
+    metrics: Metrics,
 }
 
 impl Reference {
@@ -184,7 +189,20 @@ impl Reference {
             registry,
             stats: Stats::default(),
             malformed_log: RateLimitedLog::new(config.malformed_log_interval),
+            metrics: Metrics::new(),
         }
+    }
+
+    /// The Prometheus metrics (`/metrics`, see [`metrics`]).
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+
+    /// Brings the member gauges up to `now`.
+    pub fn update_gauges(&self, now: Now) {
+        let members = self.registry.members(now);
+        let alive = members.iter().filter(|m| m.alive).count();
+        self.metrics.set_members(members.len(), alive);
     }
 
     /// The registry.
@@ -235,11 +253,13 @@ impl Reference {
             }
         };
         self.stats.requests += 1;
+        self.metrics.requests.inc();
         let answer = match request {
             RefRequest::Register { node, status_addr } => {
                 match self.registry.register(&node, &status_addr, now) {
                     Ok(rank) => {
                         tracing::debug!(node, rank, "registered");
+                        self.metrics.registrations.inc();
                         RefReply::Registered {
                             rank,
                             members: self.registry.members(now),
@@ -247,9 +267,11 @@ impl Reference {
                     }
                     Err(e @ RegistryError::Full) => {
                         tracing::warn!(node, "registration refused: {e}");
+                        self.metrics.refused(Refused::Full);
                         RefReply::Error(Error::new(ErrorCode::Overloaded, e.to_string()))
                     }
                     Err(e @ RegistryError::Invalid(_)) => {
+                        self.metrics.refused(Refused::Invalid);
                         RefReply::Error(Error::new(ErrorCode::BadRequest, e.to_string()))
                     }
                 }
@@ -264,13 +286,16 @@ impl Reference {
 
     fn malformed(&mut self, now: Instant, reason: &dyn std::fmt::Display) {
         self.stats.malformed += 1;
+        self.metrics.malformed.inc();
         self.malformed_log.warn(now, "router", reason);
     }
 
     /// Marks silent members as gone; returns whether anyone went.
     pub fn expire(&mut self, now: Now) -> bool {
-        let changed = self.registry.expire(now);
+        let gone = self.registry.expire(now);
+        let changed = gone > 0;
         if changed {
+            self.metrics.expirations.inc_by(gone as u64);
             for member in self.registry.members(now).iter().filter(|m| !m.alive) {
                 tracing::debug!(node = member.node, rank = member.rank, "member is gone");
             }
@@ -327,9 +352,9 @@ pub async fn run(
     let (router_tx, mut router_rx) = router.split();
     let (publisher_tx, _publisher_rx) = publisher.split();
     let mut reference = Reference::new(registry, &config);
-    let metrics = prometheus_client::registry::Registry::with_prefix("reference");
-    let (port, mut queries) = service::http::status_port(std::sync::Arc::new(metrics), is_ready);
+    let (port, mut queries) = service::http::status_port(reference.metrics.registry(), is_ready);
     let http = service::http::spawn(status, port, &shutdown);
+    reference.update_gauges(Now::system());
     let mut requests = Vec::with_capacity(RECV_BATCH_MAX);
     let mut replies = Vec::with_capacity(RECV_BATCH_MAX);
     let mut expire_tick = tokio::time::interval(config.expire_interval());
@@ -360,10 +385,16 @@ pub async fn run(
         // answered and published next, with a new epoch.
         let now = Now::system();
         reference.expire(now);
+        // The loop turns at least every expiry tick: the gauges are never older than that.
+        reference.update_gauges(now);
         // Persist before anything that depends on the change leaves the process.
         if reference.registry.take_dirty() {
-            save(&store, &reference.registry).await?;
+            if let Err(error) = save(&store, &reference.registry).await {
+                reference.metrics.save_failures.inc();
+                return Err(error.into());
+            }
             reference.stats.saves += 1;
+            reference.metrics.saves.inc();
             publish = true;
         }
         for message in replies.drain(..) {
@@ -379,6 +410,7 @@ pub async fn run(
                         .send(vec![proto::topic::MEMBERSHIP.as_bytes().to_vec(), body])
                         .await?;
                     reference.stats.published += 1;
+                    reference.metrics.events.inc();
                 }
                 Err(e) => tracing::error!(error = %e, "cannot encode the membership event"),
             }

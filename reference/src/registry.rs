@@ -302,9 +302,9 @@ impl Registry {
         }
     }
 
-    /// Marks the members silent for longer than the expiry timeout as gone. Returns
-    /// whether anyone went (the epoch then moved on).
-    pub fn expire(&mut self, now: Now) -> bool {
+    /// Marks the members silent for longer than the expiry timeout as gone. Returns how
+    /// many went (if any, the epoch moved on).
+    pub fn expire(&mut self, now: Now) -> usize {
         let timeout = self.expiry_timeout;
         let mut gone = 0;
         for entry in self.members.values_mut() {
@@ -316,7 +316,7 @@ impl Registry {
         if gone > 0 {
             self.changed();
         }
-        gone > 0
+        gone
     }
 
     /// Every member by rank, alive or gone, as of `now`.
@@ -434,7 +434,7 @@ mod tests {
         registry.register("node-2", "", t0).unwrap();
         let t1 = t0.after(ms(4000));
         assert!(registry.heartbeat("node-1", t1));
-        assert!(!registry.expire(t1), "nobody is silent for 5 s yet");
+        assert_eq!(registry.expire(t1), 0, "nobody is silent for 5 s yet");
         let t2 = t0.after(ms(5001));
         // Reported gone as soon as the timeout passed, before `expire` ran.
         assert_eq!(
@@ -442,9 +442,9 @@ mod tests {
             vec![("node-1".into(), 1, true), ("node-2".into(), 2, false)]
         );
         let epoch = registry.epoch();
-        assert!(registry.expire(t2));
+        assert_eq!(registry.expire(t2), 1);
         assert_eq!(registry.epoch(), epoch + 1);
-        assert!(!registry.expire(t2), "gone once, not again");
+        assert_eq!(registry.expire(t2), 0, "gone once, not again");
         // A newcomer does not get the gone member's rank.
         assert_eq!(registry.register("node-3", "", t2), Ok(3));
         // The gone member comes back with its rank.
@@ -462,7 +462,7 @@ mod tests {
         for _ in 0..10 {
             now = now.after(ms(3000));
             assert!(registry.heartbeat("node-1", now));
-            assert!(!registry.expire(now));
+            assert_eq!(registry.expire(now), 0);
         }
         let late = now.after(ms(6000));
         assert!(

@@ -279,6 +279,11 @@ async fn an_expired_member_is_reported_as_gone_and_published() {
         .event_where(|e| alive(&e.members, "node-2") == Some(false))
         .await;
     assert!(event.epoch > joined.epoch, "{event:?} after {joined:?}");
+    let (_, metrics) = service.get("/metrics").await;
+    assert!(
+        !metrics.contains("reference_expirations_total 0"),
+        "the expiry is counted:\n{metrics}"
+    );
 
     // It is told to register again, and comes back with its rank.
     assert!(!node.heartbeat("node-2").await);
@@ -467,5 +472,36 @@ async fn the_status_port_shows_members_and_epoch() {
             .all(|m| m.last_heartbeat_ms_ago.is_some())
     );
     assert!(report.epoch > empty.epoch, "{report:?}");
+    // Once every rank is taken, a new name is refused, and counted with its reason.
+    for i in 3..=proto::limits::MAX_MEMBERS {
+        node.register(&format!("n-{i}")).await;
+    }
+    let refused = node
+        .ask(&RefRequest::Register {
+            node: "one-too-many".into(),
+            status_addr: String::new(),
+        })
+        .await;
+    assert!(matches!(refused, RefReply::Error(_)), "{refused:?}");
+    let mut raw = service.node().await;
+    raw.0.send(vec![b"junk".to_vec()]).await.unwrap();
+    let _ = raw.0.recv().await;
+    let (code, metrics) = service.get("/metrics").await;
+    assert_eq!(code, 200);
+    for line in [
+        "reference_members 64",
+        "reference_members_alive 64",
+        "reference_expirations_total 0",
+        "reference_registrations_total 64",
+        "reference_refused_registrations_total{reason=\"full\"} 1",
+        "reference_refused_registrations_total{reason=\"invalid\"} 0",
+        "reference_malformed_requests_total 1",
+        "reference_registry_save_failures_total 0",
+        "reference_requests_total",
+        "reference_registry_saves_total",
+        "reference_membership_events_total",
+    ] {
+        assert!(metrics.contains(line), "{line} missing:\n{metrics}");
+    }
     service.stop().await;
 }
