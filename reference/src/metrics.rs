@@ -6,7 +6,7 @@
 //! | `reference_members_alive` | gauge | of them, alive now |
 //! | `reference_expirations_total` | counter | members that went silent longer than the expiry timeout |
 //! | `reference_registrations_total` | counter | registrations answered with a rank (new names and returning ones) |
-//! | `reference_refused_registrations_total{reason}` | counter | registrations refused, by [`Refused`] reason |
+//! | `reference_refused_registrations_total{reason}` | counter | registrations refused, by [`Refused`] reason (`full`, `invalid`, `not_saved`) |
 //! | `reference_requests_total` | counter | requests answered (register, heartbeat, members) |
 //! | `reference_malformed_requests_total` | counter | malformed requests |
 //! | `reference_registry_saves_total` | counter | registry file writes |
@@ -31,6 +31,9 @@ pub enum Refused {
     Full,
     /// The name or the status address breaks a limit.
     Invalid,
+    /// A new name while the registry cannot be saved (its rank could not be put on disk
+    /// before it is announced).
+    NotSaved,
 }
 
 impl Refused {
@@ -39,6 +42,7 @@ impl Refused {
         match self {
             Refused::Full => "full",
             Refused::Invalid => "invalid",
+            Refused::NotSaved => "not_saved",
         }
     }
 }
@@ -143,7 +147,7 @@ impl Metrics {
         );
         // Every reason has its series from the start: a refusal shows as a rise, not as
         // a new series.
-        for reason in [Refused::Full, Refused::Invalid] {
+        for reason in [Refused::Full, Refused::Invalid, Refused::NotSaved] {
             let _created = metrics.refused_by_reason.get_or_create(&RefusedLabels {
                 reason: reason.label(),
             });

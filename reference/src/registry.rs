@@ -10,6 +10,11 @@
 //!   also survive a restart.
 //! - A new name gets the smallest free rank in `1..=MAX_MEMBERS`; there are at most
 //!   [`MAX_MEMBERS`] names.
+//! - The registry knows which names are on disk: restored ones, and those in a
+//!   [`Persisted`] the caller saved ([`Registry::mark_saved`]). A new name is not, until
+//!   then; if the save fails, [`Registry::forget_unsaved`] takes it back, with its rank.
+//!   The caller announces a rank only once it is on disk, so a rank taken back was never
+//!   given (see the crate's *Stable ranks*).
 //! - The epoch increases with every change of the member list or of anyone's liveness,
 //!   and never goes back, across restarts too (it is persisted, and a restart is a change).
 
@@ -147,6 +152,8 @@ struct Entry {
     /// Whether it was alive at the last [`Registry::expire`] or registration: the
     /// transitions of this flag are the changes that bump the epoch.
     alive: bool,
+    /// Whether the name and its rank are on disk (restored, or saved since).
+    saved: bool,
 }
 
 /// Names, ranks and liveness of the cluster's members.
@@ -183,6 +190,7 @@ impl Registry {
                     status_addr: m.status_addr.clone(),
                     last_heartbeat: None,
                     alive: false,
+                    saved: true,
                 };
                 (m.node.clone(), entry)
             })
@@ -276,10 +284,52 @@ impl Registry {
                 status_addr: status_addr.to_owned(),
                 last_heartbeat: Some((now.instant, now.unix_ms)),
                 alive: true,
+                saved: false,
             },
         );
         self.changed();
         Ok(rank)
+    }
+
+    /// The rank `node` holds, if any.
+    pub fn rank(&self, node: &str) -> Option<Rank> {
+        self.members.get(node).map(|e| e.rank)
+    }
+
+    /// Whether `node` holds a rank that is on disk.
+    pub fn is_saved(&self, node: &str) -> bool {
+        self.members.get(node).is_some_and(|e| e.saved)
+    }
+
+    /// The caller wrote `persisted` durably: its names and ranks are on disk.
+    pub fn mark_saved(&mut self, persisted: &Persisted) {
+        for member in &persisted.members {
+            if let Some(entry) = self.members.get_mut(&member.node)
+                && entry.rank == member.rank
+            {
+                entry.saved = true;
+            }
+        }
+    }
+
+    /// Takes back every name whose rank is not on disk (a save failed) and returns them:
+    /// their ranks are free again. Only the caller's promise to announce no rank before
+    /// it is saved makes this safe, so nobody has heard of them.
+    pub fn forget_unsaved(&mut self) -> Vec<String> {
+        let unsaved: Vec<String> = self
+            .members
+            .iter()
+            .filter(|(_, e)| !e.saved)
+            .map(|(node, _)| node.clone())
+            .collect();
+        for node in &unsaved {
+            self.members.remove(node);
+        }
+        if !unsaved.is_empty() {
+            // The member list changed (in memory: it never held them on disk).
+            self.changed();
+        }
+        unsaved
     }
 
     fn free_rank(&self) -> Option<Rank> {
@@ -413,6 +463,31 @@ mod tests {
                 .iter()
                 .all(|m| !m.alive && m.last_heartbeat_ms_ago.is_none())
         );
+    }
+
+    #[test]
+    fn a_new_name_is_unsaved_until_saved_and_can_be_taken_back() {
+        let t0 = Now::system();
+        let mut registry = Registry::new(TIMEOUT);
+        assert_eq!(registry.register("node-1", "", t0), Ok(1));
+        assert!(!registry.is_saved("node-1"));
+        registry.mark_saved(&registry.persisted());
+        assert!(registry.is_saved("node-1"));
+        assert_eq!(registry.register("node-2", "", t0), Ok(2));
+        assert_eq!(registry.register("node-3", "", t0), Ok(3));
+        // The save of node-2 and node-3 failed: they are taken back, node-1 stays.
+        let epoch = registry.epoch();
+        assert_eq!(registry.forget_unsaved(), ["node-2", "node-3"]);
+        assert!(registry.epoch() > epoch);
+        assert_eq!(alive(&registry, t0), vec![("node-1".into(), 1, true)]);
+        assert!(registry.forget_unsaved().is_empty());
+        // Their ranks were never on disk, so never given: the next name takes rank 2.
+        assert_eq!(registry.register("node-9", "", t0), Ok(2));
+        // A restored registry is all on disk.
+        registry.mark_saved(&registry.persisted());
+        let restored = Registry::restore(&registry.persisted(), TIMEOUT).unwrap();
+        assert!(restored.is_saved("node-1") && restored.is_saved("node-9"));
+        assert!(!restored.is_saved("node-2"));
     }
 
     #[test]
