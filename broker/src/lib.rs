@@ -22,7 +22,9 @@
 //!   flags, binds and calls it, so tests bind port 0 and run the real thing in-process.
 //! - The status port ([`service::http`]): `/status` (a [`BrokerReport`] taken by the loop
 //!   between two batches), `/readyz` (ready while at least one node is live), `/livez`,
-//!   `/metrics`. `--name` tells the brokers of a pair apart there and in the logs.
+//!   `/metrics` ([`metrics`]: requests per node, replies, `unavailable` answers, malformed
+//!   messages by reason, live nodes). `--name` tells the brokers of a pair apart there and
+//!   in the logs.
 //! - [`health`]: the probe behind `broker health` (docker healthchecks).
 //!
 //! ## Invariants kept here
@@ -42,6 +44,7 @@
 //!   (`unavailable`, `bad_request`) decodes the body, to echo its `seq`. The node decodes
 //!   and validates every request in full.
 
+pub mod metrics;
 pub mod ring;
 
 use std::time::{Duration, Instant};
@@ -56,6 +59,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use transport::{Kind, Mode, Multipart, Options, Socket, TransportError};
 
+use crate::metrics::{Malformed, Metrics};
 use crate::ring::{Liveness, Ring};
 use service::RateLimitedLog;
 
@@ -213,7 +217,7 @@ pub struct Broker {
     ring: Ring,
     stats: Stats,
     malformed_log: RateLimitedLog,
-    metrics: std::sync::Arc<prometheus_client::registry::Registry>,
+    metrics: Metrics,
 }
 
 impl Broker {
@@ -223,15 +227,13 @@ impl Broker {
             ring: Ring::new(config.liveness_timeout),
             stats: Stats::default(),
             malformed_log: RateLimitedLog::new(config.malformed_log_interval),
-            metrics: std::sync::Arc::new(prometheus_client::registry::Registry::with_prefix(
-                "broker",
-            )),
+            metrics: Metrics::new(),
         }
     }
 
-    /// The Prometheus metrics (`/metrics`).
+    /// The Prometheus metrics (`/metrics`, see [`metrics`]).
     pub fn metrics(&self) -> std::sync::Arc<prometheus_client::registry::Registry> {
-        self.metrics.clone()
+        self.metrics.registry()
     }
 
     /// The `/status` document as of `now`.
@@ -270,12 +272,13 @@ impl Broker {
             let live = self.ring.live(now).count();
             return Outgoing::Frontend(vec![client.clone(), broker_pong(live)]);
         }
-        if let Err(reason) = check_request_layout(&message) {
-            return self.reject_frontend(message, now, reason);
+        if let Err((kind, reason)) = check_request_layout(&message) {
+            return self.reject_frontend(message, now, kind, reason);
         }
         match self.ring.next(now) {
             Some(node) => {
                 self.stats.requests += 1;
+                self.metrics.routed_to(node);
                 message.insert(0, node.to_vec());
                 Outgoing::Backend(message)
             }
@@ -286,6 +289,7 @@ impl Broker {
                 match proto::decode::<Request>(body) {
                     Ok(request) => {
                         self.stats.unavailable += 1;
+                        self.metrics.unavailable();
                         answer(
                             client,
                             request.seq,
@@ -294,7 +298,9 @@ impl Broker {
                         )
                         .map_or(Outgoing::Nothing, Outgoing::Frontend)
                     }
-                    Err(e) => self.reject_frontend(message, now, e.to_string()),
+                    Err(e) => {
+                        self.reject_frontend(message, now, Malformed::Undecodable, e.to_string())
+                    }
                 }
             }
         }
@@ -302,8 +308,15 @@ impl Broker {
 
     /// Counts, logs (rate-limited) and answers `bad_request` to the sender of a malformed
     /// frontend message. The first frame is always the sender's identity (ROUTER).
-    fn reject_frontend(&mut self, message: Multipart, now: Instant, reason: String) -> Outgoing {
+    fn reject_frontend(
+        &mut self,
+        message: Multipart,
+        now: Instant,
+        kind: Malformed,
+        reason: String,
+    ) -> Outgoing {
         self.stats.malformed += 1;
+        self.metrics.malformed("frontend", kind);
         self.malformed_log.warn(now, "frontend", &reason);
         let Some((client, rest)) = message.split_first() else {
             return Outgoing::Nothing;
@@ -329,12 +342,17 @@ impl Broker {
             3 => {
                 let client = &message[1];
                 if client.is_empty() || client.len() > MAX_ROUTING_FRAME_BYTES {
-                    self.reject_backend(now, "reply with a bad client identity frame");
+                    self.reject_backend(
+                        now,
+                        Malformed::Identity,
+                        "reply with a bad client identity frame",
+                    );
                     return Outgoing::Nothing;
                 }
                 // The reply is forwarded as it came: the node wrote it, the client checks it.
                 // A client that is gone is dropped by the ROUTER (unknown identity).
                 self.stats.replies += 1;
+                self.metrics.replied();
                 message.remove(0);
                 Outgoing::Frontend(message)
             }
@@ -342,6 +360,7 @@ impl Broker {
             count => {
                 self.reject_backend(
                     now,
+                    Malformed::Frames,
                     &format!("{count} frames from a node (2 or 3 expected)"),
                 );
                 Outgoing::Nothing
@@ -355,7 +374,7 @@ impl Broker {
             Ok(control) => control,
             Err(e) => {
                 let reason = format!("control message: {e}");
-                self.reject_backend(now, &reason);
+                self.reject_backend(now, Malformed::Undecodable, &reason);
                 // Answer, so that a client that dialled the backend port by mistake learns
                 // why; a node takes a one-frame message as malformed and drops it.
                 return answer(identity, seq_of(body), ErrorCode::BadRequest, &reason)
@@ -367,6 +386,7 @@ impl Broker {
             // would announce one node and receive another's traffic.
             self.reject_backend(
                 now,
+                Malformed::NameMismatch,
                 &format!(
                     "node {:?} sent its name as {:?}: set the DEALER identity to the node name",
                     String::from_utf8_lossy(identity),
@@ -376,6 +396,7 @@ impl Broker {
             return Outgoing::Nothing;
         }
         self.stats.control += 1;
+        self.metrics.control();
         let result = match control {
             NodeToBroker::Ready { .. } => self.ring.ready(identity, now),
             NodeToBroker::Heartbeat { .. } => self.ring.heartbeat(identity, now),
@@ -383,6 +404,8 @@ impl Broker {
         match result {
             Ok(Liveness::Joined) => {
                 self.stats.joined += 1;
+                self.metrics.joined();
+                self.metrics.set_live_nodes(self.ring.live(now).count());
                 tracing::info!(
                     node = control_name(identity),
                     live = self.ring.live(now).count(),
@@ -390,16 +413,14 @@ impl Broker {
                 );
             }
             Ok(Liveness::Refreshed) => {}
-            Err(full) => {
-                self.stats.malformed += 1;
-                self.malformed_log.warn(now, "backend", &full);
-            }
+            Err(full) => self.reject_backend(now, Malformed::RingFull, &full.to_string()),
         }
         Outgoing::Nothing
     }
 
-    fn reject_backend(&mut self, now: Instant, reason: &str) {
+    fn reject_backend(&mut self, now: Instant, kind: Malformed, reason: &str) {
         self.stats.malformed += 1;
+        self.metrics.malformed("backend", kind);
         self.malformed_log.warn(now, "backend", &reason);
     }
 
@@ -407,6 +428,7 @@ impl Broker {
     pub fn expire(&mut self, now: Instant) {
         for node in self.ring.expire(now) {
             self.stats.left += 1;
+            self.metrics.left();
             tracing::warn!(
                 node = control_name(&node),
                 timeout_ms = self.ring.liveness_timeout().as_millis() as u64,
@@ -414,6 +436,7 @@ impl Broker {
                 "node left the ring: silent too long"
             );
         }
+        self.metrics.set_live_nodes(self.ring.live(now).count());
     }
 }
 
@@ -447,24 +470,36 @@ fn is_ready(report: &BrokerReport) -> bool {
 
 /// Light checks of a client request: `[client_id, body]`, sizes within the limits, our
 /// protocol version. The body is not decoded.
-fn check_request_layout(message: &Multipart) -> Result<(), String> {
+fn check_request_layout(message: &Multipart) -> Result<(), (Malformed, String)> {
     let [client, body] = message.as_slice() else {
-        return Err(format!(
-            "{} frame(s) from a client: send exactly one body frame",
-            message.len().saturating_sub(1)
+        return Err((
+            Malformed::Frames,
+            format!(
+                "{} frame(s) from a client: send exactly one body frame",
+                message.len().saturating_sub(1)
+            ),
         ));
     };
     if client.is_empty() || client.len() > MAX_ROUTING_FRAME_BYTES {
-        return Err(format!("client identity of {} bytes", client.len()));
+        return Err((
+            Malformed::Identity,
+            format!("client identity of {} bytes", client.len()),
+        ));
     }
     match body.first() {
-        None => Err("empty body frame".into()),
-        Some(_) if body.len() > MAX_FRAME_BYTES => Err(format!(
-            "body of {} bytes is over the limit of {MAX_FRAME_BYTES}",
-            body.len()
+        None => Err((Malformed::EmptyBody, "empty body frame".into())),
+        Some(_) if body.len() > MAX_FRAME_BYTES => Err((
+            Malformed::Oversize,
+            format!(
+                "body of {} bytes is over the limit of {MAX_FRAME_BYTES}",
+                body.len()
+            ),
         )),
-        Some(&version) if version != PROTOCOL_VERSION => Err(format!(
-            "unsupported protocol version {version} (this broker speaks {PROTOCOL_VERSION})"
+        Some(&version) if version != PROTOCOL_VERSION => Err((
+            Malformed::Version,
+            format!(
+                "unsupported protocol version {version} (this broker speaks {PROTOCOL_VERSION})"
+            ),
         )),
         Some(_) => Ok(()),
     }
@@ -781,6 +816,40 @@ mod tests {
         assert_eq!(response(&out).seq, 5);
         assert_eq!(broker.stats().malformed, 5);
         assert_eq!(broker.stats().requests, 0);
+    }
+
+    #[test]
+    fn malformed_messages_are_counted_by_socket_and_reason() {
+        let now = Instant::now();
+        let mut broker = Broker::new(&Config::default());
+        broker.on_frontend(vec![b"c1".to_vec(), request(1), b"extra".to_vec()], now);
+        broker.on_frontend(vec![b"c1".to_vec(), Vec::new()], now);
+        broker.on_frontend(vec![b"c1".to_vec(), b"\x09garbage".to_vec()], now);
+        broker.on_frontend(vec![b"c1".to_vec(), b"\x01\xc1".to_vec()], now);
+        broker.on_backend(vec![b"n".to_vec(); 4], now);
+        broker.on_backend(vec![b"node-1".to_vec(), b"junk".to_vec()], now);
+        let named = control(NodeToBroker::Ready {
+            node: "node-2".into(),
+        });
+        broker.on_backend(vec![b"node-1".to_vec(), named], now);
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &broker.metrics()).unwrap();
+        for (socket, reason) in [
+            ("frontend", "frames"),
+            ("frontend", "empty_body"),
+            ("frontend", "version"),
+            ("frontend", "undecodable"),
+            ("backend", "frames"),
+            ("backend", "undecodable"),
+            ("backend", "name_mismatch"),
+        ] {
+            let line = format!(
+                "broker_malformed_messages_total{{socket=\"{socket}\",reason=\"{reason}\"}} 1"
+            );
+            assert!(text.contains(&line), "{line} missing:\n{text}");
+        }
+        assert_eq!(broker.stats().malformed, 7);
+        assert!(text.contains("broker_unavailable_total 0"), "{text}");
     }
 
     #[test]

@@ -1,5 +1,6 @@
 //! The broker's status port over loopback: `/status` parses back and follows the ring,
-//! `/readyz` turns ready with the first live node, `/livez`, and a 404.
+//! `/readyz` turns ready with the first live node, `/metrics` counts the traffic,
+//! `/livez`, and a 404.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // a panic in a test is a failed test
 
@@ -41,12 +42,20 @@ async fn status_follows_the_ring_and_readyz_the_live_nodes() {
     assert_eq!(empty.frontend, broker.frontend);
     assert_eq!(empty.backend, broker.backend);
     assert!(empty.live_nodes.is_empty());
+    // With no node: `unavailable`. And a malformed request (a foreign version byte).
+    let mut client = broker.client().await;
+    let answer = client.call().await;
+    assert!(answer.result.is_err(), "{answer:?}");
+    client
+        .socket
+        .send(vec![b"\x09not ours".to_vec()])
+        .await
+        .unwrap();
 
     let nodes = [
         broker.node("node-1", HEARTBEAT).await,
         broker.node("node-2", HEARTBEAT).await,
     ];
-    let mut client = broker.client().await;
     wait_until("both nodes are live", async || {
         report(&broker).await.live_nodes.len() == 2
     })
@@ -58,6 +67,21 @@ async fn status_follows_the_ring_and_readyz_the_live_nodes() {
     let busy = report(&broker).await;
     assert!(busy.requests >= 10 && busy.replies >= 10, "{busy:?}");
     assert!(busy.uptime_ms >= empty.uptime_ms);
+    let (code, metrics) = get(&broker, "/metrics").await;
+    assert_eq!(code, 200);
+    for name in [
+        "broker_requests_total{node=\"node-1\"}",
+        "broker_requests_total{node=\"node-2\"}",
+        "broker_replies_total",
+        "broker_unavailable_total 1",
+        "broker_malformed_messages_total{socket=\"frontend\",reason=\"version\"} 1",
+        "broker_control_messages_total",
+        "broker_ring_joins_total 2",
+        "broker_ring_leaves_total 0",
+        "broker_live_nodes 2",
+    ] {
+        assert!(metrics.contains(name), "{name} missing:\n{metrics}");
+    }
 
     // A node that stops heartbeating leaves the report with the ring.
     nodes[1].set_beating(false);

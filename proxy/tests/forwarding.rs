@@ -505,6 +505,23 @@ async fn the_status_port_counts_peers_and_messages() {
     let busy = proxy.report().await;
     assert!(busy.messages >= 1 && busy.bytes >= 17, "{busy:?}");
     assert!(busy.subscriptions >= 2, "{busy:?}");
+    let (code, metrics) = proxy.get("/metrics").await;
+    assert_eq!(code, 200);
+    for name in [
+        "proxy_forwarded_messages_total{kind=\"chan\"}",
+        "proxy_forwarded_messages_total{kind=\"paxos_accept\"} 0",
+        "proxy_forwarded_bytes_total",
+        "proxy_subscription_messages_total",
+        "proxy_dropped_messages_total 0",
+        "proxy_publishers 1",
+        "proxy_subscribers 2",
+    ] {
+        assert!(metrics.contains(name), "{name} missing:\n{metrics}");
+    }
+    assert!(
+        !metrics.contains("proxy_forwarded_messages_total{kind=\"chan\"} 0"),
+        "{metrics}"
+    );
 
     // Peers that leave are no longer counted.
     drop(second);

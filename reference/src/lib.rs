@@ -16,16 +16,33 @@
 //!   parses flags, opens the store, binds and calls it.
 //! - The status port ([`service::http`]): `/status` (a [`ReferenceReport`] taken by the
 //!   loop between two batches), `/readyz` (ready as soon as [`run`] answers: it is handed
-//!   the loaded registry), `/livez`, `/metrics`.
+//!   the loaded registry), `/livez`, `/metrics` ([`metrics`]: members, alive members,
+//!   expirations, registrations and refusals by reason, malformed requests, saves and
+//!   failed saves).
 //! - [`health`]: the probe behind `reference health`.
 //!
 //! ## Invariants kept here
 //! - **Stable ranks.** A name's rank never changes and is never given to another name; it
-//!   is on disk before the `Registered` reply that announces it leaves the process, so a
-//!   restarted reference gives a re-registering node its old rank. A store that cannot be
-//!   written stops the reference (exit non-zero) rather than hand out a rank it may forget.
-//! - **Monotone epochs.** Every published event carries an epoch that was persisted
-//!   first, and a restart moves past it.
+//!   is on disk before anything that announces it (a `Registered` reply, a member list, a
+//!   membership event) leaves the process, so a restarted reference gives a
+//!   re-registering node its old rank. Replies wait for the save of their batch
+//!   ([`Reference::take`], then [`Reference::answer`]).
+//! - **A full disk stops nobody.** When the registry cannot be written (ENOSPC, a
+//!   read-only file system), the reference logs it (at most once per
+//!   [`SAVE_ERROR_LOG_INTERVAL`]), keeps its members in memory and keeps serving
+//!   heartbeats, member lists, re-registrations of names already on disk and the
+//!   membership events. What it cannot do is give a **new** rank: a rank it did not save
+//!   would be forgotten by a restart and given to another name. So the names of the
+//!   failed batch are taken back ([`registry::Registry::forget_unsaved`]) and answered
+//!   `unavailable` ("registry not saved: <reason>"), and every new name after them too,
+//!   until a save succeeds. Saves are tried again at every change and every
+//!   [`SAVE_RETRY_INTERVAL`]; `/status` shows `registry_saved: false` and the error
+//!   meanwhile.
+//! - **Monotone epochs.** Every published event carries a higher epoch than the one
+//!   before, and a restart moves past the last saved epoch. One exception: events
+//!   published while the registry could not be saved carry epochs that are not on disk,
+//!   so a reference restarted then may publish those epochs again. No consumer compares
+//!   epochs (nodes take each member list as it comes), and ranks are not affected.
 //! - **Bounded.** At most [`registry::MAX_MEMBERS`] names; one receive batch
 //!   ([`RECV_BATCH_MAX`]); the transport's bounded queues. A malformed request is counted,
 //!   logged at most once per interval and answered with a `bad_request` error.
@@ -35,6 +52,7 @@
 //!   64 bogus names exhaust the ranks for good (until the operator edits or removes the
 //!   registry file). The reference trusts its network, like the rest of the cluster.
 
+pub mod metrics;
 pub mod registry;
 pub mod store;
 
@@ -48,6 +66,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use transport::{Kind, Mode, Multipart, Options, Socket, TransportError};
 
+use crate::metrics::{Metrics, Refused};
 use crate::registry::{Now, Registry, RegistryError};
 use crate::store::{Store, StoreError};
 use service::RateLimitedLog;
@@ -62,6 +81,11 @@ pub const DEFAULT_DATA_DIR: &str = "data/reference";
 pub const DEFAULT_STATUS_ADDR: &str = "127.0.0.1:7090";
 /// Most requests taken from the socket at once (and answered after one store write).
 pub const RECV_BATCH_MAX: usize = 256;
+/// While the registry cannot be saved, a save is tried again at least this often (and at
+/// every change).
+pub const SAVE_RETRY_INTERVAL: Duration = Duration::from_secs(1);
+/// At most one failed-save error in the log per this interval.
+pub const SAVE_ERROR_LOG_INTERVAL: Duration = Duration::from_secs(10);
 
 /// Settings of [`run`].
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -117,7 +141,7 @@ pub struct Stats {
     pub malformed: u64,
     /// Membership events published.
     pub published: u64,
-    /// Registry file writes.
+    /// Registry file writes that succeeded.
     pub saves: u64,
 }
 
@@ -175,6 +199,37 @@ pub struct Reference {
     registry: Registry,
     stats: Stats,
     malformed_log: RateLimitedLog,
+    metrics: Metrics,
+    /// Why the last save failed, while the registry on disk is behind this one.
+    save_error: Option<String>,
+    save_log: SaveLog,
+}
+
+/// A reply waiting for the save of its batch ([`Reference::take`]): what it says about
+/// ranks and members is decided once the batch's changes are on disk, or taken back.
+#[derive(Debug)]
+pub struct Pending {
+    peer: Vec<u8>,
+    answer: Answer,
+}
+
+#[derive(Debug)]
+enum Answer {
+    /// Says nothing about ranks: the same whatever the save does.
+    Now(RefReply),
+    /// `Registered` with the node's rank, if it still holds one after the save.
+    Registered(String),
+    /// The member list after the save.
+    Members,
+}
+
+/// The failed-save warning, logged at most once per [`SAVE_ERROR_LOG_INTERVAL`] with the
+/// number of failures in between (a full disk fails every retry).
+#[derive(Debug, Default)]
+struct SaveLog {
+    next_log: Option<Instant>,
+    not_logged: u64,
+    failures: u64,
 }
 
 impl Reference {
@@ -184,7 +239,66 @@ impl Reference {
             registry,
             stats: Stats::default(),
             malformed_log: RateLimitedLog::new(config.malformed_log_interval),
+            metrics: Metrics::new(),
+            save_error: None,
+            save_log: SaveLog::default(),
         }
+    }
+
+    /// Why the registry could not be saved, while the registry on disk is behind.
+    pub fn save_error(&self) -> Option<&str> {
+        self.save_error.as_deref()
+    }
+
+    /// The registry as `persisted` is on disk: its new names may be announced now.
+    pub fn saved(&mut self, persisted: &registry::Persisted) {
+        self.registry.mark_saved(persisted);
+        self.stats.saves += 1;
+        self.metrics.saves.inc();
+        if let Some(error) = self.save_error.take() {
+            tracing::warn!(
+                failed_saves = self.save_log.failures,
+                last_error = error,
+                "the registry is saved again: new names are taken again"
+            );
+        }
+        self.save_log = SaveLog::default();
+    }
+
+    /// Saving the registry failed: the names that are not on disk are taken back (their
+    /// replies say `unavailable`), new names are refused until a save succeeds, and
+    /// everything else goes on from memory.
+    pub fn save_failed(&mut self, error: &StoreError, now: Instant) {
+        self.metrics.save_failures.inc();
+        let forgotten = self.registry.forget_unsaved();
+        let log = &mut self.save_log;
+        log.failures += 1;
+        if log.next_log.is_some_and(|next| now < next) {
+            log.not_logged += 1;
+        } else {
+            tracing::error!(
+                %error,
+                refused = ?forgotten,
+                not_logged_since_last = log.not_logged,
+                retry_in_ms = SAVE_RETRY_INTERVAL.as_millis() as u64,
+                "cannot save the registry: serving from memory, refusing new names until it is saved"
+            );
+            log.not_logged = 0;
+            log.next_log = Some(now + SAVE_ERROR_LOG_INTERVAL);
+        }
+        self.save_error = Some(error.to_string());
+    }
+
+    /// The Prometheus metrics (`/metrics`, see [`metrics`]).
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+
+    /// Brings the member gauges up to `now`.
+    pub fn update_gauges(&self, now: Now) {
+        let members = self.registry.members(now);
+        let alive = members.iter().filter(|m| m.alive).count();
+        self.metrics.set_members(members.len(), alive);
     }
 
     /// The registry.
@@ -204,16 +318,22 @@ impl Reference {
             endpoint: endpoint.to_owned(),
             members: self.registry.report(now),
             epoch: self.registry.epoch(),
-            // A registry that cannot be written stops the reference: whoever answers has
-            // saved every change it answered for.
-            registry_saved: true,
-            last_save_error: None,
+            registry_saved: self.save_error.is_none(),
+            last_save_error: self.save_error.clone(),
             uptime_ms: u64::try_from(uptime.as_millis()).unwrap_or(u64::MAX),
         }
     }
 
-    /// One message from the ROUTER, `[peer, body]`; returns the reply to send, if any.
+    /// One message from the ROUTER, `[peer, body]`, answered at once: [`Reference::take`]
+    /// then [`Reference::answer`], for a reference without a disk (the unit tests).
     pub fn on_request(&mut self, message: Multipart, now: Now) -> Option<Multipart> {
+        let pending = self.take(message, now)?;
+        self.answer(pending, now)
+    }
+
+    /// Takes one message from the ROUTER, `[peer, body]`, into the registry; returns the
+    /// reply to send once the registry is saved ([`Reference::answer`]), if any.
+    pub fn take(&mut self, message: Multipart, now: Now) -> Option<Pending> {
         // Liveness as of now, so that what the reply reports went with an epoch change.
         self.expire(now);
         // A ROUTER always puts the peer's identity first: nothing to answer without it.
@@ -222,55 +342,105 @@ impl Reference {
             self.malformed(now.instant, &"bad peer identity frame");
             return None;
         }
+        let pending = |answer| {
+            Some(Pending {
+                peer: peer.clone(),
+                answer,
+            })
+        };
         let [body] = rest else {
             let reason = format!("{} body frames (1 expected)", rest.len());
             self.malformed(now.instant, &reason);
-            return reply(peer, &bad_request(reason));
+            return pending(Answer::Now(bad_request(reason)));
         };
         let request = match proto::decode::<RefRequest>(body) {
             Ok(request) => request,
             Err(e) => {
                 self.malformed(now.instant, &e);
-                return reply(peer, &bad_request(e.to_string()));
+                return pending(Answer::Now(bad_request(e.to_string())));
             }
         };
         self.stats.requests += 1;
+        self.metrics.requests.inc();
         let answer = match request {
-            RefRequest::Register { node, status_addr } => {
-                match self.registry.register(&node, &status_addr, now) {
-                    Ok(rank) => {
-                        tracing::debug!(node, rank, "registered");
-                        RefReply::Registered {
-                            rank,
-                            members: self.registry.members(now),
-                        }
-                    }
-                    Err(e @ RegistryError::Full) => {
-                        tracing::warn!(node, "registration refused: {e}");
-                        RefReply::Error(Error::new(ErrorCode::Overloaded, e.to_string()))
-                    }
-                    Err(e @ RegistryError::Invalid(_)) => {
-                        RefReply::Error(Error::new(ErrorCode::BadRequest, e.to_string()))
+            RefRequest::Register { node, status_addr } => self.register(node, &status_addr, now),
+            RefRequest::Heartbeat { node } => Answer::Now(RefReply::HeartbeatAck {
+                known: self.registry.heartbeat(&node, now),
+            }),
+            RefRequest::Members => Answer::Members,
+        };
+        pending(answer)
+    }
+
+    fn register(&mut self, node: String, status_addr: &str, now: Now) -> Answer {
+        if let Some(reason) = &self.save_error
+            && !self.registry.is_saved(&node)
+        {
+            // Its rank could not be put on disk before it is announced, and a restarted
+            // reference would give that rank to another name: no new rank for now.
+            self.metrics.refused(Refused::NotSaved);
+            tracing::debug!(node, "registration refused: the registry is not saved");
+            return Answer::Now(not_saved(reason));
+        }
+        match self.registry.register(&node, status_addr, now) {
+            Ok(rank) => {
+                tracing::debug!(node, rank, "registered");
+                Answer::Registered(node)
+            }
+            Err(e @ RegistryError::Full) => {
+                tracing::warn!(node, "registration refused: {e}");
+                self.metrics.refused(Refused::Full);
+                Answer::Now(RefReply::Error(Error::new(
+                    ErrorCode::Overloaded,
+                    e.to_string(),
+                )))
+            }
+            Err(e @ RegistryError::Invalid(_)) => {
+                self.metrics.refused(Refused::Invalid);
+                Answer::Now(RefReply::Error(Error::new(
+                    ErrorCode::BadRequest,
+                    e.to_string(),
+                )))
+            }
+        }
+    }
+
+    /// The reply of a [`Pending`], from the registry as it is now: after the save of the
+    /// pending's batch, or after the names it could not save were taken back.
+    pub fn answer(&mut self, pending: Pending, now: Now) -> Option<Multipart> {
+        let answer = match pending.answer {
+            Answer::Now(answer) => answer,
+            Answer::Registered(node) => match self.registry.rank(&node) {
+                Some(rank) => {
+                    self.metrics.registrations.inc();
+                    RefReply::Registered {
+                        rank,
+                        members: self.registry.members(now),
                     }
                 }
-            }
-            RefRequest::Heartbeat { node } => RefReply::HeartbeatAck {
-                known: self.registry.heartbeat(&node, now),
+                None => {
+                    // Taken back: its save failed.
+                    self.metrics.refused(Refused::NotSaved);
+                    not_saved(self.save_error.as_deref().unwrap_or("save failed"))
+                }
             },
-            RefRequest::Members => RefReply::Members(self.registry.members(now)),
+            Answer::Members => RefReply::Members(self.registry.members(now)),
         };
-        reply(peer, &answer)
+        reply(&pending.peer, &answer)
     }
 
     fn malformed(&mut self, now: Instant, reason: &dyn std::fmt::Display) {
         self.stats.malformed += 1;
+        self.metrics.malformed.inc();
         self.malformed_log.warn(now, "router", reason);
     }
 
     /// Marks silent members as gone; returns whether anyone went.
     pub fn expire(&mut self, now: Now) -> bool {
-        let changed = self.registry.expire(now);
+        let gone = self.registry.expire(now);
+        let changed = gone > 0;
         if changed {
+            self.metrics.expirations.inc_by(gone as u64);
             for member in self.registry.members(now).iter().filter(|m| !m.alive) {
                 tracing::debug!(node = member.node, rank = member.rank, "member is gone");
             }
@@ -281,6 +451,14 @@ impl Reference {
 
 fn bad_request(message: String) -> RefReply {
     RefReply::Error(Error::new(ErrorCode::BadRequest, message))
+}
+
+/// The refusal of a new name while the registry cannot be saved.
+fn not_saved(reason: &str) -> RefReply {
+    RefReply::Error(Error::new(
+        ErrorCode::Unavailable,
+        format!("registry not saved: {reason}"),
+    ))
 }
 
 fn reply(peer: &[u8], answer: &RefReply) -> Option<Multipart> {
@@ -327,18 +505,23 @@ pub async fn run(
     let (router_tx, mut router_rx) = router.split();
     let (publisher_tx, _publisher_rx) = publisher.split();
     let mut reference = Reference::new(registry, &config);
-    let metrics = prometheus_client::registry::Registry::with_prefix("reference");
-    let (port, mut queries) = service::http::status_port(std::sync::Arc::new(metrics), is_ready);
+    let (port, mut queries) = service::http::status_port(reference.metrics.registry(), is_ready);
     let http = service::http::spawn(status, port, &shutdown);
+    reference.update_gauges(Now::system());
     let mut requests = Vec::with_capacity(RECV_BATCH_MAX);
     let mut replies = Vec::with_capacity(RECV_BATCH_MAX);
     let mut expire_tick = tokio::time::interval(config.expire_interval());
     expire_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut publish_tick = tokio::time::interval(config.publish_interval);
     publish_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // Armed while the last save failed.
+    let retry = tokio::time::sleep(SAVE_RETRY_INTERVAL);
+    tokio::pin!(retry);
 
     loop {
         let mut publish = false;
+        let mut retry_due = false;
+        let unsaved = reference.save_error().is_some();
         tokio::select! {
             () = shutdown.cancelled() => break,
             received = router_rx.recv_many(&mut requests, RECV_BATCH_MAX) => {
@@ -346,11 +529,12 @@ pub async fn run(
                     return Err(TransportError::Closed.into());
                 }
                 let now = Now::system();
-                replies.extend(requests.drain(..).filter_map(|m| reference.on_request(m, now)));
+                replies.extend(requests.drain(..).filter_map(|m| reference.take(m, now)));
             }
             // Wakes the loop to notice silent members soon (the expiry itself is below).
             _ = expire_tick.tick() => {}
             _ = publish_tick.tick() => publish = true,
+            () = &mut retry, if unsaved => retry_due = true,
             Some(query) = queries.recv() => {
                 query.answer(reference.report(&endpoint, started, Now::system()));
                 continue;
@@ -361,13 +545,28 @@ pub async fn run(
         let now = Now::system();
         reference.expire(now);
         // Persist before anything that depends on the change leaves the process.
-        if reference.registry.take_dirty() {
-            save(&store, &reference.registry).await?;
-            reference.stats.saves += 1;
-            publish = true;
+        let changed = reference.registry.take_dirty();
+        if changed || retry_due {
+            let persisted = reference.registry.persisted();
+            match save(&store, persisted.clone()).await {
+                Ok(()) => reference.saved(&persisted),
+                Err(error) => {
+                    // The replies below then say `unavailable` for the names not saved;
+                    // the rest of the service goes on from memory.
+                    reference.save_failed(&error, now.instant);
+                    retry
+                        .as_mut()
+                        .reset(tokio::time::Instant::now() + SAVE_RETRY_INTERVAL);
+                }
+            }
+            publish |= changed;
         }
-        for message in replies.drain(..) {
-            router_tx.send(message).await?;
+        // The loop turns at least every expiry tick: the gauges are never older than that.
+        reference.update_gauges(now);
+        for pending in replies.drain(..) {
+            if let Some(message) = reference.answer(pending, now) {
+                router_tx.send(message).await?;
+            }
         }
         if publish {
             let event = reference.registry.event(now);
@@ -379,6 +578,7 @@ pub async fn run(
                         .send(vec![proto::topic::MEMBERSHIP.as_bytes().to_vec(), body])
                         .await?;
                     reference.stats.published += 1;
+                    reference.metrics.events.inc();
                 }
                 Err(e) => tracing::error!(error = %e, "cannot encode the membership event"),
             }
@@ -391,8 +591,8 @@ pub async fn run(
 }
 
 /// Writes the registry on a blocking thread (an fsync may take a while).
-async fn save(store: &Store, registry: &Registry) -> Result<(), StoreError> {
-    let (store, persisted) = (store.clone(), registry.persisted());
+async fn save(store: &Store, persisted: registry::Persisted) -> Result<(), StoreError> {
+    let store = store.clone();
     match tokio::task::spawn_blocking(move || store.save(&persisted)).await {
         Ok(result) => result,
         Err(join) => Err(StoreError::Io {
@@ -501,6 +701,99 @@ mod tests {
         };
         assert_eq!(members[0].node, "node-1");
         assert_eq!(reference.stats().requests, 4);
+    }
+
+    fn register(node: &str) -> RefRequest {
+        RefRequest::Register {
+            node: node.into(),
+            status_addr: String::new(),
+        }
+    }
+
+    fn full_disk() -> StoreError {
+        StoreError::Io {
+            path: "data/reference/registry.json.tmp".into(),
+            source: std::io::Error::from_raw_os_error(28),
+        }
+    }
+
+    fn refusal(reply: RefReply) -> proto::Error {
+        match reply {
+            RefReply::Error(error) => error,
+            other => panic!("not refused: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_registry_that_cannot_be_saved_refuses_new_names_and_serves_the_rest() {
+        let now = Now::system();
+        let started = now.instant;
+        let mut reference =
+            Reference::new(Registry::new(Duration::from_secs(5)), &Config::default());
+        answer(reference.on_request(request(&register("node-1")), now));
+        let on_disk = reference.registry().persisted();
+        reference.saved(&on_disk);
+        assert!(reference.report("e", started, now).registry_saved);
+
+        // node-2 registers in the batch whose save fails: its reply refuses it.
+        let pending = reference.take(request(&register("node-2")), now).unwrap();
+        reference.save_failed(&full_disk(), now.instant);
+        let error = refusal(answer(reference.answer(pending, now)));
+        assert_eq!(error.code, ErrorCode::Unavailable);
+        assert!(
+            error.message.starts_with("registry not saved: ")
+                && error.message.contains("No space left on device"),
+            "{}",
+            error.message
+        );
+        // A new name while unsaved is refused at once, and nothing is added.
+        let error = refusal(answer(
+            reference.on_request(request(&register("node-3")), now),
+        ));
+        assert_eq!(error.code, ErrorCode::Unavailable);
+        // Retries that fail soon after are counted, not logged each.
+        reference.save_failed(&full_disk(), now.instant);
+        assert_eq!(reference.save_log.failures, 2);
+        assert_eq!(reference.save_log.not_logged, 1);
+        assert_eq!(reference.registry().rank("node-2"), None);
+        assert_eq!(reference.registry().rank("node-3"), None);
+
+        // Known names, heartbeats and member lists go on.
+        let RefReply::Registered { rank, .. } =
+            answer(reference.on_request(request(&register("node-1")), now))
+        else {
+            panic!()
+        };
+        assert_eq!(rank, 1);
+        let heartbeat = RefRequest::Heartbeat {
+            node: "node-1".into(),
+        };
+        assert_eq!(
+            answer(reference.on_request(request(&heartbeat), now)),
+            RefReply::HeartbeatAck { known: true }
+        );
+        let RefReply::Members(members) =
+            answer(reference.on_request(request(&RefRequest::Members), now))
+        else {
+            panic!()
+        };
+        assert_eq!(members.len(), 1);
+        let report = reference.report("e", started, now);
+        assert!(!report.registry_saved);
+        assert!(report.last_save_error.unwrap().contains("No space left"));
+
+        // Saved again: new names get their ranks, the smallest free one first.
+        let on_disk = reference.registry().persisted();
+        reference.saved(&on_disk);
+        assert_eq!(reference.save_error(), None);
+        let RefReply::Registered { rank, .. } =
+            answer(reference.on_request(request(&register("node-2")), now))
+        else {
+            panic!()
+        };
+        assert_eq!(rank, 2);
+        let report = reference.report("e", started, now);
+        assert!(report.registry_saved && report.last_save_error.is_none());
     }
 
     #[test]

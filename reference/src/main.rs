@@ -21,7 +21,9 @@ const REFERENCE: Program = Program::new("reference", Flavor::CurrentThread);
 /// silent for longer than --expiry-timeout is reported as gone but keeps its rank.
 /// Membership is published on the proxy topic `membership` on every change and every
 /// --publish-interval. A corrupt registry file stops the service with an error naming
-/// it. The status port serves /status (JSON), /metrics (Prometheus), /livez and /readyz.
+/// it; a registry file that cannot be written (a full disk) does not: new names are then
+/// refused with `unavailable` until a save succeeds (retried every second), and the rest
+/// goes on. The status port serves /status (JSON), /metrics (Prometheus), /livez and /readyz.
 /// Stops cleanly on Ctrl-C or SIGTERM.
 #[derive(Debug, Parser)]
 #[command(name = "reference", version, about, long_about)]

@@ -10,6 +10,11 @@
 //!   also survive a restart.
 //! - A new name gets the smallest free rank in `1..=MAX_MEMBERS`; there are at most
 //!   [`MAX_MEMBERS`] names.
+//! - The registry knows which names are on disk: restored ones, and those in a
+//!   [`Persisted`] the caller saved ([`Registry::mark_saved`]). A new name is not, until
+//!   then; if the save fails, [`Registry::forget_unsaved`] takes it back, with its rank.
+//!   The caller announces a rank only once it is on disk, so a rank taken back was never
+//!   given (see the crate's *Stable ranks*).
 //! - The epoch increases with every change of the member list or of anyone's liveness,
 //!   and never goes back, across restarts too (it is persisted, and a restart is a change).
 
@@ -147,6 +152,8 @@ struct Entry {
     /// Whether it was alive at the last [`Registry::expire`] or registration: the
     /// transitions of this flag are the changes that bump the epoch.
     alive: bool,
+    /// Whether the name and its rank are on disk (restored, or saved since).
+    saved: bool,
 }
 
 /// Names, ranks and liveness of the cluster's members.
@@ -183,6 +190,7 @@ impl Registry {
                     status_addr: m.status_addr.clone(),
                     last_heartbeat: None,
                     alive: false,
+                    saved: true,
                 };
                 (m.node.clone(), entry)
             })
@@ -276,10 +284,52 @@ impl Registry {
                 status_addr: status_addr.to_owned(),
                 last_heartbeat: Some((now.instant, now.unix_ms)),
                 alive: true,
+                saved: false,
             },
         );
         self.changed();
         Ok(rank)
+    }
+
+    /// The rank `node` holds, if any.
+    pub fn rank(&self, node: &str) -> Option<Rank> {
+        self.members.get(node).map(|e| e.rank)
+    }
+
+    /// Whether `node` holds a rank that is on disk.
+    pub fn is_saved(&self, node: &str) -> bool {
+        self.members.get(node).is_some_and(|e| e.saved)
+    }
+
+    /// The caller wrote `persisted` durably: its names and ranks are on disk.
+    pub fn mark_saved(&mut self, persisted: &Persisted) {
+        for member in &persisted.members {
+            if let Some(entry) = self.members.get_mut(&member.node)
+                && entry.rank == member.rank
+            {
+                entry.saved = true;
+            }
+        }
+    }
+
+    /// Takes back every name whose rank is not on disk (a save failed) and returns them:
+    /// their ranks are free again. Only the caller's promise to announce no rank before
+    /// it is saved makes this safe, so nobody has heard of them.
+    pub fn forget_unsaved(&mut self) -> Vec<String> {
+        let unsaved: Vec<String> = self
+            .members
+            .iter()
+            .filter(|(_, e)| !e.saved)
+            .map(|(node, _)| node.clone())
+            .collect();
+        for node in &unsaved {
+            self.members.remove(node);
+        }
+        if !unsaved.is_empty() {
+            // The member list changed (in memory: it never held them on disk).
+            self.changed();
+        }
+        unsaved
     }
 
     fn free_rank(&self) -> Option<Rank> {
@@ -302,9 +352,9 @@ impl Registry {
         }
     }
 
-    /// Marks the members silent for longer than the expiry timeout as gone. Returns
-    /// whether anyone went (the epoch then moved on).
-    pub fn expire(&mut self, now: Now) -> bool {
+    /// Marks the members silent for longer than the expiry timeout as gone. Returns how
+    /// many went (if any, the epoch moved on).
+    pub fn expire(&mut self, now: Now) -> usize {
         let timeout = self.expiry_timeout;
         let mut gone = 0;
         for entry in self.members.values_mut() {
@@ -316,7 +366,7 @@ impl Registry {
         if gone > 0 {
             self.changed();
         }
-        gone > 0
+        gone
     }
 
     /// Every member by rank, alive or gone, as of `now`.
@@ -416,6 +466,31 @@ mod tests {
     }
 
     #[test]
+    fn a_new_name_is_unsaved_until_saved_and_can_be_taken_back() {
+        let t0 = Now::system();
+        let mut registry = Registry::new(TIMEOUT);
+        assert_eq!(registry.register("node-1", "", t0), Ok(1));
+        assert!(!registry.is_saved("node-1"));
+        registry.mark_saved(&registry.persisted());
+        assert!(registry.is_saved("node-1"));
+        assert_eq!(registry.register("node-2", "", t0), Ok(2));
+        assert_eq!(registry.register("node-3", "", t0), Ok(3));
+        // The save of node-2 and node-3 failed: they are taken back, node-1 stays.
+        let epoch = registry.epoch();
+        assert_eq!(registry.forget_unsaved(), ["node-2", "node-3"]);
+        assert!(registry.epoch() > epoch);
+        assert_eq!(alive(&registry, t0), vec![("node-1".into(), 1, true)]);
+        assert!(registry.forget_unsaved().is_empty());
+        // Their ranks were never on disk, so never given: the next name takes rank 2.
+        assert_eq!(registry.register("node-9", "", t0), Ok(2));
+        // A restored registry is all on disk.
+        registry.mark_saved(&registry.persisted());
+        let restored = Registry::restore(&registry.persisted(), TIMEOUT).unwrap();
+        assert!(restored.is_saved("node-1") && restored.is_saved("node-9"));
+        assert!(!restored.is_saved("node-2"));
+    }
+
+    #[test]
     fn new_names_get_the_next_free_rank_and_keep_it() {
         let t0 = Now::system();
         let mut registry = Registry::new(TIMEOUT);
@@ -434,7 +509,7 @@ mod tests {
         registry.register("node-2", "", t0).unwrap();
         let t1 = t0.after(ms(4000));
         assert!(registry.heartbeat("node-1", t1));
-        assert!(!registry.expire(t1), "nobody is silent for 5 s yet");
+        assert_eq!(registry.expire(t1), 0, "nobody is silent for 5 s yet");
         let t2 = t0.after(ms(5001));
         // Reported gone as soon as the timeout passed, before `expire` ran.
         assert_eq!(
@@ -442,9 +517,9 @@ mod tests {
             vec![("node-1".into(), 1, true), ("node-2".into(), 2, false)]
         );
         let epoch = registry.epoch();
-        assert!(registry.expire(t2));
+        assert_eq!(registry.expire(t2), 1);
         assert_eq!(registry.epoch(), epoch + 1);
-        assert!(!registry.expire(t2), "gone once, not again");
+        assert_eq!(registry.expire(t2), 0, "gone once, not again");
         // A newcomer does not get the gone member's rank.
         assert_eq!(registry.register("node-3", "", t2), Ok(3));
         // The gone member comes back with its rank.
@@ -462,7 +537,7 @@ mod tests {
         for _ in 0..10 {
             now = now.after(ms(3000));
             assert!(registry.heartbeat("node-1", now));
-            assert!(!registry.expire(now));
+            assert_eq!(registry.expire(now), 0);
         }
         let late = now.after(ms(6000));
         assert!(

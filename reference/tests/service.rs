@@ -279,6 +279,11 @@ async fn an_expired_member_is_reported_as_gone_and_published() {
         .event_where(|e| alive(&e.members, "node-2") == Some(false))
         .await;
     assert!(event.epoch > joined.epoch, "{event:?} after {joined:?}");
+    let (_, metrics) = service.get("/metrics").await;
+    assert!(
+        !metrics.contains("reference_expirations_total 0"),
+        "the expiry is counted:\n{metrics}"
+    );
 
     // It is told to register again, and comes back with its rank.
     assert!(!node.heartbeat("node-2").await);
@@ -467,5 +472,154 @@ async fn the_status_port_shows_members_and_epoch() {
             .all(|m| m.last_heartbeat_ms_ago.is_some())
     );
     assert!(report.epoch > empty.epoch, "{report:?}");
+    // Once every rank is taken, a new name is refused, and counted with its reason.
+    for i in 3..=proto::limits::MAX_MEMBERS {
+        node.register(&format!("n-{i}")).await;
+    }
+    let refused = node
+        .ask(&RefRequest::Register {
+            node: "one-too-many".into(),
+            status_addr: String::new(),
+        })
+        .await;
+    assert!(matches!(refused, RefReply::Error(_)), "{refused:?}");
+    let mut raw = service.node().await;
+    raw.0.send(vec![b"junk".to_vec()]).await.unwrap();
+    let _ = raw.0.recv().await;
+    let (code, metrics) = service.get("/metrics").await;
+    assert_eq!(code, 200);
+    for line in [
+        "reference_members 64",
+        "reference_members_alive 64",
+        "reference_expirations_total 0",
+        "reference_registrations_total 64",
+        "reference_refused_registrations_total{reason=\"full\"} 1",
+        "reference_refused_registrations_total{reason=\"invalid\"} 0",
+        "reference_malformed_requests_total 1",
+        "reference_registry_save_failures_total 0",
+        "reference_requests_total",
+        "reference_registry_saves_total",
+        "reference_membership_events_total",
+    ] {
+        assert!(metrics.contains(line), "{line} missing:\n{metrics}");
+    }
     service.stop().await;
+}
+
+/// Waits until `/status` says whether the registry is saved.
+async fn wait_saved(service: &TestReference, saved: bool) -> proto::report::ReferenceReport {
+    let start = Instant::now();
+    loop {
+        let report = service.report().await;
+        if report.registry_saved == saved {
+            return report;
+        }
+        assert!(
+            start.elapsed() < DEADLINE,
+            "never saved={saved}: {report:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// A full disk, without root or a small tmpfs: the store writes `registry.json.tmp` and
+/// renames it over `registry.json`, so a `registry.json.tmp` that is a symbolic link to
+/// `/dev/full` makes every write fail with ENOSPC, as a full file system does.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_disk_refuses_new_names_and_serves_the_rest_until_saving_works_again() {
+    let data = TempDir::new("full-disk");
+    let config = reference::Config {
+        publish_interval: Duration::from_millis(100),
+        ..reference::Config::default()
+    };
+    let mut service = TestReference::start(data.path(), config).await;
+    let mut node = service.node().await;
+    assert_eq!(node.register("node-1").await, 1);
+    wait_saved(&service, true).await;
+
+    let temporary = data
+        .path()
+        .join(format!("{}.tmp", reference::store::FILE_NAME));
+    std::os::unix::fs::symlink("/dev/full", &temporary).unwrap();
+    // A new name: its rank cannot be put on disk, so it is refused, and the reason says so.
+    let refused = node
+        .ask(&RefRequest::Register {
+            node: "node-2".into(),
+            status_addr: String::new(),
+        })
+        .await;
+    let RefReply::Error(error) = refused else {
+        panic!("registered on a full disk: {refused:?}")
+    };
+    assert_eq!(error.code, ErrorCode::Unavailable);
+    assert!(
+        error.message.starts_with("registry not saved: ")
+            && error.message.contains("No space left on device"),
+        "{}",
+        error.message
+    );
+    let report = wait_saved(&service, false).await;
+    let reason = report.last_save_error.unwrap();
+    assert!(reason.contains("No space left on device"), "{reason}");
+    assert_eq!(
+        report.members.len(),
+        1,
+        "node-2 holds no rank: {:?}",
+        report.members
+    );
+
+    // Known names, heartbeats, member lists and membership events go on.
+    assert_eq!(node.register("node-1").await, 1);
+    assert!(node.heartbeat("node-1").await);
+    let members = node.members().await;
+    assert_eq!(alive(&members, "node-1"), Some(true));
+    assert_eq!(alive(&members, "node-2"), None);
+    service
+        .event_where(|e| alive(&e.members, "node-1") == Some(true))
+        .await;
+    // Still refused while the disk is full (retries keep failing in the background).
+    let again = node
+        .ask(&RefRequest::Register {
+            node: "node-3".into(),
+            status_addr: String::new(),
+        })
+        .await;
+    assert!(
+        matches!(&again, RefReply::Error(e) if e.code == ErrorCode::Unavailable),
+        "{again:?}"
+    );
+    let (_, metrics) = service.get("/metrics").await;
+    assert!(
+        !metrics.contains("reference_registry_save_failures_total 0"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("reference_refused_registrations_total{reason=\"not_saved\"} 2"),
+        "{metrics}"
+    );
+    assert!(!service.task.is_finished(), "the reference keeps running");
+    let before = std::fs::read(data.path().join(reference::store::FILE_NAME)).unwrap();
+    assert!(!String::from_utf8_lossy(&before).contains("node-2"));
+
+    // The disk has room again: the next retry saves, and a new name gets its rank.
+    std::fs::remove_file(&temporary).unwrap();
+    let report = wait_saved(&service, true).await;
+    assert_eq!(report.last_save_error, None);
+    assert_eq!(node.register("node-2").await, 2);
+    let store = reference::store::Store::open(data.path()).unwrap();
+    let on_disk = store.load().unwrap().unwrap();
+    let ranks: Vec<_> = on_disk
+        .members
+        .iter()
+        .map(|m| (m.node.as_str(), m.rank))
+        .collect();
+    assert_eq!(ranks, [("node-1", 1), ("node-2", 2)]);
+    service.stop().await;
+
+    // And a restarted reference gives both their ranks back.
+    let second = TestReference::start(data.path(), reference::Config::default()).await;
+    let mut node = second.node().await;
+    assert_eq!(node.register("node-2").await, 2);
+    assert_eq!(node.register("node-1").await, 1);
+    second.stop().await;
 }

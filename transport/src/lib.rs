@@ -506,6 +506,13 @@ pub struct ForwardStats {
     pub publishers: std::sync::atomic::AtomicU64,
     /// Subscribers connected to the backend now (as `publishers`).
     pub subscribers: std::sync::atomic::AtomicU64,
+    /// Messages forwarded, by the kind of their topic (first frame), indexed by
+    /// [`proto::topic::Kind::index`]. They add up to `messages`.
+    pub by_kind: [std::sync::atomic::AtomicU64; proto::topic::Kind::COUNT],
+    /// Messages (either way) the forwarder read and the other socket refused. Copies an
+    /// XPUB drops for a subscriber whose pipe is full are not among them: libzmq drops
+    /// those silently and counts nothing.
+    pub dropped: std::sync::atomic::AtomicU64,
 }
 
 impl ForwardStats {
@@ -526,6 +533,25 @@ impl ForwardStats {
             self.publishers.load(Relaxed),
             self.subscribers.load(Relaxed),
         )
+    }
+
+    /// Messages forwarded under topics of `kind`.
+    pub fn of_kind(&self, kind: proto::topic::Kind) -> u64 {
+        self.by_kind[kind.index()].load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Messages the forwarder could not pass on (the `dropped` field).
+    pub fn dropped(&self) -> u64 {
+        self.dropped.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Counts one forwarded message of `bytes` under `kind` (the forwarder's thread or
+    /// task only).
+    pub(crate) fn forwarded(&self, kind: proto::topic::Kind, bytes: usize) {
+        use std::sync::atomic::Ordering::Relaxed;
+        self.messages.fetch_add(1, Relaxed);
+        self.bytes.fetch_add(bytes as u64, Relaxed);
+        self.by_kind[kind.index()].fetch_add(1, Relaxed);
     }
 }
 

@@ -30,6 +30,8 @@ use tokio::io::unix::AsyncFd;
 use tokio::sync::{Notify, oneshot};
 use tokio_util::sync::CancellationToken;
 
+use proto::topic::Kind as TopicKind;
+
 use crate::{ForwardStats, Kind, Mode, Options, TransportError};
 type Multipart = crate::Multipart;
 
@@ -546,11 +548,11 @@ fn forward_loop(
                 // the others get it.
                 match move_message(frontend, backend) {
                     None => break,
-                    Some(Ok(bytes)) => {
-                        stats.messages.fetch_add(1, Relaxed);
-                        stats.bytes.fetch_add(bytes as u64, Relaxed);
+                    Some(Ok((bytes, kind))) => stats.forwarded(kind, bytes),
+                    Some(Err(e)) => {
+                        stats.dropped.fetch_add(1, Relaxed);
+                        tracing::debug!(error = %e, "forward dropped");
                     }
-                    Some(Err(e)) => tracing::debug!(error = %e, "forward dropped"),
                 }
             }
         }
@@ -561,7 +563,10 @@ fn forward_loop(
                     Some(Ok(_)) => {
                         stats.subscriptions.fetch_add(1, Relaxed);
                     }
-                    Some(Err(e)) => tracing::debug!(error = %e, "subscription dropped"),
+                    Some(Err(e)) => {
+                        stats.dropped.fetch_add(1, Relaxed);
+                        tracing::debug!(error = %e, "subscription dropped");
+                    }
                 }
             }
         }
@@ -570,11 +575,16 @@ fn forward_loop(
 
 /// Moves one multipart message from `from` to `to`, frame by frame, without copying a
 /// byte (libzmq hands each frame's buffer over). `None` when nothing waits; otherwise its
-/// size, or why it was dropped (the rest of a dropped message is read and dropped too, so
-/// the next message starts on its first frame).
-fn move_message(from: &zmq::Socket, to: &zmq::Socket) -> Option<Result<usize, zmq::Error>> {
+/// size and the kind of its first frame as a topic, or why it was dropped (the rest of a
+/// dropped message is read and dropped too, so the next message starts on its first
+/// frame).
+fn move_message(
+    from: &zmq::Socket,
+    to: &zmq::Socket,
+) -> Option<Result<(usize, TopicKind), zmq::Error>> {
     let mut bytes = 0;
     let mut first = true;
+    let mut kind = TopicKind::Other;
     loop {
         let mut frame = zmq::Message::new();
         match from.recv(&mut frame, zmq::DONTWAIT) {
@@ -583,6 +593,10 @@ fn move_message(from: &zmq::Socket, to: &zmq::Socket) -> Option<Result<usize, zm
             // libzmq delivers a message's frames together: no other error is expected
             // here, and nothing more can be read of it.
             Err(e) => return Some(Err(e)),
+        }
+        if first {
+            // A byte-prefix match on the topic: a few comparisons, no copy.
+            kind = TopicKind::of(&frame);
         }
         first = false;
         bytes += frame.len();
@@ -600,7 +614,7 @@ fn move_message(from: &zmq::Socket, to: &zmq::Socket) -> Option<Result<usize, zm
             return Some(Err(e));
         }
         if !more {
-            return Some(Ok(bytes));
+            return Some(Ok((bytes, kind)));
         }
     }
 }

@@ -248,10 +248,17 @@ pub(crate) async fn forward(
                 message = frontend.recv() => match message {
                     Ok(message) => {
                         let bytes: usize = message.iter().map(|f| f.len()).sum();
+                        let kind = message
+                            .iter()
+                            .next()
+                            .map_or(proto::topic::Kind::Other, |topic| {
+                                proto::topic::Kind::of(topic)
+                            });
                         // This send waits for the slowest subscriber: the documented defect.
                         if backend.send(message).await.is_ok() {
-                            stats.messages.fetch_add(1, Relaxed);
-                            stats.bytes.fetch_add(bytes as u64, Relaxed);
+                            stats.forwarded(kind, bytes);
+                        } else {
+                            stats.dropped.fetch_add(1, Relaxed);
                         }
                     }
                     Err(_) => break,

@@ -187,6 +187,20 @@ async fn forwarder_delivers_subscribed_topics_only() {
             messages >= 2 && bytes > 0 && subscriptions >= 1,
             "{messages} {bytes} {subscriptions}"
         );
+        // Counted by the kind of their topic: every message is of one kind.
+        let stats = forwarder.stats();
+        let kinds = proto::topic::Kind::ALL.map(|kind| stats.of_kind(kind));
+        assert_eq!(
+            kinds.iter().sum::<u64>(),
+            messages,
+            "{backend:?}: {kinds:?}"
+        );
+        assert_eq!(
+            stats.of_kind(proto::topic::Kind::Chan),
+            messages,
+            "{kinds:?}"
+        );
+        assert_eq!(stats.dropped(), 0);
         forwarder.stop().await;
     }
 }
