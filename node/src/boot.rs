@@ -19,6 +19,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use paxos::Persisted;
+use proto::ErrorCode;
 use proto::fabric::{RefReply, RefRequest};
 use store::Store;
 use tokio_util::sync::CancellationToken;
@@ -173,6 +174,14 @@ async fn register(
                         rank,
                         peers,
                     }));
+                }
+                Ok(RefReply::Error(error))
+                    if matches!(error.code, ErrorCode::Unavailable | ErrorCode::Overloaded) =>
+                {
+                    // E.g. the reference cannot save its registry (a full disk): it
+                    // gives no new rank until it can. Ask again later.
+                    tracing::warn!(%error, "the reference cannot register this node yet");
+                    continue;
                 }
                 Ok(RefReply::Error(error)) => return Err(NodeError::Refused(error.to_string())),
                 Ok(_) | Err(_) => continue,
