@@ -74,21 +74,30 @@ PROXY_BACKENDS="$(fabric_list "$FABRIC" proxy_backend)"
 # The bots, the client and ./status.sh find the fabric through these.
 export BROKER="$BROKER_FRONTENDS" PROXY_BACKEND="$PROXY_BACKENDS"
 
+# The cluster key seals all traffic between cluster processes; made once, kept across
+# restarts (a new key would lock the existing nodes out of each other).
+if [[ ! -f "$KEY_FILE" ]]; then
+    mkdir -p "$(dirname "$KEY_FILE")"
+    "$BIN/node" keygen "$KEY_FILE" >/dev/null || die "cannot create the cluster key $KEY_FILE"
+    say "created the cluster key $KEY_FILE (mode 0600)"
+fi
+
 bold "==> Starting the reference, ${FABRIC_NAMES[*]} and $NODES nodes"
-start_process reference "$BIN/reference" --data-dir "$DATA/reference" \
+start_process reference "$BIN/reference" --data-dir "$DATA/reference" --key-file "$KEY_FILE" \
     --proxy "$PROXY_FRONTENDS" --status-addr "127.0.0.1:$(fabric_port reference status)"
 for i in $(seq 1 "$FABRIC"); do
     start_process "proxy-$i" "$BIN/proxy" --name "proxy-$i" \
         --frontend "$(fabric_endpoint "proxy-$i" frontend)" \
         --backend "$(fabric_endpoint "proxy-$i" backend)" \
         --status-addr "127.0.0.1:$(fabric_port "proxy-$i" status)"
-    start_process "broker-$i" "$BIN/broker" --name "broker-$i" \
+    start_process "broker-$i" "$BIN/broker" --name "broker-$i" --key-file "$KEY_FILE" \
         --frontend "$(fabric_endpoint "broker-$i" frontend)" \
         --backend "$(fabric_endpoint "broker-$i" backend)" \
         --status-addr "127.0.0.1:$(fabric_port "broker-$i" status)"
 done
 for n in $(seq 1 "$NODES"); do
     start_process "node-$n" "$BIN/node" --id "$n" --cluster-size "$NODES" --data-dir "$DATA" \
+        --key-file "$KEY_FILE" \
         --broker "$BROKER_BACKENDS" --proxy-frontend "$PROXY_FRONTENDS" \
         --proxy-backend "$PROXY_BACKENDS"
 done

@@ -5,6 +5,8 @@
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 DATA="${DATA_DIR:-$ROOT/data}"
+# The cluster key (made by ./on.sh when absent; docs/operations.md says how to rotate it).
+KEY_FILE="${CLUSTER_KEY_FILE:-$DATA/cluster.key}"
 RUN="$DATA/run"
 LOGS="$DATA/logs"
 BIN="${PAXOS_BIN_DIR:-$ROOT/target/release}"

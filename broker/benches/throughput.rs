@@ -84,8 +84,12 @@ impl BrokerUnderTest {
                 format!("tcp://{}", listener.local_addr().unwrap())
             };
             let (frontend, backend) = (free(), free());
+            let key_file =
+                std::env::temp_dir().join(format!("broker-bench-{}.key", std::process::id()));
+            std::fs::write(&key_file, BENCH_KEY).unwrap();
             let child = std::process::Command::new(env!("CARGO_BIN_EXE_broker"))
                 .args(["--frontend", &frontend, "--backend", &backend])
+                .env("CLUSTER_KEY_FILE", &key_file)
                 .args(["--status-addr", "127.0.0.1:0"])
                 .env("RUST_LOG", "warn")
                 .spawn()
@@ -116,6 +120,7 @@ impl BrokerUnderTest {
             backend,
             status,
             broker::Config::default(),
+            bench_keys(),
             shutdown.clone(),
         ));
         (
@@ -340,8 +345,16 @@ fn request(client_id: u64, seq: u64) -> Request {
     }
 }
 
-/// A node that answers every request at once.
+/// The cluster key of the benchmark's broker and echo nodes.
+const BENCH_KEY: &str = "abababababababababababababababababababababababababababababababab";
+
+fn bench_keys() -> proto::seal::Keyring {
+    proto::seal::Keyring::parse(BENCH_KEY).unwrap()
+}
+
+/// A node that answers every request at once (opening and sealing as a node does).
 async fn echo_node(backend: String, name: String, stop: CancellationToken) {
+    let keys = bench_keys();
     let socket = Socket::open(
         Kind::Dealer,
         Mode::Connect,
@@ -351,12 +364,16 @@ async fn echo_node(backend: String, name: String, stop: CancellationToken) {
     .await
     .unwrap();
     let (tx, mut rx) = socket.split();
-    tx.send(vec![
-        proto::encode(&NodeToBroker::Ready { node: name.clone() }).unwrap(),
-    ])
-    .await
-    .unwrap();
-    let heartbeat = proto::encode(&NodeToBroker::Heartbeat { node: name.clone() }).unwrap();
+    let control = |message: &NodeToBroker| {
+        keys.seal(
+            &[broker::CONTROL, name.as_bytes()],
+            &proto::encode(message).unwrap(),
+        )
+    };
+    tx.send(vec![control(&NodeToBroker::Ready { node: name.clone() })])
+        .await
+        .unwrap();
+    let heartbeat = control(&NodeToBroker::Heartbeat { node: name.clone() });
     let mut ticker = tokio::time::interval(HEARTBEAT_INTERVAL);
     let mut batch = Vec::with_capacity(BATCH);
     loop {
@@ -368,7 +385,11 @@ async fn echo_node(backend: String, name: String, stop: CancellationToken) {
                     return;
                 }
                 for mut message in batch.drain(..) {
-                    let Some(body) = message.pop() else { continue };
+                    let Some(sealed) = message.pop() else { continue };
+                    let Ok(body) = keys.open(&[broker::REQUEST, &message[..].concat()], &sealed)
+                    else {
+                        continue;
+                    };
                     let Ok(request) = proto::decode::<Request>(&body) else { continue };
                     let response = Response {
                         seq: request.seq,
@@ -376,7 +397,8 @@ async fn echo_node(backend: String, name: String, stop: CancellationToken) {
                         node: name.clone(),
                         applied_slot: 0,
                     };
-                    message.push(proto::encode(&response).unwrap());
+                    let reply = keys.seal(&[broker::REPLY, &message[..].concat()], &proto::encode(&response).unwrap());
+                    message.push(reply);
                     tx.send(message).await.unwrap();
                 }
             }

@@ -52,7 +52,8 @@ use std::time::{Duration, Instant};
 use proto::codec::PROTOCOL_VERSION;
 use proto::fabric::{BROKER_PING, NodeToBroker, broker_pong};
 use proto::limits::{MAX_FRAME_BYTES, MAX_ROUTING_FRAME_BYTES};
-use proto::report::BrokerReport;
+use proto::report::{AuthReport, BrokerReport};
+use proto::seal::{Keyring, SealError};
 use proto::{Consistency, Error, ErrorCode, Op, Request, Response};
 use serde::{Deserialize, Serialize};
 use tokio::net::TcpListener;
@@ -62,6 +63,13 @@ use transport::{Kind, Mode, Multipart, Options, Socket, TransportError};
 use crate::metrics::{Malformed, Metrics};
 use crate::ring::{Liveness, Ring};
 use service::RateLimitedLog;
+
+/// Associated data of a request sealed for a node (with the client's routing frame).
+pub use proto::fabric::BROKER_REQUEST as REQUEST;
+/// Associated data of a node's reply (with the client's routing frame).
+pub use proto::fabric::BROKER_REPLY as REPLY;
+/// Associated data of a node's READY or heartbeat (with the node's identity).
+pub use proto::fabric::BROKER_CONTROL as CONTROL;
 
 /// Where clients connect, by default.
 pub const DEFAULT_FRONTEND: &str = "tcp://127.0.0.1:5555";
@@ -164,6 +172,8 @@ pub struct Stats {
     pub left: u64,
     /// Liveness probes of clients answered.
     pub pings: u64,
+    /// Backend messages that did not open under the cluster key.
+    pub auth_rejected: u64,
 }
 
 /// Why the broker stopped other than by shutdown.
@@ -181,6 +191,9 @@ pub enum BrokerError {
     /// The status port could not be bound.
     #[error(transparent)]
     StatusPort(#[from] service::http::BindError),
+    /// The cluster key cannot be read.
+    #[error(transparent)]
+    Key(#[from] service::keyfile::KeyFileError),
 }
 
 /// Where a message produced by [`Broker`] goes.
@@ -217,18 +230,47 @@ pub struct Broker {
     ring: Ring,
     stats: Stats,
     malformed_log: RateLimitedLog,
+    auth_log: RateLimitedLog,
     metrics: Metrics,
+    /// The cluster's keys: the backend speaks only sealed frames.
+    keys: Keyring,
+    /// The last backend frame refused for not opening, for `/status`.
+    last_rejected: Option<String>,
 }
 
 impl Broker {
-    /// A broker with an empty ring.
-    pub fn new(config: &Config) -> Broker {
+    /// A broker with an empty ring, sealing its backend traffic with `keys`.
+    pub fn new(config: &Config, keys: Keyring) -> Broker {
         Broker {
             ring: Ring::new(config.liveness_timeout),
             stats: Stats::default(),
             malformed_log: RateLimitedLog::new(config.malformed_log_interval),
+            auth_log: RateLimitedLog::new(config.malformed_log_interval),
             metrics: Metrics::new(),
+            keys,
+            last_rejected: None,
         }
+    }
+
+    /// Counts and logs (rate-limited, with the peer's address when known) a backend
+    /// message that does not open under the cluster key; it is dropped undecoded.
+    fn reject_unsealed(
+        &mut self,
+        now: Instant,
+        kind: &'static str,
+        identity: &[u8],
+        peer: Option<&str>,
+        error: SealError,
+    ) {
+        self.stats.auth_rejected += 1;
+        self.metrics.auth_rejected(kind, error);
+        let reason = format!(
+            "{kind} from {:?} at {}: {error}",
+            String::from_utf8_lossy(identity),
+            peer.unwrap_or("an unknown address")
+        );
+        self.auth_log.warn(now, "backend (authentication)", &reason);
+        self.last_rejected = Some(reason);
     }
 
     /// The Prometheus metrics (`/metrics`, see [`metrics`]).
@@ -247,6 +289,11 @@ impl Broker {
             replies: self.stats.replies,
             unavailable: self.stats.unavailable,
             malformed: self.stats.malformed,
+            auth: AuthReport {
+                key_ids: self.keys.key_ids(),
+                rejected: self.stats.auth_rejected,
+                last_rejected: self.last_rejected.clone(),
+            },
             uptime_ms: millis(now.saturating_duration_since(about.started)),
         }
     }
@@ -279,7 +326,12 @@ impl Broker {
             Some(node) => {
                 self.stats.requests += 1;
                 self.metrics.routed_to(node);
-                message.insert(0, node.to_vec());
+                // Sealed for the node, bound to the client's routing frame: only a
+                // cluster node reads it, and its reply must name the same client.
+                let node = node.to_vec();
+                let sealed = self.keys.seal(&[REQUEST, &message[0]], &message[1]);
+                message[1] = sealed;
+                message.insert(0, node);
                 Outgoing::Backend(message)
             }
             None => {
@@ -335,9 +387,17 @@ impl Broker {
             .map_or(Outgoing::Nothing, Outgoing::Frontend)
     }
 
-    /// A message from a node: a reply `[node, client_id, body]` or a control message
-    /// `[node, NodeToBroker]`.
-    pub fn on_backend(&mut self, mut message: Multipart, now: Instant) -> Outgoing {
+    /// A message from a node: a reply `[node, client_id, sealed body]` or a control
+    /// message `[node, sealed NodeToBroker]`. Both must open under the cluster key
+    /// (bound to the client's routing frame, or to the node's identity): a process
+    /// without it cannot join the ring nor answer a client. `peer` is the sender's
+    /// address, for the log.
+    pub fn on_backend(
+        &mut self,
+        mut message: Multipart,
+        now: Instant,
+        peer: Option<&str>,
+    ) -> Outgoing {
         match message.len() {
             3 => {
                 let client = &message[1];
@@ -349,14 +409,42 @@ impl Broker {
                     );
                     return Outgoing::Nothing;
                 }
-                // The reply is forwarded as it came: the node wrote it, the client checks it.
-                // A client that is gone is dropped by the ROUTER (unknown identity).
+                let body = match self.keys.open(&[REPLY, client], &message[2]) {
+                    Ok(body) => body,
+                    Err(error) => {
+                        let identity = message[0].clone();
+                        self.reject_unsealed(now, "reply", &identity, peer, error);
+                        return Outgoing::Nothing;
+                    }
+                };
+                // The reply goes to the client in clear (the client edge is open); a
+                // client that is gone is dropped by the ROUTER (unknown identity).
                 self.stats.replies += 1;
                 self.metrics.replied();
+                message[2] = body;
                 message.remove(0);
                 Outgoing::Frontend(message)
             }
-            2 => self.on_control(message, now),
+            2 => {
+                let identity = message[0].clone();
+                match self.keys.open(&[CONTROL, &identity], &message[1]) {
+                    Ok(body) => {
+                        message[1] = body;
+                        self.on_control(message, now)
+                    }
+                    Err(error) => {
+                        self.reject_unsealed(now, "control", &identity, peer, error);
+                        // Say why to whoever dialled the backend (a client by mistake, a
+                        // node with another key); a node drops a one-frame message.
+                        let reason = format!(
+                            "unauthenticated: the backend takes only messages sealed with \
+                             the cluster key ({error})"
+                        );
+                        answer(&identity, 0, ErrorCode::BadRequest, &reason)
+                            .map_or(Outgoing::Nothing, Outgoing::BackendAnswer)
+                    }
+                }
+            }
             count => {
                 self.reject_backend(
                     now,
@@ -536,7 +624,7 @@ pub async fn bind(frontend: &str, backend: &str) -> Result<(Socket, Socket), Tra
         Kind::Router,
         Mode::Bind,
         backend,
-        Options::default().router_handover(),
+        Options::default().router_handover().peer_address(),
     )
     .await?;
     Ok((frontend, backend))
@@ -550,6 +638,7 @@ pub async fn run(
     backend: Socket,
     status: TcpListener,
     config: Config,
+    keys: Keyring,
     shutdown: CancellationToken,
 ) -> Result<Stats, BrokerError> {
     config.validate()?;
@@ -569,11 +658,10 @@ pub async fn run(
     );
     let (frontend_tx, mut frontend_rx) = frontend.split();
     let (backend_tx, mut backend_rx) = backend.split();
-    let mut broker = Broker::new(&config);
+    let mut broker = Broker::new(&config, keys);
     let (port, mut queries) = service::http::status_port(broker.metrics(), is_ready);
     let http = service::http::spawn(status, port, &shutdown);
     let mut from_clients = Vec::with_capacity(RECV_BATCH_MAX);
-    let mut from_nodes = Vec::with_capacity(RECV_BATCH_MAX);
     let mut expire_tick = tokio::time::interval(config.expire_interval());
     expire_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut stats_tick = tokio::time::interval(config.stats_interval);
@@ -593,13 +681,23 @@ pub async fn run(
                     send(&frontend_tx, &backend_tx, broker.on_frontend(message, now)).await?;
                 }
             }
-            received = backend_rx.recv_many(&mut from_nodes, RECV_BATCH_MAX) => {
-                if received == 0 {
+            message = backend_rx.recv() => {
+                let Some(message) = message else {
                     return Err(BrokerError::Closed("backend"));
-                }
+                };
+                // One at a time, each with the address it came from (named in the log
+                // when it fails authentication); what waits is taken in the same turn.
                 let now = Instant::now();
-                for message in from_nodes.drain(..) {
-                    send(&frontend_tx, &backend_tx, broker.on_backend(message, now)).await?;
+                let mut next = Some(message);
+                let mut taken = 0;
+                while let Some(message) = next.take() {
+                    let peer = backend_rx.last_peer_address();
+                    let outgoing = broker.on_backend(message, now, peer.as_deref());
+                    send(&frontend_tx, &backend_tx, outgoing).await?;
+                    taken += 1;
+                    if taken < RECV_BATCH_MAX {
+                        next = backend_rx.try_recv();
+                    }
                 }
             }
             _ = expire_tick.tick() => broker.expire(Instant::now()),
@@ -716,8 +814,22 @@ mod tests {
         .unwrap()
     }
 
+    fn keys() -> Keyring {
+        Keyring::parse(&"ab".repeat(32)).unwrap()
+    }
+
+    fn test_broker() -> Broker {
+        Broker::new(&Config::default(), keys())
+    }
+
+    /// A control message sealed as the node whose name it carries sends it.
     fn control(message: NodeToBroker) -> Vec<u8> {
-        proto::encode(&message).unwrap()
+        let identity = message.node().to_owned();
+        sealed_control(&identity, &proto::encode(&message).unwrap())
+    }
+
+    fn sealed_control(identity: &str, body: &[u8]) -> Vec<u8> {
+        keys().seal(&[CONTROL, identity.as_bytes()], body)
     }
 
     fn response(outgoing: &Outgoing) -> Response {
@@ -730,7 +842,7 @@ mod tests {
     #[test]
     fn a_ping_is_answered_at_once_with_the_live_nodes() {
         let now = Instant::now();
-        let mut broker = Broker::new(&Config::default());
+        let mut broker = test_broker();
         let ping = vec![b"c1".to_vec(), BROKER_PING.to_vec()];
         assert_eq!(
             broker.on_frontend(ping.clone(), now),
@@ -739,7 +851,7 @@ mod tests {
         let ready = control(NodeToBroker::Ready {
             node: "node-1".into(),
         });
-        broker.on_backend(vec![b"node-1".to_vec(), ready], now);
+        broker.on_backend(vec![b"node-1".to_vec(), ready], now, None);
         assert_eq!(
             broker.on_frontend(ping, now),
             Outgoing::Frontend(vec![b"c1".to_vec(), broker_pong(1)])
@@ -750,7 +862,7 @@ mod tests {
 
     #[test]
     fn no_live_node_means_unavailable_with_the_seq() {
-        let mut broker = Broker::new(&Config::default());
+        let mut broker = test_broker();
         let out = broker.on_frontend(vec![b"c1".to_vec(), request(42)], Instant::now());
         let Outgoing::Frontend(m) = &out else {
             panic!("{out:?}")
@@ -765,23 +877,28 @@ mod tests {
     #[test]
     fn requests_go_to_nodes_and_replies_come_back() {
         let now = Instant::now();
-        let mut broker = Broker::new(&Config::default());
+        let mut broker = test_broker();
         let ready = control(NodeToBroker::Ready {
             node: "node-1".into(),
         });
         assert_eq!(
-            broker.on_backend(vec![b"node-1".to_vec(), ready], now),
+            broker.on_backend(vec![b"node-1".to_vec(), ready], now, None),
             Outgoing::Nothing
         );
         let body = request(1);
         let out = broker.on_frontend(vec![b"c1".to_vec(), body.clone()], now);
+        let Outgoing::Backend(forwarded) = out else {
+            panic!("{out:?}")
+        };
+        assert_eq!(forwarded[..2], [b"node-1".to_vec(), b"c1".to_vec()]);
+        // Sealed for the node, bound to the client: it opens with the client's frame only.
+        assert_ne!(forwarded[2], body);
+        assert_eq!(keys().open(&[REQUEST, b"c1"], &forwarded[2]).unwrap(), body);
+        assert!(keys().open(&[REQUEST, b"c2"], &forwarded[2]).is_err());
+        let sealed = keys().seal(&[REPLY, b"c1"], b"\x01reply");
+        let reply = vec![b"node-1".to_vec(), b"c1".to_vec(), sealed];
         assert_eq!(
-            out,
-            Outgoing::Backend(vec![b"node-1".to_vec(), b"c1".to_vec(), body])
-        );
-        let reply = vec![b"node-1".to_vec(), b"c1".to_vec(), b"\x01reply".to_vec()];
-        assert_eq!(
-            broker.on_backend(reply, now),
+            broker.on_backend(reply, now, None),
             Outgoing::Frontend(vec![b"c1".to_vec(), b"\x01reply".to_vec()])
         );
         let stats = broker.stats();
@@ -791,7 +908,7 @@ mod tests {
     #[test]
     fn malformed_requests_get_bad_request() {
         let now = Instant::now();
-        let mut broker = Broker::new(&Config::default());
+        let mut broker = test_broker();
         broker.on_backend(
             vec![
                 b"node-1".to_vec(),
@@ -800,6 +917,7 @@ mod tests {
                 }),
             ],
             now,
+            None,
         );
         for message in [
             vec![b"c1".to_vec(), request(5), b"extra".to_vec()],
@@ -821,17 +939,26 @@ mod tests {
     #[test]
     fn malformed_messages_are_counted_by_socket_and_reason() {
         let now = Instant::now();
-        let mut broker = Broker::new(&Config::default());
+        let mut broker = test_broker();
         broker.on_frontend(vec![b"c1".to_vec(), request(1), b"extra".to_vec()], now);
         broker.on_frontend(vec![b"c1".to_vec(), Vec::new()], now);
         broker.on_frontend(vec![b"c1".to_vec(), b"\x09garbage".to_vec()], now);
         broker.on_frontend(vec![b"c1".to_vec(), b"\x01\xc1".to_vec()], now);
-        broker.on_backend(vec![b"n".to_vec(); 4], now);
-        broker.on_backend(vec![b"node-1".to_vec(), b"junk".to_vec()], now);
-        let named = control(NodeToBroker::Ready {
+        broker.on_backend(vec![b"n".to_vec(); 4], now, None);
+        broker.on_backend(
+            vec![b"node-1".to_vec(), sealed_control("node-1", b"junk")],
+            now,
+            None,
+        );
+        let named = proto::encode(&NodeToBroker::Ready {
             node: "node-2".into(),
-        });
-        broker.on_backend(vec![b"node-1".to_vec(), named], now);
+        })
+        .unwrap();
+        broker.on_backend(
+            vec![b"node-1".to_vec(), sealed_control("node-1", &named)],
+            now,
+            None,
+        );
         let mut text = String::new();
         prometheus_client::encoding::text::encode(&mut text, &broker.metrics()).unwrap();
         for (socket, reason) in [
@@ -854,7 +981,7 @@ mod tests {
 
     #[test]
     fn with_no_node_an_undecodable_request_is_a_bad_request() {
-        let mut broker = Broker::new(&Config::default());
+        let mut broker = test_broker();
         let out = broker.on_frontend(vec![b"c1".to_vec(), b"\x01\xc1".to_vec()], Instant::now());
         assert_eq!(
             response(&out).result.unwrap_err().code,
@@ -865,12 +992,18 @@ mod tests {
     #[test]
     fn control_messages_must_name_their_sender() {
         let now = Instant::now();
-        let mut broker = Broker::new(&Config::default());
-        let ready = control(NodeToBroker::Ready {
+        let mut broker = test_broker();
+        // A node with the key that announces another name than its identity.
+        let ready = proto::encode(&NodeToBroker::Ready {
             node: "node-2".into(),
-        });
+        })
+        .unwrap();
         assert_eq!(
-            broker.on_backend(vec![b"node-1".to_vec(), ready], now),
+            broker.on_backend(
+                vec![b"node-1".to_vec(), sealed_control("node-1", &ready)],
+                now,
+                None
+            ),
             Outgoing::Nothing
         );
         assert!(broker.ring().is_empty());
@@ -878,24 +1011,88 @@ mod tests {
     }
 
     #[test]
+    fn a_process_without_the_key_cannot_join_the_ring_nor_answer_a_client() {
+        let now = Instant::now();
+        let mut broker = test_broker();
+        let ready = proto::encode(&NodeToBroker::Ready {
+            node: "node-9".into(),
+        })
+        .unwrap();
+        // In clear, and sealed under another key: refused with a reason, never in the ring.
+        let other = Keyring::parse(&"cd".repeat(32)).unwrap();
+        let foreign = other.seal(&[CONTROL, b"node-9"], &ready);
+        for body in [ready.clone(), foreign] {
+            let out = broker.on_backend(vec![b"node-9".to_vec(), body], now, Some("10.0.0.9"));
+            let error = response(&out).result.unwrap_err();
+            assert!(error.message.starts_with("unauthenticated"), "{error}");
+        }
+        assert!(broker.ring().is_empty());
+        // A real node joins; a forged reply to one of its clients is dropped.
+        broker.on_backend(
+            vec![
+                b"node-1".to_vec(),
+                control(NodeToBroker::Ready {
+                    node: "node-1".into(),
+                }),
+            ],
+            now,
+            None,
+        );
+        let Outgoing::Backend(request) = broker.on_frontend(vec![b"c1".to_vec(), request(1)], now)
+        else {
+            panic!("routed")
+        };
+        let forged = vec![b"node-1".to_vec(), b"c1".to_vec(), b"\x01ok".to_vec()];
+        assert_eq!(broker.on_backend(forged, now, None), Outgoing::Nothing);
+        // A bit flipped in an authentic reply: dropped too.
+        let mut flipped = keys().seal(&[REPLY, b"c1"], b"\x01ok");
+        let last = flipped.len() - 1;
+        flipped[last] ^= 1;
+        let reply = vec![b"node-1".to_vec(), b"c1".to_vec(), flipped];
+        assert_eq!(broker.on_backend(reply, now, None), Outgoing::Nothing);
+        // A reply moved to another client does not open either.
+        let moved = keys().seal(&[REPLY, b"c2"], b"\x01ok");
+        let reply = vec![b"node-1".to_vec(), b"c1".to_vec(), moved];
+        assert_eq!(broker.on_backend(reply, now, None), Outgoing::Nothing);
+        assert_eq!(request.len(), 3);
+        let stats = broker.stats();
+        assert_eq!((stats.auth_rejected, stats.replies), (5, 0));
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &broker.metrics()).unwrap();
+        for (kind, reason, count) in [
+            ("control", "malformed", 1),
+            ("control", "unknown_key", 1),
+            ("reply", "malformed", 1),
+            ("reply", "forged", 2),
+        ] {
+            let line = format!(
+                "broker_auth_rejected_total{{kind=\"{kind}\",reason=\"{reason}\"}} {count}"
+            );
+            assert!(text.contains(&line), "{line} missing:\n{text}");
+        }
+    }
+
+    #[test]
     fn bad_backend_messages_are_counted_and_never_forwarded() {
         let now = Instant::now();
-        let mut broker = Broker::new(&Config::default());
-        let out = broker.on_backend(vec![b"node-1".to_vec(), b"junk".to_vec()], now);
+        let mut broker = test_broker();
+        let out = broker.on_backend(vec![b"node-1".to_vec(), b"junk".to_vec()], now, None);
         assert!(matches!(out, Outgoing::BackendAnswer(ref m) if m.len() == 2 && m[0] == b"node-1"));
         assert_eq!(
-            broker.on_backend(vec![b"node-1".to_vec()], now),
+            broker.on_backend(vec![b"node-1".to_vec()], now, None),
             Outgoing::Nothing
         );
         assert_eq!(
-            broker.on_backend(vec![b"n".to_vec(); 4], now),
+            broker.on_backend(vec![b"n".to_vec(); 4], now, None),
             Outgoing::Nothing
         );
         assert_eq!(
-            broker.on_backend(vec![b"n".to_vec(), Vec::new(), b"x".to_vec()], now),
+            broker.on_backend(vec![b"n".to_vec(), Vec::new(), b"x".to_vec()], now, None),
             Outgoing::Nothing
         );
-        assert_eq!(broker.stats().malformed, 4);
+        // The junk control message failed authentication; the rest are malformed.
+        assert_eq!(broker.stats().auth_rejected, 1);
+        assert_eq!(broker.stats().malformed, 3);
         assert_eq!(broker.stats().replies, 0);
     }
 
@@ -903,17 +1100,17 @@ mod tests {
     fn expired_nodes_get_nothing_and_return_on_heartbeat() {
         let t0 = Instant::now();
         let config = Config::default();
-        let mut broker = Broker::new(&config);
+        let mut broker = Broker::new(&config, keys());
         let hb = |n: &str| {
             vec![
                 n.as_bytes().to_vec(),
                 control(NodeToBroker::Heartbeat { node: n.into() }),
             ]
         };
-        broker.on_backend(hb("node-1"), t0);
-        broker.on_backend(hb("node-2"), t0);
+        broker.on_backend(hb("node-1"), t0, None);
+        broker.on_backend(hb("node-2"), t0, None);
         let t1 = t0 + config.liveness_timeout + Duration::from_millis(1);
-        broker.on_backend(hb("node-1"), t1);
+        broker.on_backend(hb("node-1"), t1, None);
         for _ in 0..10 {
             let out = broker.on_frontend(vec![b"c".to_vec(), request(1)], t1);
             assert!(
@@ -923,7 +1120,7 @@ mod tests {
         }
         broker.expire(t1);
         assert_eq!(broker.stats().left, 1);
-        broker.on_backend(hb("node-2"), t1);
+        broker.on_backend(hb("node-2"), t1, None);
         let targets: Vec<Vec<u8>> = (0..4)
             .map(
                 |_| match broker.on_frontend(vec![b"c".to_vec(), request(1)], t1) {
@@ -958,7 +1155,7 @@ mod tests {
     #[test]
     fn the_report_lists_live_nodes_in_ring_order_and_the_counters() {
         let t0 = Instant::now();
-        let mut broker = Broker::new(&Config::default());
+        let mut broker = test_broker();
         let about = About {
             name: "broker-2".into(),
             frontend: "tcp://127.0.0.1:1".into(),
@@ -969,7 +1166,7 @@ mod tests {
         assert!(empty.live_nodes.is_empty() && !is_ready(&empty));
         for node in ["node-1", "node-2"] {
             let ready = control(NodeToBroker::Ready { node: node.into() });
-            broker.on_backend(vec![node.as_bytes().to_vec(), ready], t0);
+            broker.on_backend(vec![node.as_bytes().to_vec(), ready], t0, None);
         }
         broker.on_frontend(vec![b"c1".to_vec(), request(1)], t0);
         let report = broker.report(&about, t0 + Duration::from_millis(250));

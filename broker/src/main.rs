@@ -18,7 +18,9 @@ const BROKER: Program = Program::new("broker", Flavor::CurrentThread);
 /// connect DEALER sockets named after themselves to the backend and announce READY, then
 /// heartbeat. Each request goes to the next live node in turn; a node silent for longer
 /// than the liveness timeout gets nothing until it heartbeats again. With no live node a
-/// request is answered `unavailable` at once. The status port serves /status (JSON),
+/// request is answered `unavailable` at once. Everything on the backend is sealed with
+/// the cluster key (--key-file): a process without it cannot join the ring, read a
+/// request or answer one. The status port serves /status (JSON),
 /// /metrics (Prometheus), /livez and /readyz (ready while a node is live). Stops cleanly
 /// on Ctrl-C or SIGTERM.
 #[derive(Debug, Parser)]
@@ -45,6 +47,8 @@ struct Cli {
     /// At most one warning about malformed messages per this interval (the rest are counted).
     #[arg(long, env = "BROKER_MALFORMED_LOG_INTERVAL", default_value = "5s", value_parser = service::parse_duration)]
     malformed_log_interval: Duration,
+    #[command(flatten)]
+    key: service::keyfile::KeyArgs,
     #[command(flatten)]
     log: service::LogArgs,
     #[command(subcommand)]
@@ -87,8 +91,9 @@ async fn serve(cli: &Cli, shutdown: CancellationToken) -> Result<(), broker::Bro
         malformed_log_interval: cli.malformed_log_interval,
     };
     config.validate()?;
+    let keys = cli.key.load()?;
     let status = service::http::bind(cli.status_addr).await?;
     let (frontend, backend) = broker::bind(&cli.frontend, &cli.backend).await?;
-    broker::run(frontend, backend, status, config, shutdown).await?;
+    broker::run(frontend, backend, status, config, keys, shutdown).await?;
     Ok(())
 }

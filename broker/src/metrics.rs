@@ -10,6 +10,7 @@
 //! | `broker_ring_joins_total` | counter | nodes that joined the ring (first READY, or back after expiry) |
 //! | `broker_ring_leaves_total` | counter | nodes that left the ring (silent too long) |
 //! | `broker_live_nodes` | gauge | nodes live in the ring (updated as they join, and at every expiry tick) |
+//! | `broker_auth_rejected_total{kind,reason}` | counter | backend messages that do not open under the cluster key (`kind`: `control` or `reply`; `reason`: `malformed`, `unknown_key`, `forged`), dropped before decoding |
 //!
 //! ## Bounded label sets
 //! `socket` and `reason` come from fixed sets. `node` is a node's name, which a peer on
@@ -98,9 +99,19 @@ pub struct MalformedLabels {
     pub reason: &'static str,
 }
 
+/// Labels of `broker_auth_rejected_total`.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct AuthLabels {
+    /// `control` or `reply`.
+    pub kind: &'static str,
+    /// [`proto::seal::SealError::as_str`].
+    pub reason: &'static str,
+}
+
 /// Every metric of a broker.
 #[derive(Debug)]
 pub struct Metrics {
+    auth_rejected: Family<AuthLabels, Counter>,
     registry: Arc<Registry>,
     requests: Family<NodeLabels, Counter>,
     /// The `requests` counter of each node identity seen, at most [`MAX_NODE_LABELS`].
@@ -132,6 +143,12 @@ impl Metrics {
         let joins = Counter::default();
         let leaves = Counter::default();
         let live_nodes = Gauge::default();
+        let auth_rejected = Family::<AuthLabels, Counter>::default();
+        registry.register(
+            "auth_rejected",
+            "Backend messages that do not open under the cluster key, by kind and reason",
+            auth_rejected.clone(),
+        );
         registry.register(
             "requests",
             "Requests routed to a node, by node",
@@ -165,6 +182,7 @@ impl Metrics {
         );
         registry.register("live_nodes", "Nodes live in the ring", live_nodes.clone());
         Metrics {
+            auth_rejected,
             registry: Arc::new(registry),
             requests,
             routed: HashMap::new(),
@@ -220,6 +238,14 @@ impl Metrics {
             reason: reason.label(),
         };
         self.malformed.get_or_create(&labels).inc();
+    }
+
+    pub(crate) fn auth_rejected(&self, kind: &'static str, reason: proto::seal::SealError) {
+        let labels = AuthLabels {
+            kind,
+            reason: reason.as_str(),
+        };
+        self.auth_rejected.get_or_create(&labels).inc();
     }
 
     pub(crate) fn control(&self) {

@@ -9,6 +9,23 @@ use std::time::{Duration, Instant};
 const DEADLINE: Duration = Duration::from_secs(10);
 const BINARY: &str = env!("CARGO_BIN_EXE_broker");
 
+/// A cluster key file for the tests' brokers (written once per test process).
+fn key_file() -> &'static std::path::Path {
+    static FILE: std::sync::OnceLock<std::path::PathBuf> = std::sync::OnceLock::new();
+    FILE.get_or_init(|| {
+        let path = std::env::temp_dir().join(format!("broker-test-{}.key", std::process::id()));
+        std::fs::write(&path, format!("{}\n", "ab".repeat(32))).unwrap();
+        path
+    })
+}
+
+/// The broker binary, with the cluster key in its environment.
+fn broker() -> Command {
+    let mut command = Command::new(BINARY);
+    command.env("CLUSTER_KEY_FILE", key_file());
+    command
+}
+
 fn free_endpoint() -> String {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     format!("tcp://{}", listener.local_addr().unwrap())
@@ -18,7 +35,7 @@ fn free_endpoint() -> String {
 fn wait_healthy(frontend: &str) {
     let start = Instant::now();
     loop {
-        let status = Command::new(BINARY)
+        let status = broker()
             .args(["health", "--frontend", frontend, "--timeout", "500ms"])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -53,7 +70,7 @@ fn wait_exit(mut child: Child) -> Output {
 
 #[test]
 fn help_explains_the_flags_and_their_env_twins() {
-    let output = Command::new(BINARY).arg("--help").output().unwrap();
+    let output = broker().arg("--help").output().unwrap();
     assert!(output.status.success());
     let help = String::from_utf8(output.stdout).unwrap();
     for expected in [
@@ -74,7 +91,7 @@ fn help_explains_the_flags_and_their_env_twins() {
 fn runs_from_env_answers_health_and_stops_cleanly_on_sigterm_and_sigint() {
     for signal_name in ["TERM", "INT"] {
         let (frontend, backend) = (free_endpoint(), free_endpoint());
-        let child = Command::new(BINARY)
+        let child = broker()
             .env("BROKER_FRONTEND", &frontend)
             .env("BROKER_BACKEND", &backend)
             .env("BROKER_STATUS_ADDR", "127.0.0.1:0")
@@ -103,7 +120,7 @@ fn runs_from_env_answers_health_and_stops_cleanly_on_sigterm_and_sigint() {
 
 #[test]
 fn health_fails_when_no_broker_answers() {
-    let status = Command::new(BINARY)
+    let status = broker()
         .args([
             "health",
             "--frontend",
@@ -120,17 +137,17 @@ fn health_fails_when_no_broker_answers() {
 
 #[test]
 fn a_bad_flag_is_refused() {
-    let output = Command::new(BINARY)
+    let output = broker()
         .args(["--liveness-timeout", "soon"])
         .output()
         .unwrap();
     assert!(!output.status.success());
-    let output = Command::new(BINARY)
+    let output = broker()
         .args(["--liveness-timeout", "0s", "--frontend", &free_endpoint()])
         .output()
         .unwrap();
     assert!(!output.status.success(), "a zero timeout is refused");
-    let output = Command::new(BINARY)
+    let output = broker()
         .args(["--status-addr", "localhost:http"])
         .output()
         .unwrap();
@@ -141,7 +158,7 @@ fn a_bad_flag_is_refused() {
 fn a_taken_status_port_stops_the_broker_with_an_error_naming_it() {
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = taken.local_addr().unwrap().to_string();
-    let output = Command::new(BINARY)
+    let output = broker()
         .args([
             "--frontend",
             &free_endpoint(),
@@ -165,7 +182,7 @@ fn the_status_port_answers_with_the_name() {
     let status = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = status.local_addr().unwrap();
     drop(status);
-    let child = Command::new(BINARY)
+    let child = broker()
         .args(["--frontend", &frontend, "--backend", &backend])
         .args(["--status-addr", &addr.to_string(), "--name", "broker-2"])
         .stdout(Stdio::null())
@@ -196,4 +213,37 @@ fn the_status_port_answers_with_the_name() {
         logs.contains("broker-2"),
         "the name is in the logs:\n{logs}"
     );
+}
+
+#[test]
+fn without_the_cluster_key_the_broker_says_so_and_stops() {
+    let output = Command::new(BINARY)
+        .args([
+            "--frontend",
+            &free_endpoint(),
+            "--backend",
+            &free_endpoint(),
+        ])
+        .args(["--status-addr", "127.0.0.1:0"])
+        .env_remove("CLUSTER_KEY_FILE")
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let logs = String::from_utf8_lossy(&output.stderr);
+    assert!(logs.contains("no cluster key: give --key-file"), "{logs}");
+    let missing = std::env::temp_dir().join("no-such-broker.key");
+    let output = Command::new(BINARY)
+        .args([
+            "--frontend",
+            &free_endpoint(),
+            "--backend",
+            &free_endpoint(),
+        ])
+        .args(["--status-addr", "127.0.0.1:0"])
+        .env("CLUSTER_KEY_FILE", &missing)
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let logs = String::from_utf8_lossy(&output.stderr);
+    assert!(logs.contains("does not exist"), "{logs}");
 }

@@ -25,7 +25,9 @@ use store::Store;
 use tokio_util::sync::CancellationToken;
 use transport::{Receiver, Sender};
 
+use crate::auth::Seal;
 use crate::config::{Config, ConfigError};
+use crate::reference::{self, BadReply};
 use crate::error::NodeError;
 use crate::files::{self, FileError, Identity};
 use crate::wal::{self, Recovery, WalError};
@@ -52,6 +54,7 @@ pub(crate) struct Booted {
 pub(crate) async fn boot(
     config: &Config,
     reference: (&Sender, &mut Receiver),
+    seal: &Seal,
     shutdown: &CancellationToken,
 ) -> Result<Option<Booted>, NodeError> {
     let node_dir = config.node_dir();
@@ -60,7 +63,7 @@ pub(crate) async fn boot(
         source,
     })?;
     let lock = lock(&node_dir)?;
-    let Some(identity) = identity(config, reference, shutdown).await? else {
+    let Some(identity) = identity(config, reference, seal, shutdown).await? else {
         return Ok(None);
     };
     if identity.rank == 0 || identity.rank > config.cluster_size {
@@ -119,6 +122,7 @@ fn lock(node_dir: &Path) -> Result<File, NodeError> {
 async fn identity(
     config: &Config,
     reference: (&Sender, &mut Receiver),
+    seal: &Seal,
     shutdown: &CancellationToken,
 ) -> Result<Option<Identity>, NodeError> {
     let path = config.node_dir().join("node.json");
@@ -126,7 +130,7 @@ async fn identity(
         tracing::info!(rank = identity.rank, "rank from node.json");
         return Ok(Some(identity));
     }
-    let Some(identity) = register(config, reference, shutdown).await? else {
+    let Some(identity) = register(config, reference, seal, shutdown).await? else {
         return Ok(None);
     };
     identity.save(&path)?;
@@ -137,13 +141,15 @@ async fn identity(
 async fn register(
     config: &Config,
     (sender, receiver): (&Sender, &mut Receiver),
+    seal: &Seal,
     shutdown: &CancellationToken,
 ) -> Result<Option<Identity>, NodeError> {
-    let request = proto::encode(&RefRequest::Register {
+    let register = RefRequest::Register {
         node: config.name(),
         status_addr: config.status_addr().to_string(),
-    })
-    .map_err(|e| NodeError::Internal(e.to_string()))?;
+    };
+    let request = reference::seal_request(seal, &register)
+        .ok_or_else(|| NodeError::Internal("cannot encode a registration".to_owned()))?;
     let mut warned = false;
     loop {
         let _ = sender.try_send(vec![request.clone()]);
@@ -158,10 +164,7 @@ async fn register(
             let Some(frames) = frames else {
                 return Err(NodeError::Internal("reference socket closed".to_owned()));
             };
-            let [body] = &frames[..] else {
-                continue;
-            };
-            match proto::decode::<RefReply>(body) {
+            match reference::open_reply(seal, &frames) {
                 Ok(RefReply::Registered { rank, members }) => {
                     let peers = members
                         .into_iter()
@@ -184,6 +187,17 @@ async fn register(
                     continue;
                 }
                 Ok(RefReply::Error(error)) => return Err(NodeError::Refused(error.to_string())),
+                Err(BadReply::Unsealed {
+                    refusal: Some(refusal),
+                }) => {
+                    // The reference cannot open what we send: another cluster key. A
+                    // node that cannot register cannot start; say which key it holds.
+                    return Err(NodeError::WrongKey(format!(
+                        "the reference refuses this node's cluster key (key ids {:?}): \
+                         {refusal}",
+                        seal.report().key_ids
+                    )));
+                }
                 Ok(_) | Err(_) => continue,
             }
         }

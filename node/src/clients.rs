@@ -14,11 +14,12 @@
 use std::time::Instant;
 
 use proto::client::Command;
-use proto::fabric::NodeToBroker;
+use proto::fabric::{BROKER_CONTROL, BROKER_REPLY, BROKER_REQUEST, NodeToBroker};
 use proto::limits::MAX_ROUTING_FRAMES;
 use proto::{Error, ErrorCode, LimitError, Reply, Request, Response};
 use transport::{Multipart, Sender};
 
+use crate::auth::{Seal, Source};
 use crate::metrics::{Metrics, RequestLabels};
 use crate::pending::{Full, PendingRequests, Route, Waiting};
 
@@ -36,17 +37,41 @@ pub(crate) struct Incoming {
 pub(crate) enum Refused {
     /// No routing frame, or too many: nobody to answer (counted, dropped).
     Layout,
+    /// The body does not open under the cluster key: not from a broker of this cluster,
+    /// or altered on the way (counted by [`crate::auth`], dropped unanswered).
+    Unsealed,
     /// A body that does not decode or breaks a limit: answered with this error.
     Body(Route, Error),
 }
 
-/// Checks one frame set from broker number `broker`.
-pub(crate) fn decode(broker: usize, mut frames: Multipart) -> Result<Incoming, Refused> {
+/// The associated data of a body sealed between a broker and a node: `label` and the
+/// client's routing frames, so that a sealed body opens only for the client it is for.
+fn route_aad<'a>(label: &'a [u8], routing: &'a [Vec<u8>]) -> Vec<&'a [u8]> {
+    std::iter::once(label)
+        .chain(routing.iter().map(Vec::as_slice))
+        .collect()
+}
+
+/// Checks and opens one frame set from broker number `broker`.
+pub(crate) fn decode(
+    broker: usize,
+    mut frames: Multipart,
+    seal: &Seal,
+) -> Result<Incoming, Refused> {
     let routing = frames.len().saturating_sub(1);
     if routing == 0 || routing > MAX_ROUTING_FRAMES {
         return Err(Refused::Layout);
     }
-    let body = frames.pop().ok_or(Refused::Layout)?;
+    let sealed = frames.pop().ok_or(Refused::Layout)?;
+    let who = format!("broker {broker} for client {:?}", String::from_utf8_lossy(&frames[0]));
+    let body = seal
+        .open(
+            Source::Broker,
+            &who,
+            &route_aad(BROKER_REQUEST, &frames),
+            &sealed,
+        )
+        .ok_or(Refused::Unsealed)?;
     let route = Route { broker, frames };
     match proto::decode::<Request>(&body) {
         Ok(request) => Ok(Incoming { route, request }),
@@ -69,6 +94,7 @@ pub(crate) struct Clients {
     brokers: Vec<Sender>,
     name: String,
     pending: PendingRequests,
+    seal: Seal,
     metrics: Metrics,
 }
 
@@ -79,12 +105,14 @@ impl Clients {
         brokers: Vec<Sender>,
         name: String,
         max_pending_requests: usize,
+        seal: Seal,
         metrics: Metrics,
     ) -> Clients {
         Clients {
             brokers,
             name,
             pending: PendingRequests::with_limit(max_pending_requests),
+            seal,
             metrics,
         }
     }
@@ -99,8 +127,13 @@ impl Clients {
         };
         match proto::encode(&message) {
             Ok(body) => {
+                // Bound to this node's name, its DEALER identity at the broker: a sealed
+                // READY replayed under another identity does not open.
+                let sealed = self
+                    .seal
+                    .seal(&[BROKER_CONTROL, self.name.as_bytes()], &body);
                 for broker in 0..self.brokers.len() {
-                    self.send(broker, vec![body.clone()]);
+                    self.send(broker, vec![sealed.clone()]);
                 }
             }
             Err(e) => tracing::error!(error = %e, "cannot encode a broker message"),
@@ -115,12 +148,13 @@ impl Clients {
         frames: Multipart,
         applied_slot: u64,
     ) -> Option<Incoming> {
-        match decode(broker, frames) {
+        match decode(broker, frames, &self.seal) {
             Ok(incoming) => Some(incoming),
             Err(Refused::Layout) => {
                 self.metrics.drop("bad_client_layout");
                 None
             }
+            Err(Refused::Unsealed) => None,
             Err(Refused::Body(route, error)) => {
                 self.reply(route, "invalid", 0, Err(error), applied_slot);
                 None
@@ -227,7 +261,8 @@ impl Clients {
             }
         };
         let Route { broker, mut frames } = route;
-        frames.push(body);
+        let sealed = self.seal.seal(&route_aad(BROKER_REPLY, &frames), &body);
+        frames.push(sealed);
         self.send(broker, frames);
     }
 
@@ -264,8 +299,20 @@ mod tests {
     use super::*;
     use proto::{Consistency, Op};
 
+    const KEY: &str = "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff";
+
+    fn seal() -> Seal {
+        Seal::new(proto::seal::Keyring::parse(KEY).unwrap(), Metrics::new())
+    }
+
+    /// A request as the broker hands it to a node: sealed for the client's route.
     fn request_frames(body: Vec<u8>) -> Multipart {
-        vec![b"client-7".to_vec(), body]
+        let sealed = seal().seal(&[BROKER_REQUEST, b"client-7"], &body);
+        vec![b"client-7".to_vec(), sealed]
+    }
+
+    fn decode(broker: usize, frames: Multipart) -> Result<Incoming, Refused> {
+        super::decode(broker, frames, &seal())
     }
 
     #[test]
@@ -308,5 +355,78 @@ mod tests {
             Err(Refused::Body(_, error)) => assert_eq!(error.code, ErrorCode::TooLarge),
             other => panic!("{other:?}"),
         }
+    }
+
+    #[test]
+    fn a_request_that_does_not_open_is_dropped_unanswered() {
+        let request = Request {
+            client_id: 9,
+            seq: 1,
+            op: Op::Put {
+                key: "k".into(),
+                value: "v".into(),
+            },
+            consistency: Consistency::Linearizable,
+        };
+        let body = proto::encode(&request).unwrap();
+        // In clear (a peer that announced READY without the key would be handed these
+        // only if the broker took it; a node never takes them either way).
+        let clear = vec![b"client-7".to_vec(), body.clone()];
+        assert_eq!(decode(0, clear), Err(Refused::Unsealed));
+        // Sealed for another client, or with a bit flipped.
+        let mut moved = request_frames(body.clone());
+        moved[0] = b"client-8".to_vec();
+        assert_eq!(decode(0, moved), Err(Refused::Unsealed));
+        let mut flipped = request_frames(body);
+        flipped[1][40] ^= 0x80;
+        assert_eq!(decode(0, flipped), Err(Refused::Unsealed));
+    }
+
+    #[tokio::test]
+    async fn replies_and_announcements_are_sealed_for_the_broker() {
+        // A ROUTER standing in for the broker's backend.
+        let endpoint = "inproc://clients-sealed";
+        let router = transport::Socket::open(
+            transport::Kind::Router,
+            transport::Mode::Bind,
+            endpoint,
+            transport::Options::default(),
+        )
+        .await
+        .unwrap();
+        let dealer = transport::Socket::open(
+            transport::Kind::Dealer,
+            transport::Mode::Connect,
+            endpoint,
+            transport::Options::default().identity(b"node-1".to_vec()),
+        )
+        .await
+        .unwrap();
+        let (to_broker, _keep) = dealer.split();
+        let (_router_tx, mut inbox) = router.split();
+        let mut clients = Clients::new(vec![to_broker], "node-1".into(), 8, seal(), Metrics::new());
+        clients.announce(true);
+        let ready = inbox.recv().await.unwrap();
+        assert_eq!(ready[0], b"node-1");
+        let body = seal()
+            .open(Source::Broker, &"t", &[BROKER_CONTROL, b"node-1"], &ready[1])
+            .unwrap();
+        assert_eq!(
+            proto::decode::<NodeToBroker>(&body).unwrap(),
+            NodeToBroker::Ready {
+                node: "node-1".into()
+            }
+        );
+        let route = Route {
+            broker: 0,
+            frames: vec![b"client-7".to_vec()],
+        };
+        clients.reply(route, "get", 3, Ok(Reply::Done), 0);
+        let reply = inbox.recv().await.unwrap();
+        assert_eq!(reply[1], b"client-7");
+        let body = seal()
+            .open(Source::Broker, &"t", &[BROKER_REPLY, b"client-7"], &reply[2])
+            .unwrap();
+        assert_eq!(proto::decode::<Response>(&body).unwrap().seq, 3);
     }
 }

@@ -368,6 +368,7 @@ impl Driver {
             reference_last_reply_ms_ago: self.rooms.reference.last_reply_ms_ago(now),
             clock_offset_ms: self.rooms.clock.offset_ms(),
             proxy: self.rooms.peers.proxy().to_owned(),
+            auth: self.rooms.peers.auth_report(),
         };
         let peers = &self.rooms.peers;
         self.rooms

@@ -51,6 +51,9 @@ pub enum NodeError {
     /// The reference refused to register this node.
     #[error("the reference refused to register this node: {0}")]
     Refused(String),
+    /// The cluster key is missing, unreadable, or not the cluster's.
+    #[error("{0}")]
+    WrongKey(String),
     /// A bug or an unexpected stop of an internal part.
     #[error("internal error: {0}")]
     Internal(String),

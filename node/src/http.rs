@@ -96,6 +96,9 @@ pub struct StatusReport {
     pub ready: bool,
     /// The other members.
     pub peers: Vec<PeerReport>,
+    /// The cluster key held (its ids), and the frames refused for not opening under it.
+    #[serde(default)]
+    pub auth: proto::report::AuthReport,
 }
 
 /// A `/status` query to the driver loop.
@@ -243,6 +246,7 @@ mod tests {
             reference_last_reply_ms_ago: Some(3),
             ready: true,
             peers: vec![],
+            auth: proto::report::AuthReport::default(),
         }
     }
 

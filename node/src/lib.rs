@@ -67,6 +67,7 @@
 //! - **Quorums are fixed**: the Paxos members are ranks `1..=--cluster-size`; the
 //!   reference's membership is only used for names and liveness.
 
+pub mod auth;
 pub mod boot;
 pub mod clients;
 pub mod clock;
@@ -91,6 +92,7 @@ pub mod wal;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use paxos::Replica;
+use proto::seal::Keyring;
 use proto::topic;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -101,6 +103,7 @@ pub use error::NodeError;
 pub use http::{StatusReport, http_get};
 pub use sockets::Sockets;
 
+use crate::auth::Seal;
 use crate::clients::Clients;
 use crate::clock::ClockSync;
 use crate::crash::Crasher;
@@ -122,10 +125,13 @@ pub const CLOCK_COLLECT: std::time::Duration = std::time::Duration::from_millis(
 pub async fn run(
     config: Config,
     sockets: Sockets,
+    keys: Keyring,
     shutdown: CancellationToken,
 ) -> Result<(), NodeError> {
     config.validate()?;
     let metrics = Metrics::new();
+    let seal = Seal::new(keys, metrics.clone());
+    tracing::info!(key_ids = ?seal.report().key_ids, "cluster key loaded");
     // Both halves of every socket stay alive until the end: a socket closes when both
     // are dropped.
     let mut publishers = Vec::new();
@@ -144,7 +150,7 @@ pub async fn run(
         .unzip();
     let (reference_tx, mut reference_rx) = sockets.reference.split();
 
-    let Some(booted) = boot::boot(&config, (&reference_tx, &mut reference_rx), &shutdown).await?
+    let Some(booted) = boot::boot(&config, (&reference_tx, &mut reference_rx), &seal, &shutdown).await?
     else {
         return Ok(());
     };
@@ -196,12 +202,14 @@ pub async fn run(
             identity,
             node_dir.join("node.json"),
             config.cluster_size,
+            seal.clone(),
             metrics.clone(),
         ),
         clients: Clients::new(
             broker_tx,
             name.clone(),
             pending::MAX_PENDING_REQUESTS,
+            seal.clone(),
             metrics.clone(),
         ),
         disk: Disk::new(wal.requests.clone()),
@@ -211,6 +219,7 @@ pub async fn run(
             rank,
             config.status_addr().to_string(),
             config.reference_heartbeat,
+            seal.clone(),
             metrics.clone(),
         ),
         clock: ClockSync::new(&name, config.clock_skew_ms, CLOCK_COLLECT),

@@ -1,4 +1,5 @@
-//! The `node` binary: `node --id N` runs a replica; `node health` checks one (docker).
+//! The `node` binary: `node --id N` runs a replica; `node health` checks one (docker);
+//! `node keygen FILE` makes a cluster key file.
 //! All logic is in the library (`node::run`); the skeleton is [`service::Program`].
 
 use std::net::SocketAddr;
@@ -28,6 +29,8 @@ struct Cli {
     #[command(flatten)]
     config: Option<node::Config>,
     #[command(flatten)]
+    key: service::keyfile::KeyArgs,
+    #[command(flatten)]
     log: service::LogArgs,
 }
 
@@ -42,10 +45,29 @@ enum Command {
         #[arg(long, default_value = "2s", value_parser = |s: &str| service::parse_duration(s).map_err(|e| e.to_string()))]
         timeout: Duration,
     },
+    /// Write a new cluster key file (one random key, mode 0600) and exit; an existing
+    /// file is never overwritten. Every cluster process (node, broker, reference) is
+    /// then given it with --key-file.
+    Keygen {
+        /// Where to write it.
+        file: std::path::PathBuf,
+    },
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Some(Command::Keygen { file }) = &cli.command {
+        return match service::keyfile::generate(file) {
+            Ok(()) => {
+                println!("cluster key written to {}", file.display());
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("node keygen: {e}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     if let Some(Command::Health {
         status_addr,
         timeout,
@@ -67,8 +89,13 @@ fn main() -> ExitCode {
         &cli.log,
         |shutdown| async move {
             config.validate()?;
+            // A missing or bad key stops the node before it opens a socket.
+            let keys = cli
+                .key
+                .load()
+                .map_err(|e| node::NodeError::WrongKey(e.to_string()))?;
             let sockets = node::Sockets::open(&config).await?;
-            node::run(config, sockets, shutdown).await
+            node::run(config, sockets, keys, shutdown).await
         },
         |error: &node::NodeError| {
             tracing::error!(%error, "node stopped");

@@ -29,6 +29,15 @@ pub struct DropLabels {
     pub reason: &'static str,
 }
 
+/// Labels of the refused-frame counter ([`crate::auth`]).
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct AuthLabels {
+    /// `peer`, `broker` or `reference`.
+    pub from: &'static str,
+    /// [`proto::seal::SealError::as_str`].
+    pub reason: &'static str,
+}
+
 fn latency_histogram() -> Histogram {
     // 50 µs .. ~1.6 s
     Histogram::new(exponential_buckets(0.000_05, 2.0, 16))
@@ -72,6 +81,8 @@ pub struct Metrics {
     pub snapshot_seconds: Histogram,
     /// Messages dropped (undecodable, full queues), by reason.
     pub dropped: Family<DropLabels, Counter>,
+    /// Frames that did not open under the cluster key, by source and reason.
+    pub auth_rejected: Family<AuthLabels, Counter>,
     /// Paxos messages received from peers.
     pub messages_in: Counter,
     /// Paxos messages published.
@@ -109,6 +120,7 @@ impl Metrics {
         let snapshots = Counter::default();
         let snapshot_seconds = latency_histogram();
         let dropped = Family::<DropLabels, Counter>::default();
+        let auth_rejected = Family::<AuthLabels, Counter>::default();
         let messages_in = Counter::default();
         let messages_out = Counter::default();
         let clock_offset_ms = Gauge::default();
@@ -179,6 +191,11 @@ impl Metrics {
         );
         registry.register("dropped", "Messages dropped, by reason", dropped.clone());
         registry.register(
+            "auth_rejected",
+            "Frames refused because they did not open under the cluster key, by source and reason",
+            auth_rejected.clone(),
+        );
+        registry.register(
             "messages_in",
             "Paxos messages received",
             messages_in.clone(),
@@ -217,6 +234,7 @@ impl Metrics {
             snapshots,
             snapshot_seconds,
             dropped,
+            auth_rejected,
             messages_in,
             messages_out,
             clock_offset_ms,
@@ -227,6 +245,13 @@ impl Metrics {
     /// Counts a dropped message.
     pub fn drop(&self, reason: &'static str) {
         self.dropped.get_or_create(&DropLabels { reason }).inc();
+    }
+
+    /// Counts a frame that did not open under the cluster key.
+    pub fn auth_rejected(&self, from: &'static str, reason: &'static str) {
+        self.auth_rejected
+            .get_or_create(&AuthLabels { from, reason })
+            .inc();
     }
 
     /// The metrics in the Prometheus text format.

@@ -30,11 +30,12 @@ use std::time::{Duration, Instant};
 
 use paxos::{Envelope, Message, Rank};
 use proto::client::ChatMessage;
-use proto::fabric::MembershipEvent;
+use proto::fabric::{MEMBERSHIP_EVENT, MembershipEvent, PEER_FRAME};
 use proto::live::LiveMessage;
 use proto::topic;
 use transport::{Multipart, Sender};
 
+use crate::auth::{Seal, Source};
 use crate::clock::ClockMessage;
 use crate::files::Identity;
 use crate::metrics::Metrics;
@@ -165,47 +166,73 @@ pub(crate) enum Inbound {
     Probe(Vec<u8>),
 }
 
-/// Checks and decodes one frame set from the SUB socket. `Ok(None)`: nothing for this
-/// node (its own broadcast, or a prefix match for another topic). `Err(reason)`: a
-/// malformed frame, to count under `reason`.
+/// The reason under which a frame that does not open under the cluster key is dropped
+/// (it is also counted by [`crate::auth`]).
+pub(crate) const UNSEALED: &str = "unsealed";
+
+/// Checks, opens and decodes one frame set from the SUB socket. `Ok(None)`: nothing for
+/// this node (its own broadcast, or a prefix match for another topic). `Err(reason)`: a
+/// malformed frame, or one that does not open ([`UNSEALED`]), to count under `reason`.
+/// Nothing of a body is decoded before it opened.
 pub(crate) fn decode(
     frames: &[Vec<u8>],
     own_name: &str,
     topics: &[Vec<u8>],
+    seal: &Seal,
 ) -> Result<Option<Inbound>, &'static str> {
     let Some(topic) = frames.first() else {
         return Err("bad_layout");
     };
     if topic::is(topic, topic::MEMBERSHIP) {
-        let [_, body] = frames else {
+        let [topic, sealed] = frames else {
             return Err("bad_membership");
         };
-        let event = proto::decode::<MembershipEvent>(body).map_err(|_| "bad_membership")?;
+        let body = seal
+            .open(
+                Source::Reference,
+                &"the reference's membership event",
+                &[MEMBERSHIP_EVENT, topic],
+                sealed,
+            )
+            .ok_or(UNSEALED)?;
+        let event = proto::decode::<MembershipEvent>(&body).map_err(|_| "bad_membership")?;
         let members = event.members.into_iter().map(|m| (m.rank, m.node));
         return Ok(Some(Inbound::Members(members.collect())));
     }
-    let [topic, sender, body] = frames else {
+    let [topic, sender, sealed] = frames else {
         return Err("bad_layout");
     };
-    if sender.as_slice() == own_name.as_bytes() {
-        if topic.strip_prefix(b"probe.") == Some(own_name.as_bytes()) {
-            return Ok(Some(Inbound::Probe(body.clone())));
-        }
+    let own_probe = sender.as_slice() == own_name.as_bytes()
+        && topic.strip_prefix(b"probe.") == Some(own_name.as_bytes());
+    if sender.as_slice() == own_name.as_bytes() && !own_probe {
         return Ok(None); // our own broadcast, back through the proxy
     }
     let sender = std::str::from_utf8(sender).map_err(|_| "bad_sender")?;
     proto::fabric::check_node_name(sender).map_err(|_| "bad_sender")?;
-    if topic::is(topic, topic::CLOCK) {
-        let message = proto::decode::<ClockMessage>(body).map_err(|_| "bad_clock")?;
+    let clock = topic::is(topic, topic::CLOCK);
+    if !own_probe && !clock && !topics.iter().any(|t| t == topic) {
+        return Ok(None); // a prefix match for someone else (`to.node-10` for `to.node-1`)
+    }
+    let who = format!("{sender:?} on {:?}", String::from_utf8_lossy(topic));
+    let body = seal
+        .open(
+            Source::Peer,
+            &who,
+            &[PEER_FRAME, topic, sender.as_bytes()],
+            sealed,
+        )
+        .ok_or(UNSEALED)?;
+    if own_probe {
+        return Ok(Some(Inbound::Probe(body)));
+    }
+    if clock {
+        let message = proto::decode::<ClockMessage>(&body).map_err(|_| "bad_clock")?;
         return Ok(Some(Inbound::Clock {
             sender: sender.to_owned(),
             message,
         }));
     }
-    if !topics.iter().any(|t| t == topic) {
-        return Ok(None); // a prefix match for someone else (`to.node-10` for `to.node-1`)
-    }
-    let envelope = proto::decode::<Envelope>(body).map_err(|_| "bad_envelope")?;
+    let envelope = proto::decode::<Envelope>(&body).map_err(|_| "bad_envelope")?;
     Ok(Some(Inbound::Paxos {
         sender: sender.to_owned(),
         envelope,
@@ -228,6 +255,7 @@ pub(crate) struct Peers {
     identity_path: PathBuf,
     /// [`paxos_topics`] of this node.
     topics: Vec<Vec<u8>>,
+    seal: Seal,
     metrics: Metrics,
 }
 
@@ -239,6 +267,7 @@ impl Peers {
         identity: Identity,
         identity_path: PathBuf,
         cluster_size: u32,
+        seal: Seal,
         metrics: Metrics,
     ) -> Peers {
         let topics = paxos_topics(&identity.node, identity.rank, cluster_size);
@@ -253,6 +282,7 @@ impl Peers {
             identity,
             identity_path,
             topics,
+            seal,
             metrics,
         }
     }
@@ -276,11 +306,14 @@ impl Peers {
             self.metrics.proxy_switches.inc();
         }
         if let Some(body) = self.choice.probe(now) {
-            let topic = topic::probe(&self.name).into_bytes();
-            let sender = self.name.as_bytes().to_vec();
-            self.publish(vec![topic, sender, body]);
+            self.publish_sealed(topic::probe(&self.name), &body);
         }
         moved.is_some()
+    }
+
+    /// The cluster key held and what did not open under it (shared by every room).
+    pub(crate) fn auth_report(&self) -> proto::report::AuthReport {
+        self.seal.report()
     }
 
     /// This node's name.
@@ -299,7 +332,7 @@ impl Peers {
     /// Checks and decodes one frame set from the SUB socket; learns names on the way.
     /// Envelopes and clock messages are returned for the driver to route.
     pub(crate) fn receive(&mut self, frames: &[Vec<u8>]) -> Option<Inbound> {
-        match decode(frames, &self.name, &self.topics) {
+        match decode(frames, &self.name, &self.topics, &self.seal) {
             Ok(Some(Inbound::Members(members))) => {
                 for (rank, name) in members {
                     self.learn_name(rank, &name);
@@ -351,8 +384,7 @@ impl Peers {
         match proto::encode(envelope) {
             Ok(body) => {
                 self.metrics.messages_out.inc();
-                let sender = self.name.as_bytes().to_vec();
-                self.publish(vec![topic.into_bytes(), sender, body]);
+                self.publish_sealed(topic, &body);
             }
             Err(e) => {
                 tracing::error!(error = %e, message = envelope.message.name(), "cannot encode");
@@ -364,12 +396,24 @@ impl Peers {
     /// Publishes a clock message.
     pub(crate) fn send_clock(&mut self, message: &ClockMessage) {
         if let Ok(body) = proto::encode(message) {
-            let sender = self.name.as_bytes().to_vec();
-            self.publish(vec![topic::CLOCK.as_bytes().to_vec(), sender, body]);
+            self.publish_sealed(topic::CLOCK.to_owned(), &body);
         }
     }
 
-    /// Publishes a committed chat message for its live subscribers.
+    /// Publishes `[topic, sender, body sealed to both]`: only a holder of the cluster key
+    /// reads it, and it opens only under this topic and this sender.
+    fn publish_sealed(&mut self, topic: String, body: &[u8]) {
+        let sender = self.name.as_bytes();
+        let sealed = self
+            .seal
+            .seal(&[PEER_FRAME, topic.as_bytes(), sender], body);
+        let sender = sender.to_vec();
+        self.publish(vec![topic.into_bytes(), sender, sealed]);
+    }
+
+    /// Publishes a committed chat message for its live subscribers. These go in clear:
+    /// the live feed is a doorbell for chat clients, which hold no cluster key
+    /// (docs/architecture.md, "Who may speak").
     pub(crate) fn send_live(&mut self, message: ChatMessage) {
         let message = LiveMessage(message);
         let topic = message.topic();
@@ -396,8 +440,25 @@ mod tests {
     use paxos::{Ballot, Value};
     use proto::fabric::Member;
 
+    fn seal() -> Seal {
+        let keys = proto::seal::Keyring::parse(KEY).unwrap();
+        Seal::new(keys, Metrics::new())
+    }
+
+    const KEY: &str = "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff";
+
+    /// A peer frame as a node with the cluster key publishes it.
     fn frames(topic: &str, sender: &str, body: Vec<u8>) -> Vec<Vec<u8>> {
-        vec![topic.as_bytes().to_vec(), sender.as_bytes().to_vec(), body]
+        let sealed = seal().seal(&[PEER_FRAME, topic.as_bytes(), sender.as_bytes()], &body);
+        vec![topic.as_bytes().to_vec(), sender.as_bytes().to_vec(), sealed]
+    }
+
+    fn decode(
+        frames: &[Vec<u8>],
+        own_name: &str,
+        topics: &[Vec<u8>],
+    ) -> Result<Option<Inbound>, &'static str> {
+        super::decode(frames, own_name, topics, &seal())
     }
 
     fn accept() -> Envelope {
@@ -492,6 +553,41 @@ mod tests {
     }
 
     #[test]
+    fn a_frame_that_does_not_open_is_refused_before_it_is_decoded() {
+        let topics = paxos_topics("node-1", 1, 3);
+        let body = proto::encode(&accept()).unwrap();
+        // The forger's way: a well-formed envelope in clear, and one under another key.
+        let clear = vec![b"paxos.accept.3".to_vec(), b"node-3".to_vec(), body.clone()];
+        assert_eq!(decode(&clear, "node-1", &topics), Err(UNSEALED));
+        let other = proto::seal::Keyring::parse(&proto::seal::Keyring::generate_line()).unwrap();
+        let mut foreign = clear.clone();
+        foreign[2] = other.seal(&[PEER_FRAME, b"paxos.accept.3", b"node-3"], &body);
+        assert_eq!(decode(&foreign, "node-1", &topics), Err(UNSEALED));
+        // An authentic frame moved to another sender or topic, or with a bit flipped.
+        let good = frames("paxos.accept.3", "node-3", body);
+        let mut moved = good.clone();
+        moved[1] = b"node-2".to_vec();
+        assert_eq!(decode(&moved, "node-1", &topics), Err(UNSEALED));
+        let mut retopic = good.clone();
+        retopic[0] = b"paxos.accept.2".to_vec();
+        assert_eq!(decode(&retopic, "node-1", &topics), Err(UNSEALED));
+        let mut flipped = good.clone();
+        let last = flipped[2].len() - 1;
+        flipped[2][last] ^= 1;
+        assert_eq!(decode(&flipped, "node-1", &topics), Err(UNSEALED));
+        // A membership event in clear names nobody.
+        let event = MembershipEvent {
+            epoch: 1,
+            members: vec![],
+        };
+        let clear = vec![
+            topic::MEMBERSHIP.as_bytes().to_vec(),
+            proto::encode(&event).unwrap(),
+        ];
+        assert_eq!(decode(&clear, "node-1", &[]), Err(UNSEALED));
+    }
+
+    #[test]
     fn a_silent_proxy_is_given_up_for_the_next() {
         let start = Instant::now();
         let at = |ms| start + Duration::from_millis(ms);
@@ -536,7 +632,9 @@ mod tests {
             }],
         };
         let body = proto::encode(&event).unwrap();
-        let frames = vec![topic::MEMBERSHIP.as_bytes().to_vec(), body];
+        let topic = topic::MEMBERSHIP.as_bytes();
+        let sealed = seal().seal(&[MEMBERSHIP_EVENT, topic], &body);
+        let frames = vec![topic.to_vec(), sealed];
         assert_eq!(
             decode(&frames, "node-1", &[]),
             Ok(Some(Inbound::Members(vec![(2, "node-2".to_owned())])))

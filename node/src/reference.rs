@@ -10,13 +10,53 @@
 use std::time::{Duration, Instant};
 
 use paxos::Rank;
-use proto::fabric::{RefReply, RefRequest};
+use proto::fabric::{REFERENCE_REPLY, REFERENCE_REQUEST, RefReply, RefRequest};
 use transport::Sender;
 
+use crate::auth::{Seal, Source};
 use crate::metrics::Metrics;
 
 /// Heartbeats missed before the reference counts as silent.
 pub const SILENT_AFTER_HEARTBEATS: u32 = 3;
+
+/// Why a reply from the reference was not taken.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum BadReply {
+    /// Not one body frame, or a body that does not decode.
+    Malformed,
+    /// It does not open under the cluster key. `refusal` is what the reference said in
+    /// clear, if it said it refuses this node's key: shown to the operator, never trusted.
+    Unsealed {
+        /// The reference's words.
+        refusal: Option<String>,
+    },
+}
+
+/// Seals a request to the reference.
+pub(crate) fn seal_request(seal: &Seal, request: &RefRequest) -> Option<Vec<u8>> {
+    let body = proto::encode(request).ok()?;
+    Some(seal.seal(&[REFERENCE_REQUEST], &body))
+}
+
+/// Opens and decodes a reply from the reference.
+pub(crate) fn open_reply(seal: &Seal, frames: &[Vec<u8>]) -> Result<RefReply, BadReply> {
+    let [frame] = frames else {
+        return Err(BadReply::Malformed);
+    };
+    let Some(body) = seal.open(Source::Reference, &"the reference", &[REFERENCE_REPLY], frame)
+    else {
+        // A reference that cannot open our requests says so in clear (it has no key in
+        // common with us to seal with).
+        let refusal = match proto::decode::<RefReply>(frame) {
+            Ok(RefReply::Error(error)) if error.message.starts_with("unauthenticated") => {
+                Some(error.message)
+            }
+            _ => None,
+        };
+        return Err(BadReply::Unsealed { refusal });
+    };
+    proto::decode::<RefReply>(&body).map_err(|_| BadReply::Malformed)
+}
 
 /// The DEALER to the reference and what it last said.
 #[derive(Debug)]
@@ -28,6 +68,9 @@ pub(crate) struct ReferenceLink {
     heartbeat: Duration,
     registered: bool,
     last_reply: Option<Instant>,
+    /// The reference said it cannot open our frames (logged once until it can).
+    key_refused: bool,
+    seal: Seal,
     metrics: Metrics,
 }
 
@@ -39,6 +82,7 @@ impl ReferenceLink {
         rank: Rank,
         status_addr: String,
         heartbeat: Duration,
+        seal: Seal,
         metrics: Metrics,
     ) -> ReferenceLink {
         ReferenceLink {
@@ -49,6 +93,8 @@ impl ReferenceLink {
             heartbeat,
             registered: false,
             last_reply: None,
+            key_refused: false,
+            seal,
             metrics,
         }
     }
@@ -93,15 +139,27 @@ impl ReferenceLink {
 
     /// Takes a frame set from the reference; returns the members' names it reports.
     pub(crate) fn receive(&mut self, frames: &[Vec<u8>], now: Instant) -> Vec<(Rank, String)> {
-        let [body] = frames else {
-            self.metrics.drop("bad_reference_layout");
-            return Vec::new();
-        };
-        let Ok(reply) = proto::decode::<RefReply>(body) else {
-            self.metrics.drop("bad_reference_reply");
-            return Vec::new();
+        let reply = match open_reply(&self.seal, frames) {
+            Ok(reply) => reply,
+            Err(BadReply::Malformed) => {
+                self.metrics.drop("bad_reference_reply");
+                return Vec::new();
+            }
+            Err(BadReply::Unsealed { refusal }) => {
+                if let Some(refusal) = refusal
+                    && !std::mem::replace(&mut self.key_refused, true)
+                {
+                    tracing::error!(
+                        %refusal,
+                        key_ids = ?self.seal.report().key_ids,
+                        "the reference refuses this node's cluster key: check --key-file"
+                    );
+                }
+                return Vec::new();
+            }
         };
         self.last_reply = Some(now);
+        self.key_refused = false;
         let members = match reply {
             RefReply::Registered { rank, members } => {
                 if rank != self.rank {
@@ -136,8 +194,8 @@ impl ReferenceLink {
     }
 
     fn send(&mut self, request: &RefRequest) {
-        if let Ok(body) = proto::encode(request)
-            && self.sender.try_send(vec![body]).is_err()
+        if let Some(sealed) = seal_request(&self.seal, request)
+            && self.sender.try_send(vec![sealed]).is_err()
         {
             self.metrics.drop("reference_queue_full");
         }
@@ -172,18 +230,31 @@ mod tests {
             2,
             "127.0.0.1:7002".to_owned(),
             Duration::from_secs(1),
+            seal(),
             Metrics::new(),
         );
         (link, inbox)
     }
 
-    async fn next_request(inbox: &mut transport::Receiver) -> RefRequest {
-        let frames = inbox.recv().await.unwrap();
-        proto::decode(frames.last().unwrap()).unwrap()
+    const KEY: &str = "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff";
+
+    fn seal() -> Seal {
+        Seal::new(proto::seal::Keyring::parse(KEY).unwrap(), Metrics::new())
     }
 
+    /// The next request, opened as the reference does.
+    async fn next_request(inbox: &mut transport::Receiver) -> RefRequest {
+        let frames = inbox.recv().await.unwrap();
+        let body = seal()
+            .open(Source::Reference, &"t", &[REFERENCE_REQUEST], frames.last().unwrap())
+            .unwrap();
+        proto::decode(&body).unwrap()
+    }
+
+    /// A reply sealed as the reference seals it.
     fn reply(reply: &RefReply) -> Vec<Vec<u8>> {
-        vec![proto::encode(reply).unwrap()]
+        let body = proto::encode(reply).unwrap();
+        vec![seal().seal(&[REFERENCE_REPLY], &body)]
     }
 
     #[tokio::test]
@@ -236,6 +307,33 @@ mod tests {
         assert!(link.receive(&[], now).is_empty());
         let metrics = link.metrics.encode();
         assert!(metrics.contains("bad_reference_reply"), "{metrics}");
-        assert!(metrics.contains("bad_reference_layout"), "{metrics}");
+        assert_eq!(link.seal.report().rejected, 1, "the junk frame did not open");
+    }
+
+    #[tokio::test]
+    async fn a_reply_in_clear_is_not_believed() {
+        let (mut link, _inbox) = link().await;
+        let forged = RefReply::Members(vec![Member {
+            node: "node-9".to_owned(),
+            rank: 1,
+            status_addr: String::new(),
+            last_heartbeat_unix_ms: 0,
+            alive: true,
+        }]);
+        let clear = vec![proto::encode(&forged).unwrap()];
+        assert!(link.receive(&clear, Instant::now()).is_empty());
+        assert!(link.last_reply.is_none(), "not an answer of the reference");
+        // The reference's refusal of our key, in clear: recognised (and logged), not taken.
+        let refusal = RefReply::Error(proto::Error::new(
+            proto::ErrorCode::BadRequest,
+            "unauthenticated: wrong key",
+        ));
+        let clear = vec![proto::encode(&refusal).unwrap()];
+        assert_eq!(
+            open_reply(&seal(), &clear),
+            Err(BadReply::Unsealed {
+                refusal: Some("unauthenticated: wrong key".into())
+            })
+        );
     }
 }

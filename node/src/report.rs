@@ -27,6 +27,8 @@ pub(crate) struct Facts {
     pub(crate) clock_offset_ms: i64,
     /// The proxy this node publishes through.
     pub(crate) proxy: String,
+    /// The cluster key held, and the frames that did not open under it.
+    pub(crate) auth: proto::report::AuthReport,
 }
 
 /// Builds reports for one node.
@@ -115,6 +117,7 @@ impl Reporter {
             reference_last_reply_ms_ago: facts.reference_last_reply_ms_ago,
             ready,
             peers,
+            auth: facts.auth,
         }
     }
 }

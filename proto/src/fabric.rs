@@ -62,6 +62,26 @@ pub fn parse_broker_pong(frame: &[u8]) -> Option<u8> {
     }
 }
 
+/// Associated data of a client request the broker seals for a node (with the client's
+/// routing frames).
+pub const BROKER_REQUEST: &[u8] = b"broker request";
+/// Associated data of a node's reply through the broker (with the client's routing frames).
+pub const BROKER_REPLY: &[u8] = b"broker reply";
+/// Associated data of a node's READY or heartbeat to the broker (with the node's name,
+/// its DEALER identity).
+pub const BROKER_CONTROL: &[u8] = b"broker control";
+/// Associated data of a node's frame on the proxy (with its topic and sender frames):
+/// Paxos envelopes, clock messages and proxy probes.
+pub const PEER_FRAME: &[u8] = b"peer frame";
+
+/// Associated data of a request to the reference, sealed with the cluster key
+/// ([`crate::seal`]).
+pub const REFERENCE_REQUEST: &[u8] = b"reference request";
+/// Associated data of the reference's reply.
+pub const REFERENCE_REPLY: &[u8] = b"reference reply";
+/// Associated data of a membership event on the proxy (with its topic frame).
+pub const MEMBERSHIP_EVENT: &[u8] = b"membership event";
+
 /// A request to the reference service (DEALER → ROUTER, one body frame).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]

@@ -11,6 +11,7 @@
 //! | [`paxos`] | node ↔ node over the proxy | [`paxos::Envelope`] |
 //! | [`live`] | node → proxy → client (live chat) | [`live::LiveMessage`] on [`live::topic_of`] |
 //! | [`topic`] | pub/sub topic names | |
+//! | [`seal`] | every frame between cluster processes | [`seal::Keyring`]: XChaCha20-Poly1305 per frame |
 //! | [`report`] | broker, proxy, reference → tools (HTTP `/status`, JSON) | [`report::BrokerReport`], [`report::ProxyReport`], [`report::ReferenceReport`] |
 //!
 //! ## Invariants kept here
@@ -26,6 +27,7 @@ pub mod limits;
 pub mod live;
 pub mod paxos;
 pub mod report;
+pub mod seal;
 pub mod topic;
 
 pub use client::{Command, Consistency, Error, ErrorCode, Op, Reply, Request, Response};

@@ -28,8 +28,24 @@ pub struct BrokerReport {
     pub unavailable: u64,
     /// Malformed messages on either socket since start.
     pub malformed: u64,
+    /// The cluster key and the backend frames that did not open under it.
+    #[serde(default)]
+    pub auth: AuthReport,
     /// Milliseconds since the broker started.
     pub uptime_ms: u64,
+}
+
+/// The cluster key as a process holds it, and what did not open under it: a process with
+/// the wrong key shows it here (different `key_ids` from its peers', or refusals).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuthReport {
+    /// The ids of the keys held ([`crate::seal::Keyring::key_ids`]), the sealing one
+    /// first: compare them across processes; never the keys.
+    pub key_ids: Vec<String>,
+    /// Frames refused since start (did not open under any key held).
+    pub rejected: u64,
+    /// The last refusal: what kind of frame, from whom, why.
+    pub last_rejected: Option<String>,
 }
 
 /// `/status` of a proxy.
@@ -73,6 +89,9 @@ pub struct ReferenceReport {
     /// Why the last save failed, while the registry is not saved; `None` once a save
     /// succeeds again.
     pub last_save_error: Option<String>,
+    /// The cluster key and the requests that did not open under it.
+    #[serde(default)]
+    pub auth: AuthReport,
     /// Milliseconds since the reference started.
     pub uptime_ms: u64,
 }

@@ -58,14 +58,16 @@ pub mod store;
 
 use std::time::{Duration, Instant};
 
-use proto::fabric::{RefReply, RefRequest};
+use proto::fabric::{MEMBERSHIP_EVENT, REFERENCE_REPLY, REFERENCE_REQUEST, RefReply, RefRequest};
 use proto::limits::MAX_ROUTING_FRAME_BYTES;
-use proto::report::ReferenceReport;
+use proto::report::{AuthReport, ReferenceReport};
+use proto::seal::Keyring;
 use proto::{Error, ErrorCode};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use transport::{Kind, Mode, Multipart, Options, Socket, TransportError};
 
+use crate::metrics::AuthLabels;
 use crate::metrics::{Metrics, Refused};
 use crate::registry::{Now, Registry, RegistryError};
 use crate::store::{Store, StoreError};
@@ -143,6 +145,8 @@ pub struct Stats {
     pub published: u64,
     /// Registry file writes that succeeded.
     pub saves: u64,
+    /// Requests that did not open under the cluster key.
+    pub auth_rejected: u64,
 }
 
 /// Why the reference stopped other than by shutdown, or could not start.
@@ -160,6 +164,9 @@ pub enum ReferenceError {
     /// The status port could not be bound.
     #[error(transparent)]
     StatusPort(#[from] service::http::BindError),
+    /// The cluster key cannot be read.
+    #[error(transparent)]
+    Key(#[from] service::keyfile::KeyFileError),
 }
 
 /// Opens the store in `data_dir` and restores the registry from it (an empty one when
@@ -181,12 +188,25 @@ pub fn open_registry(
     Ok((registry, store))
 }
 
+/// What [`run`] serves on: the ROUTER for requests, the PUB for membership events, the
+/// HTTP status port.
+#[derive(Debug)]
+pub struct Sockets {
+    /// ROUTER, bound (see [`bind`]).
+    pub router: Socket,
+    /// PUB, connected to the proxies.
+    pub publisher: Socket,
+    /// The status port.
+    pub status: TcpListener,
+}
+
 /// Binds the ROUTER for requests and connects the PUB for membership events.
 pub async fn bind(
     endpoint: &str,
     proxy_frontend: &str,
 ) -> Result<(Socket, Socket), TransportError> {
-    let router = Socket::open(Kind::Router, Mode::Bind, endpoint, Options::default()).await?;
+    let options = Options::default().peer_address();
+    let router = Socket::open(Kind::Router, Mode::Bind, endpoint, options).await?;
     let publisher =
         Socket::open(Kind::Pub, Mode::Connect, proxy_frontend, Options::default()).await?;
     Ok((router, publisher))
@@ -199,10 +219,15 @@ pub struct Reference {
     registry: Registry,
     stats: Stats,
     malformed_log: RateLimitedLog,
+    auth_log: RateLimitedLog,
+    /// The cluster's keys: requests, replies and events are sealed.
+    keys: Keyring,
     metrics: Metrics,
     /// Why the last save failed, while the registry on disk is behind this one.
     save_error: Option<String>,
     save_log: SaveLog,
+    /// The last request refused for not opening, for `/status`.
+    last_rejected: Option<String>,
 }
 
 /// A reply waiting for the save of its batch ([`Reference::take`]): what it says about
@@ -211,6 +236,9 @@ pub struct Reference {
 pub struct Pending {
     peer: Vec<u8>,
     answer: Answer,
+    /// Whether the request was sealed: its reply is too (a peer without the key is told
+    /// why in clear, and learns nothing else).
+    sealed: bool,
 }
 
 #[derive(Debug)]
@@ -233,15 +261,18 @@ struct SaveLog {
 }
 
 impl Reference {
-    /// A reference over a (restored) registry.
-    pub fn new(registry: Registry, config: &Config) -> Reference {
+    /// A reference over a (restored) registry, sealing with `keys`.
+    pub fn new(registry: Registry, config: &Config, keys: Keyring) -> Reference {
         Reference {
             registry,
             stats: Stats::default(),
             malformed_log: RateLimitedLog::new(config.malformed_log_interval),
+            auth_log: RateLimitedLog::new(config.malformed_log_interval),
+            keys,
             metrics: Metrics::new(),
             save_error: None,
             save_log: SaveLog::default(),
+            last_rejected: None,
         }
     }
 
@@ -320,6 +351,11 @@ impl Reference {
             epoch: self.registry.epoch(),
             registry_saved: self.save_error.is_none(),
             last_save_error: self.save_error.clone(),
+            auth: AuthReport {
+                key_ids: self.keys.key_ids(),
+                rejected: self.stats.auth_rejected,
+                last_rejected: self.last_rejected.clone(),
+            },
             uptime_ms: u64::try_from(uptime.as_millis()).unwrap_or(u64::MAX),
         }
     }
@@ -327,13 +363,24 @@ impl Reference {
     /// One message from the ROUTER, `[peer, body]`, answered at once: [`Reference::take`]
     /// then [`Reference::answer`], for a reference without a disk (the unit tests).
     pub fn on_request(&mut self, message: Multipart, now: Now) -> Option<Multipart> {
-        let pending = self.take(message, now)?;
+        let pending = self.take(message, now, None)?;
         self.answer(pending, now)
     }
 
-    /// Takes one message from the ROUTER, `[peer, body]`, into the registry; returns the
-    /// reply to send once the registry is saved ([`Reference::answer`]), if any.
-    pub fn take(&mut self, message: Multipart, now: Now) -> Option<Pending> {
+    /// A membership event, sealed, as the frames to publish.
+    pub fn event_frames(&self, now: Now) -> Result<Multipart, proto::EncodeError> {
+        let body = proto::encode(&self.registry.event(now))?;
+        let topic = proto::topic::MEMBERSHIP.as_bytes().to_vec();
+        let sealed = self.keys.seal(&[MEMBERSHIP_EVENT, &topic], &body);
+        Ok(vec![topic, sealed])
+    }
+
+    /// Takes one message from the ROUTER, `[peer, sealed body]`, into the registry;
+    /// returns the reply to send once the registry is saved ([`Reference::answer`]), if
+    /// any. A body that does not open under the cluster key is refused before it is
+    /// decoded: without the key no name is registered and no rank given. `address` is
+    /// the sender's, for the log.
+    pub fn take(&mut self, message: Multipart, now: Now, address: Option<&str>) -> Option<Pending> {
         // Liveness as of now, so that what the reply reports went with an epoch change.
         self.expire(now);
         // A ROUTER always puts the peer's identity first: nothing to answer without it.
@@ -342,22 +389,45 @@ impl Reference {
             self.malformed(now.instant, &"bad peer identity frame");
             return None;
         }
-        let pending = |answer| {
+        let pending = |answer, sealed| {
             Some(Pending {
                 peer: peer.clone(),
                 answer,
+                sealed,
             })
         };
         let [body] = rest else {
             let reason = format!("{} body frames (1 expected)", rest.len());
             self.malformed(now.instant, &reason);
-            return pending(Answer::Now(bad_request(reason)));
+            return pending(Answer::Now(bad_request(reason)), false);
         };
-        let request = match proto::decode::<RefRequest>(body) {
+        let body = match self.keys.open(&[REFERENCE_REQUEST], body) {
+            Ok(body) => body,
+            Err(error) => {
+                self.stats.auth_rejected += 1;
+                let labels = AuthLabels {
+                    reason: error.as_str(),
+                };
+                self.metrics.auth_rejected.get_or_create(&labels).inc();
+                let what = format!(
+                    "request from {} does not open under the cluster key: {error}",
+                    address.unwrap_or("an unknown address")
+                );
+                self.auth_log
+                    .warn(now.instant, "router (authentication)", &what);
+                self.last_rejected = Some(what);
+                let refusal = format!(
+                    "unauthenticated: the reference takes only requests sealed with the \
+                     cluster key ({error})"
+                );
+                return pending(Answer::Now(bad_request(refusal)), false);
+            }
+        };
+        let request = match proto::decode::<RefRequest>(&body) {
             Ok(request) => request,
             Err(e) => {
                 self.malformed(now.instant, &e);
-                return pending(Answer::Now(bad_request(e.to_string())));
+                return pending(Answer::Now(bad_request(e.to_string())), true);
             }
         };
         self.stats.requests += 1;
@@ -369,7 +439,7 @@ impl Reference {
             }),
             RefRequest::Members => Answer::Members,
         };
-        pending(answer)
+        pending(answer, true)
     }
 
     fn register(&mut self, node: String, status_addr: &str, now: Now) -> Answer {
@@ -426,7 +496,8 @@ impl Reference {
             },
             Answer::Members => RefReply::Members(self.registry.members(now)),
         };
-        reply(&pending.peer, &answer)
+        let keys = pending.sealed.then_some(&self.keys);
+        reply(&pending.peer, &answer, keys)
     }
 
     fn malformed(&mut self, now: Instant, reason: &dyn std::fmt::Display) {
@@ -461,9 +532,16 @@ fn not_saved(reason: &str) -> RefReply {
     ))
 }
 
-fn reply(peer: &[u8], answer: &RefReply) -> Option<Multipart> {
+/// The reply frames to `peer`: sealed when `keys` are given (the request was).
+fn reply(peer: &[u8], answer: &RefReply, keys: Option<&Keyring>) -> Option<Multipart> {
     match proto::encode(answer) {
-        Ok(body) => Some(vec![peer.to_vec(), body]),
+        Ok(body) => {
+            let body = match keys {
+                Some(keys) => keys.seal(&[REFERENCE_REPLY], &body),
+                None => body,
+            };
+            Some(vec![peer.to_vec(), body])
+        }
         Err(e) => {
             // Only a member list over the frame limit could do this, and MAX_MEMBERS
             // members are far below it.
@@ -478,19 +556,22 @@ fn is_ready(_: &ReferenceReport) -> bool {
     true
 }
 
-/// Runs the reference on a bound ROUTER and a connected PUB, with its status port on
-/// `status`, until `shutdown` is cancelled; returns the counters. Every change is written
+/// Runs the reference on its [`Sockets`] until `shutdown` is cancelled; returns the counters. Every change is written
 /// to `store` before the replies and the event that depend on it are sent.
 pub async fn run(
-    router: Socket,
-    publisher: Socket,
-    status: TcpListener,
+    sockets: Sockets,
     registry: Registry,
     store: Store,
     config: Config,
+    keys: Keyring,
     shutdown: CancellationToken,
 ) -> Result<Stats, ReferenceError> {
     config.validate()?;
+    let Sockets {
+        router,
+        publisher,
+        status,
+    } = sockets;
     let started = Instant::now();
     let endpoint = router.endpoint().to_owned();
     tracing::info!(
@@ -504,11 +585,10 @@ pub async fn run(
     );
     let (router_tx, mut router_rx) = router.split();
     let (publisher_tx, _publisher_rx) = publisher.split();
-    let mut reference = Reference::new(registry, &config);
+    let mut reference = Reference::new(registry, &config, keys);
     let (port, mut queries) = service::http::status_port(reference.metrics.registry(), is_ready);
     let http = service::http::spawn(status, port, &shutdown);
     reference.update_gauges(Now::system());
-    let mut requests = Vec::with_capacity(RECV_BATCH_MAX);
     let mut replies = Vec::with_capacity(RECV_BATCH_MAX);
     let mut expire_tick = tokio::time::interval(config.expire_interval());
     expire_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -524,12 +604,21 @@ pub async fn run(
         let unsaved = reference.save_error().is_some();
         tokio::select! {
             () = shutdown.cancelled() => break,
-            received = router_rx.recv_many(&mut requests, RECV_BATCH_MAX) => {
-                if received == 0 {
+            message = router_rx.recv() => {
+                let Some(message) = message else {
                     return Err(TransportError::Closed.into());
-                }
+                };
+                // One at a time, each with the address it came from (named in the log
+                // when it fails authentication); what waits joins this turn.
                 let now = Now::system();
-                replies.extend(requests.drain(..).filter_map(|m| reference.take(m, now)));
+                let mut next = Some(message);
+                while let Some(message) = next.take() {
+                    let address = router_rx.last_peer_address();
+                    replies.extend(reference.take(message, now, address.as_deref()));
+                    if replies.len() < RECV_BATCH_MAX {
+                        next = router_rx.try_recv();
+                    }
+                }
             }
             // Wakes the loop to notice silent members soon (the expiry itself is below).
             _ = expire_tick.tick() => {}
@@ -569,14 +658,11 @@ pub async fn run(
             }
         }
         if publish {
-            let event = reference.registry.event(now);
-            match proto::encode(&event) {
-                Ok(body) => {
+            match reference.event_frames(now) {
+                Ok(frames) => {
                     // A PUB never blocks: with the proxy away, libzmq drops the event and
                     // the next interval sends it again.
-                    publisher_tx
-                        .send(vec![proto::topic::MEMBERSHIP.as_bytes().to_vec(), body])
-                        .await?;
+                    publisher_tx.send(frames).await?;
                     reference.stats.published += 1;
                     reference.metrics.events.inc();
                 }
@@ -621,7 +707,8 @@ pub enum HealthError {
 pub async fn health(
     endpoint: &str,
     timeout: Duration,
-) -> Result<Vec<proto::fabric::Member>, HealthError> {
+    keys: Option<&Keyring>,
+) -> Result<Health, HealthError> {
     let mut socket = Socket::open(
         Kind::Dealer,
         Mode::Connect,
@@ -631,6 +718,10 @@ pub async fn health(
     .await?;
     let body =
         proto::encode(&RefRequest::Members).map_err(|e| HealthError::Unexpected(e.to_string()))?;
+    let body = match keys {
+        Some(keys) => keys.seal(&[REFERENCE_REQUEST], &body),
+        None => body,
+    };
     socket.send(vec![body]).await?;
     let message = tokio::time::timeout(timeout, socket.recv())
         .await
@@ -639,32 +730,64 @@ pub async fn health(
     let [body] = message.as_slice() else {
         return Err(HealthError::Unexpected(format!("{} frames", message.len())));
     };
-    match proto::decode::<RefReply>(body) {
-        Ok(RefReply::Members(members)) => Ok(members),
+    let opened = match keys {
+        Some(keys) => keys
+            .open(&[REFERENCE_REPLY], body)
+            .map_err(|e| HealthError::Unexpected(format!("the reply does not open: {e}")))?,
+        None => body.clone(),
+    };
+    match proto::decode::<RefReply>(&opened) {
+        Ok(RefReply::Members(members)) => Ok(Health::Members(members)),
+        // Without the key, a refusal that says why is the answer of a live reference.
+        Ok(RefReply::Error(error))
+            if keys.is_none() && error.message.starts_with("unauthenticated") =>
+        {
+            Ok(Health::Refused)
+        }
         Ok(other) => Err(HealthError::Unexpected(format!("{other:?}"))),
         Err(e) => Err(HealthError::Unexpected(e.to_string())),
     }
+}
+
+/// What a health probe learned.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Health {
+    /// The member list (a probe with the cluster key).
+    Members(Vec<proto::fabric::Member>),
+    /// The reference answered a probe without the key, refusing it as it should.
+    Refused,
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn request(request: &RefRequest) -> Multipart {
-        vec![b"peer".to_vec(), proto::encode(request).unwrap()]
+    fn keys() -> Keyring {
+        Keyring::parse(&"ab".repeat(32)).unwrap()
     }
 
+    /// A request sealed as a node with the cluster key sends it.
+    fn request(request: &RefRequest) -> Multipart {
+        let body = keys().seal(&[REFERENCE_REQUEST], &proto::encode(request).unwrap());
+        vec![b"peer".to_vec(), body]
+    }
+
+    /// The reply, opened (it is sealed).
     fn answer(out: Option<Multipart>) -> RefReply {
         let out = out.expect("a reply");
         assert_eq!(out[0], b"peer");
-        proto::decode(&out[1]).unwrap()
+        let body = keys().open(&[REFERENCE_REPLY], &out[1]).unwrap();
+        proto::decode(&body).unwrap()
     }
 
     #[test]
     fn register_heartbeat_members() {
         let now = Now::system();
-        let mut reference =
-            Reference::new(Registry::new(Duration::from_secs(5)), &Config::default());
+        let mut reference = Reference::new(
+            Registry::new(Duration::from_secs(5)),
+            &Config::default(),
+            keys(),
+        );
         let register = RefRequest::Register {
             node: "node-1".into(),
             status_addr: "127.0.0.1:7001".into(),
@@ -728,15 +851,20 @@ mod tests {
     fn a_registry_that_cannot_be_saved_refuses_new_names_and_serves_the_rest() {
         let now = Now::system();
         let started = now.instant;
-        let mut reference =
-            Reference::new(Registry::new(Duration::from_secs(5)), &Config::default());
+        let mut reference = Reference::new(
+            Registry::new(Duration::from_secs(5)),
+            &Config::default(),
+            keys(),
+        );
         answer(reference.on_request(request(&register("node-1")), now));
         let on_disk = reference.registry().persisted();
         reference.saved(&on_disk);
         assert!(reference.report("e", started, now).registry_saved);
 
         // node-2 registers in the batch whose save fails: its reply refuses it.
-        let pending = reference.take(request(&register("node-2")), now).unwrap();
+        let pending = reference
+            .take(request(&register("node-2")), now, None)
+            .unwrap();
         reference.save_failed(&full_disk(), now.instant);
         let error = refusal(answer(reference.answer(pending, now)));
         assert_eq!(error.code, ErrorCode::Unavailable);
@@ -799,10 +927,14 @@ mod tests {
     #[test]
     fn malformed_requests_get_bad_request() {
         let now = Now::system();
-        let mut reference =
-            Reference::new(Registry::new(Duration::from_secs(5)), &Config::default());
+        let mut reference = Reference::new(
+            Registry::new(Duration::from_secs(5)),
+            &Config::default(),
+            keys(),
+        );
+        let sealed_junk = keys().seal(&[REFERENCE_REQUEST], b"junk");
         for message in [
-            vec![b"peer".to_vec(), b"junk".to_vec()],
+            vec![b"peer".to_vec(), sealed_junk],
             vec![b"peer".to_vec()],
             vec![
                 b"peer".to_vec(),
@@ -810,7 +942,12 @@ mod tests {
                 Vec::new(),
             ],
         ] {
-            let RefReply::Error(error) = answer(reference.on_request(message, now)) else {
+            // Refusals of what could not be opened are in clear; the others sealed.
+            let out = reference.on_request(message, now).expect("an answer");
+            let body = keys()
+                .open(&[REFERENCE_REPLY], &out[1])
+                .unwrap_or(out[1].clone());
+            let RefReply::Error(error) = proto::decode(&body).unwrap() else {
                 panic!()
             };
             assert_eq!(error.code, ErrorCode::BadRequest);
@@ -822,6 +959,45 @@ mod tests {
         );
         assert_eq!(reference.stats().malformed, 4);
         assert_eq!(reference.stats().requests, 0);
+    }
+
+    #[test]
+    fn a_process_without_the_key_gets_no_rank_and_reads_nothing() {
+        let now = Now::system();
+        let mut reference = Reference::new(
+            Registry::new(Duration::from_secs(5)),
+            &Config::default(),
+            keys(),
+        );
+        let register = proto::encode(&register("node-9")).unwrap();
+        let other = Keyring::parse(&"cd".repeat(32)).unwrap();
+        for body in [
+            register.clone(),
+            other.seal(&[REFERENCE_REQUEST], &register),
+        ] {
+            let out = reference.take(vec![b"peer".to_vec(), body], now, Some("10.0.0.9"));
+            let out = reference.answer(out.unwrap(), now).unwrap();
+            // Told why, in clear: nothing of the registry in it.
+            let RefReply::Error(error) = proto::decode(&out[1]).unwrap() else {
+                panic!("{out:?}")
+            };
+            assert!(error.message.starts_with("unauthenticated"), "{error}");
+        }
+        assert_eq!(reference.registry().rank("node-9"), None, "no rank given");
+        // A bit flipped in an authentic request: refused as well.
+        let mut flipped = keys().seal(&[REFERENCE_REQUEST], &register);
+        flipped[40] ^= 1;
+        reference.on_request(vec![b"peer".to_vec(), flipped], now);
+        assert_eq!(reference.registry().rank("node-9"), None);
+        assert_eq!(reference.stats().auth_rejected, 3);
+        assert_eq!(reference.stats().requests, 0);
+        // Its events are sealed: a subscriber without the key reads nothing.
+        let frames = reference.event_frames(now).unwrap();
+        assert!(proto::decode::<proto::fabric::MembershipEvent>(&frames[1]).is_err());
+        let opened = keys()
+            .open(&[MEMBERSHIP_EVENT, &frames[0]], &frames[1])
+            .unwrap();
+        assert!(proto::decode::<proto::fabric::MembershipEvent>(&opened).is_ok());
     }
 
     #[test]

@@ -23,7 +23,9 @@ const REFERENCE: Program = Program::new("reference", Flavor::CurrentThread);
 /// --publish-interval. A corrupt registry file stops the service with an error naming
 /// it; a registry file that cannot be written (a full disk) does not: new names are then
 /// refused with `unavailable` until a save succeeds (retried every second), and the rest
-/// goes on. The status port serves /status (JSON), /metrics (Prometheus), /livez and /readyz.
+/// goes on. Requests, replies and events are sealed with the cluster key (--key-file): a
+/// process without it is refused and given no rank. The status port serves /status
+/// (JSON), /metrics (Prometheus), /livez and /readyz.
 /// Stops cleanly on Ctrl-C or SIGTERM.
 #[derive(Debug, Parser)]
 #[command(name = "reference", version, about, long_about)]
@@ -32,7 +34,8 @@ struct Cli {
     /// connects to it.
     #[arg(long, visible_alias = "reference", env = "REFERENCE_BIND", default_value = reference::DEFAULT_ENDPOINT, global = true)]
     endpoint: String,
-    /// The proxy's XSUB frontend, where membership events are published (connect).
+    /// The proxies' XSUB frontends, separated by commas, where membership events are
+    /// published (connect to each).
     #[arg(long, visible_alias = "proxy-frontend", env = "PROXY_FRONTEND", default_value = reference::DEFAULT_PROXY_FRONTEND)]
     proxy: String,
     /// HTTP status port: /status, /metrics, /livez, /readyz (port 0 picks a free one).
@@ -51,6 +54,8 @@ struct Cli {
     #[arg(long, env = "REFERENCE_MALFORMED_LOG_INTERVAL", default_value = "5s", value_parser = service::parse_duration)]
     malformed_log_interval: Duration,
     #[command(flatten)]
+    key: service::keyfile::KeyArgs,
+    #[command(flatten)]
     log: service::LogArgs,
     #[command(subcommand)]
     command: Option<Command>,
@@ -61,7 +66,8 @@ enum Command {
     /// Run the reference service (the default).
     Run,
     /// Exit 0 if the reference on --endpoint answers a member-list request within
-    /// --timeout; for container healthchecks.
+    /// --timeout (sealed with the cluster key when one is given; without it, a refusal
+    /// that says why counts); for container healthchecks.
     Health {
         /// How long to wait for the answer.
         #[arg(long, env = "REFERENCE_HEALTH_TIMEOUT", default_value = "1s", value_parser = service::parse_duration)]
@@ -73,11 +79,22 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Some(Command::Health { timeout }) => REFERENCE.health(&cli.log, async {
-            let members = reference::health(&cli.endpoint, timeout).await;
-            members.map(|members| {
-                let alive = members.iter().filter(|m| m.alive).count();
-                format!("{} members, {alive} alive", members.len())
-            })
+            let keys = match &cli.key.key_file {
+                Some(_) => Some(cli.key.load().map_err(|e| e.to_string())?),
+                None => None,
+            };
+            let health = reference::health(&cli.endpoint, timeout, keys.as_ref()).await;
+            health
+                .map_err(|e| e.to_string())
+                .map(|health| match health {
+                    reference::Health::Members(members) => {
+                        let alive = members.iter().filter(|m| m.alive).count();
+                        format!("{} members, {alive} alive", members.len())
+                    }
+                    reference::Health::Refused => {
+                        "answers (a probe without the cluster key is refused)".to_owned()
+                    }
+                })
         }),
         None | Some(Command::Run) => REFERENCE.run(
             &cli.log,
@@ -94,9 +111,15 @@ async fn serve(cli: &Cli, shutdown: CancellationToken) -> Result<(), reference::
         malformed_log_interval: cli.malformed_log_interval,
     };
     config.validate()?;
+    let keys = cli.key.load()?;
     let status = service::http::bind(cli.status_addr).await?;
     let (registry, store) = reference::open_registry(&cli.data_dir, config.expiry_timeout)?;
     let (router, publisher) = reference::bind(&cli.endpoint, &cli.proxy).await?;
-    reference::run(router, publisher, status, registry, store, config, shutdown).await?;
+    let sockets = reference::Sockets {
+        router,
+        publisher,
+        status,
+    };
+    reference::run(sockets, registry, store, config, keys, shutdown).await?;
     Ok(())
 }

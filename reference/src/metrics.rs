@@ -12,6 +12,7 @@
 //! | `reference_registry_saves_total` | counter | registry file writes |
 //! | `reference_registry_save_failures_total` | counter | registry file writes that failed |
 //! | `reference_membership_events_total` | counter | membership events published |
+//! | `reference_auth_rejected_total{reason}` | counter | requests that do not open under the cluster key (`malformed`, `unknown_key`, `forged`), refused before decoding |
 //!
 //! Labels come from fixed sets only: a node name is never a label (any peer can pick
 //! one, and the registry already bounds how many hold a rank).
@@ -54,6 +55,13 @@ pub struct RefusedLabels {
     pub reason: &'static str,
 }
 
+/// Labels of `reference_auth_rejected_total`.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct AuthLabels {
+    /// [`proto::seal::SealError::as_str`].
+    pub reason: &'static str,
+}
+
 /// Every metric of the reference.
 #[derive(Debug, Clone)]
 pub struct Metrics {
@@ -78,6 +86,8 @@ pub struct Metrics {
     pub save_failures: Counter,
     /// Membership events published.
     pub events: Counter,
+    /// Requests that do not open under the cluster key, by reason.
+    pub auth_rejected: Family<AuthLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -102,6 +112,7 @@ impl Metrics {
             saves: Counter::default(),
             save_failures: Counter::default(),
             events: Counter::default(),
+            auth_rejected: Family::default(),
         };
         registry.register("members", "Names that hold a rank", metrics.members.clone());
         registry.register(
@@ -144,6 +155,11 @@ impl Metrics {
             "membership_events",
             "Membership events published",
             metrics.events.clone(),
+        );
+        registry.register(
+            "auth_rejected",
+            "Requests that do not open under the cluster key, by reason",
+            metrics.auth_rejected.clone(),
         );
         // Every reason has its series from the start: a refusal shows as a rise, not as
         // a new series.

@@ -11,6 +11,23 @@ use std::time::{Duration, Instant};
 const DEADLINE: Duration = Duration::from_secs(10);
 const BINARY: &str = env!("CARGO_BIN_EXE_reference");
 
+/// A cluster key file for the tests' references (written once per test process).
+fn key_file() -> &'static std::path::Path {
+    static FILE: std::sync::OnceLock<std::path::PathBuf> = std::sync::OnceLock::new();
+    FILE.get_or_init(|| {
+        let path = std::env::temp_dir().join(format!("reference-test-{}.key", std::process::id()));
+        std::fs::write(&path, format!("{}\n", "ab".repeat(32))).unwrap();
+        path
+    })
+}
+
+/// The reference binary, with the cluster key in its environment.
+fn reference() -> Command {
+    let mut command = Command::new(BINARY);
+    command.env("CLUSTER_KEY_FILE", key_file());
+    command
+}
+
 fn free_endpoint() -> String {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     format!("tcp://{}", listener.local_addr().unwrap())
@@ -28,7 +45,7 @@ fn temp_dir(name: &str) -> PathBuf {
 
 fn health(endpoint: &str, timeout: &str) -> bool {
     // `--reference` is the alias the docker healthcheck uses.
-    Command::new(BINARY)
+    reference()
         .args(["health", "--reference", endpoint, "--timeout", timeout])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -48,7 +65,7 @@ fn wait_exit(mut child: Child) -> Output {
 
 #[test]
 fn help_explains_the_flags_and_their_env_twins() {
-    let output = Command::new(BINARY).arg("--help").output().unwrap();
+    let output = reference().arg("--help").output().unwrap();
     assert!(output.status.success());
     let help = String::from_utf8(output.stdout).unwrap();
     for expected in [
@@ -71,7 +88,7 @@ fn runs_from_env_answers_health_and_stops_cleanly_on_sigterm_and_sigint() {
     for signal in ["TERM", "INT"] {
         let data = temp_dir("run");
         let endpoint = free_endpoint();
-        let child = Command::new(BINARY)
+        let child = reference()
             .env("REFERENCE_BIND", &endpoint)
             // No proxy there: the events are dropped, the service runs all the same.
             .env("PROXY_FRONTEND", free_endpoint())
@@ -110,7 +127,7 @@ fn a_corrupt_registry_file_stops_it_with_an_error_naming_the_file() {
     let data = temp_dir("corrupt");
     let file = data.join(reference::store::FILE_NAME);
     std::fs::write(&file, b"not json at all").unwrap();
-    let child = Command::new(BINARY)
+    let child = reference()
         .args(["--endpoint", &free_endpoint(), "--proxy", &free_endpoint()])
         .args(["--status-addr", "127.0.0.1:0"])
         .arg("--data-dir")
@@ -141,7 +158,7 @@ fn a_taken_status_port_stops_it_with_an_error_naming_it() {
     let data = temp_dir("taken");
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = taken.local_addr().unwrap().to_string();
-    let output = Command::new(BINARY)
+    let output = reference()
         .args(["--endpoint", &free_endpoint(), "--proxy", &free_endpoint()])
         .args(["--status-addr", &addr])
         .arg("--data-dir")

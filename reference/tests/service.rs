@@ -77,13 +77,17 @@ impl TestReference {
         let status = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let status_addr = status.local_addr().unwrap();
         let shutdown = CancellationToken::new();
-        let task = tokio::spawn(reference::run(
+        let sockets = reference::Sockets {
             router,
             publisher,
             status,
+        };
+        let task = tokio::spawn(reference::run(
+            sockets,
             registry,
             store,
             config,
+            keys(),
             shutdown.clone(),
         ));
         TestReference {
@@ -138,7 +142,10 @@ impl TestReference {
                 .expect("a membership event in time")
                 .unwrap();
             assert_eq!(message[0], proto::topic::MEMBERSHIP.as_bytes());
-            let event: MembershipEvent = proto::decode(&message[1]).unwrap();
+            let body = keys()
+                .open(&[proto::fabric::MEMBERSHIP_EVENT, &message[0]], &message[1])
+                .expect("events are sealed");
+            let event: MembershipEvent = proto::decode(&body).unwrap();
             if wanted(&event) {
                 return event;
             }
@@ -147,20 +154,33 @@ impl TestReference {
     }
 }
 
+/// The cluster key of the tests' reference and nodes.
+fn keys() -> proto::seal::Keyring {
+    proto::seal::Keyring::parse(&"ab".repeat(32)).unwrap()
+}
+
+/// A request as a node with the cluster key sends it.
+fn sealed(request: &RefRequest) -> Vec<u8> {
+    keys().seal(
+        &[proto::fabric::REFERENCE_REQUEST],
+        &proto::encode(request).unwrap(),
+    )
+}
+
 struct NodeClient(Socket);
 
 impl NodeClient {
     async fn ask(&mut self, request: &RefRequest) -> RefReply {
-        self.0
-            .send(vec![proto::encode(request).unwrap()])
-            .await
-            .unwrap();
+        self.0.send(vec![sealed(request)]).await.unwrap();
         let message = tokio::time::timeout(DEADLINE, self.0.recv())
             .await
             .expect("an answer in time")
             .unwrap();
         assert_eq!(message.len(), 1);
-        proto::decode(&message[0]).unwrap()
+        let body = keys()
+            .open(&[proto::fabric::REFERENCE_REPLY], &message[0])
+            .expect("replies are sealed");
+        proto::decode(&body).unwrap()
     }
 
     async fn register(&mut self, node: &str) -> u32 {
@@ -349,7 +369,9 @@ async fn malformed_requests_are_answered_bad_request() {
     }
     assert!(node.members().await.is_empty());
     let stats = service.stop().await;
-    assert_eq!(stats.malformed, 2);
+    // The junk failed authentication before anything was decoded; two body frames are
+    // malformed before that.
+    assert_eq!((stats.malformed, stats.auth_rejected), (1, 1));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -371,16 +393,14 @@ async fn the_reference_survives_hostile_peers_with_flat_memory() {
         attackers.push(stream);
     }
     let valid = vec![
-        proto::encode(&RefRequest::Register {
+        sealed(&RefRequest::Register {
             node: "node-x".into(),
             status_addr: String::new(),
-        })
-        .unwrap(),
-        proto::encode(&RefRequest::Heartbeat {
+        }),
+        sealed(&RefRequest::Heartbeat {
             node: "node-1".into(),
-        })
-        .unwrap(),
-        proto::encode(&RefRequest::Members).unwrap(),
+        }),
+        sealed(&RefRequest::Members),
     ];
     let socket = Socket::open(
         Kind::Dealer,
@@ -419,7 +439,7 @@ async fn the_reference_survives_hostile_peers_with_flat_memory() {
     drop(attackers);
     let stats = service.stop().await;
     eprintln!("answers {answers}; {stats:?}");
-    assert!(stats.malformed > 1000, "{stats:?}");
+    assert!(stats.malformed + stats.auth_rejected > 1000, "{stats:?}");
     assert!(answers > 5000, "{answers}");
 }
 
@@ -429,13 +449,21 @@ async fn health_answers_when_the_reference_runs_and_fails_when_not() {
     let service = TestReference::start(data.path(), reference::Config::default()).await;
     let mut node = service.node().await;
     node.register("node-1").await;
-    let members = reference::health(&service.endpoint, DEADLINE)
+    let health = reference::health(&service.endpoint, DEADLINE, Some(&keys()))
         .await
         .unwrap();
-    assert_eq!(members.len(), 1);
+    assert!(
+        matches!(health, reference::Health::Members(ref m) if m.len() == 1),
+        "{health:?}"
+    );
+    // Without the key, the refusal is the proof of life (and shows no member).
+    let health = reference::health(&service.endpoint, DEADLINE, None)
+        .await
+        .unwrap();
+    assert_eq!(health, reference::Health::Refused);
     let endpoint = service.endpoint.clone();
     service.stop().await;
-    let error = reference::health(&endpoint, Duration::from_millis(300))
+    let error = reference::health(&endpoint, Duration::from_millis(300), None)
         .await
         .unwrap_err();
     assert!(

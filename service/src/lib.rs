@@ -32,10 +32,15 @@
 //! binary ([`http::bind`], so tests bind port 0), answering `/status` and `/readyz` from
 //! the service's loop through a bounded query channel ([`http::status_port`]). The node
 //! keeps its own server (`node/src/http.rs`), built the same way before this one.
+//!
+//! ## The cluster key ([`keyfile`])
+//! `--key-file` (`CLUSTER_KEY_FILE`) for every process that seals its traffic: loading a
+//! key file (a clear error when missing or malformed), and making one (`node keygen`).
 
 use std::time::Duration;
 
 pub mod http;
+pub mod keyfile;
 pub mod program;
 mod ratelimit;
 pub use program::{Flavor, HealthLabels, Program, exit_code, report_health};

@@ -242,7 +242,15 @@ pub struct Cluster {
     fabric_ports: BTreeMap<String, u16>,
 }
 
+/// The cluster key file, in the cluster's folder.
+pub const KEY_FILE: &str = "cluster.key";
+
 impl Cluster {
+    /// The cluster key file every process of this cluster reads.
+    pub fn key_file(&self) -> PathBuf {
+        self.dir.join(KEY_FILE)
+    }
+
     /// Starts reference, proxy, broker and `options.nodes` nodes.
     pub fn start(options: ClusterOptions) -> Cluster {
         let bins = bin_dir();
@@ -265,6 +273,14 @@ impl Cluster {
             "no node binary in {}",
             bins.display()
         );
+        // The cluster key every process is given (CLUSTER_KEY_FILE), made as an operator
+        // makes it.
+        let keygen = Command::new(bins.join("node"))
+            .arg("keygen")
+            .arg(dir.join(KEY_FILE))
+            .output()
+            .unwrap_or_else(|e| panic!("node keygen: {e}"));
+        assert!(keygen.status.success(), "node keygen: {keygen:?}");
         let mut cluster = Cluster {
             dir,
             endpoints,
@@ -300,6 +316,7 @@ impl Cluster {
             .args(args)
             .current_dir(&self.dir)
             .env("RUST_LOG", &self.options.log)
+            .env("CLUSTER_KEY_FILE", self.dir.join(KEY_FILE))
             .stdin(Stdio::null())
             .stdout(log)
             .stderr(err)

@@ -153,6 +153,10 @@ pub struct Options {
     /// ROUTER: a new connection with an identity already in use takes it over (a
     /// restarted node that reconnects before its old connection timed out). libzmq only.
     pub router_handover: bool,
+    /// Note the address of the peer each message comes from
+    /// ([`Receiver::last_peer_address`]), to name a peer that sends something wrong.
+    /// Costs a property lookup per message; libzmq only.
+    pub peer_address: bool,
 }
 
 impl Default for Options {
@@ -169,6 +173,7 @@ impl Default for Options {
             reconnect_interval: RECONNECT_INTERVAL,
             reconnect_interval_max: RECONNECT_INTERVAL_MAX,
             router_handover: false,
+            peer_address: false,
         }
     }
 }
@@ -177,6 +182,12 @@ impl Options {
     /// Sets the identity (DEALER).
     pub fn identity(mut self, identity: impl Into<Vec<u8>>) -> Self {
         self.identity = Some(identity.into());
+        self
+    }
+
+    /// Notes the address of the peer of each message received.
+    pub fn peer_address(mut self) -> Self {
+        self.peer_address = true;
         self
     }
 
@@ -378,6 +389,17 @@ impl Receiver {
             }
         }
         received
+    }
+
+    /// The address (`ip:port`) of the peer the last message received came from, when the
+    /// socket was opened with [`Options::peer_address`] (libzmq backend; `None` else).
+    pub fn last_peer_address(&self) -> Option<String> {
+        match &self.half {
+            #[cfg(feature = "libzmq")]
+            ReceiveHalf::Libzmq(shared) => shared.last_peer(),
+            #[cfg(feature = "zeromq-rs")]
+            ReceiveHalf::Channel(_) => None,
+        }
     }
 
     /// A message if one is waiting now.

@@ -189,6 +189,10 @@ pub(crate) struct Shared {
     writers: AtomicUsize,
     readable: Notify,
     writable: Notify,
+    /// Whether to note the sender's address of each message ([`Options::peer_address`]).
+    note_peer: bool,
+    /// The address of the peer the last message came from, when noted.
+    last_peer: Mutex<Option<String>>,
 }
 
 impl std::fmt::Debug for Shared {
@@ -233,6 +237,8 @@ pub(crate) fn attach(
             writers: AtomicUsize::new(0),
             readable: Notify::new(),
             writable: Notify::new(),
+            note_peer: options.peer_address,
+            last_peer: Mutex::new(None),
         }),
     ))
 }
@@ -314,13 +320,41 @@ impl Shared {
     /// Receives a message if one is there now; `Err` if the socket is broken.
     pub(crate) fn try_recv(&self) -> Result<Option<Multipart>, zmq::Error> {
         let socket = self.lock();
-        let result = socket.recv_multipart(zmq::DONTWAIT);
+        let result = if self.note_peer {
+            self.recv_noting_peer(&socket)
+        } else {
+            socket.recv_multipart(zmq::DONTWAIT)
+        };
         self.rearm(&socket, false, true);
         match result {
             Ok(message) => Ok(Some(message)),
             Err(zmq::Error::EAGAIN) => Ok(None),
             Err(e) => Err(e),
         }
+    }
+
+    /// Receives a whole message and notes the address of the peer that sent it (the
+    /// `Peer-Address` property of its first frame).
+    fn recv_noting_peer(&self, socket: &zmq::Socket) -> Result<Multipart, zmq::Error> {
+        let mut first = socket.recv_msg(zmq::DONTWAIT)?;
+        let peer = first.gets("Peer-Address").map(str::to_owned);
+        let mut message = vec![first.to_vec()];
+        while socket.get_rcvmore()? {
+            message.push(socket.recv_bytes(zmq::DONTWAIT)?);
+        }
+        *self
+            .last_peer
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner()) = peer;
+        Ok(message)
+    }
+
+    /// The address of the peer the last message came from, when the socket notes it.
+    pub(crate) fn last_peer(&self) -> Option<String> {
+        self.last_peer
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .clone()
     }
 
     /// The next message; `None` if the socket is broken.

@@ -578,3 +578,29 @@ async fn the_forwarder_counts_its_peers_and_stopping_it_leaves_libzmq_working() 
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_router_can_name_the_address_a_message_came_from() {
+    let mut router = open(
+        Backend::default(),
+        Kind::Router,
+        Mode::Bind,
+        "tcp://127.0.0.1:0",
+        Options::default().peer_address(),
+    )
+    .await;
+    let dealer = open(
+        Backend::default(),
+        Kind::Dealer,
+        Mode::Connect,
+        router.endpoint(),
+        Options::default(),
+    )
+    .await;
+    assert_eq!(router.receiver.last_peer_address(), None);
+    dealer.send(vec![b"hello".to_vec()]).await.unwrap();
+    let message = recv_within(&mut router, DEADLINE).await.unwrap();
+    assert_eq!(message[1], b"hello");
+    let peer = router.receiver.last_peer_address().unwrap();
+    assert!(peer.starts_with("127.0.0.1"), "{peer}");
+}

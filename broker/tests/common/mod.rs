@@ -18,6 +18,11 @@ use transport::{Backend, Kind, Mode, Options, Socket};
 /// Longest wait for anything that should happen; only reached when a test fails.
 pub(crate) const DEADLINE: Duration = Duration::from_secs(10);
 
+/// The cluster key of the tests' broker and stand-in nodes.
+pub(crate) fn keys() -> proto::seal::Keyring {
+    proto::seal::Keyring::parse(&"ab".repeat(32)).unwrap()
+}
+
 pub(crate) struct TestBroker {
     pub(crate) frontend: String,
     pub(crate) backend: String,
@@ -60,6 +65,7 @@ impl TestBroker {
             backend,
             status,
             config,
+            keys(),
             shutdown.clone(),
         ));
         TestBroker {
@@ -169,10 +175,17 @@ async fn serve(
     stop: CancellationToken,
 ) {
     let (tx, mut rx) = socket.split();
-    let ready = proto::encode(&NodeToBroker::Ready { node: name.clone() }).unwrap();
+    let keys = keys();
+    let control = |message: &NodeToBroker| {
+        keys.seal(
+            &[broker::CONTROL, name.as_bytes()],
+            &proto::encode(message).unwrap(),
+        )
+    };
+    let ready = control(&NodeToBroker::Ready { node: name.clone() });
     *last_heartbeat.lock().unwrap() = Some(Instant::now());
     tx.send(vec![ready]).await.unwrap();
-    let heartbeat = proto::encode(&NodeToBroker::Heartbeat { node: name.clone() }).unwrap();
+    let heartbeat = control(&NodeToBroker::Heartbeat { node: name.clone() });
     let mut ticker = tokio::time::interval(heartbeat_interval);
     loop {
         tokio::select! {
@@ -186,7 +199,8 @@ async fn serve(
             message = rx.recv() => {
                 let Some(message) = message else { return };
                 let [client, body] = message.as_slice() else { continue };
-                let Ok(request) = proto::decode::<Request>(body) else { continue };
+                let Ok(body) = keys.open(&[broker::REQUEST, client], body) else { continue };
+                let Ok(request) = proto::decode::<Request>(&body) else { continue };
                 received.fetch_add(1, Ordering::SeqCst);
                 let response = Response {
                     seq: request.seq,
@@ -194,7 +208,8 @@ async fn serve(
                     node: name.clone(),
                     applied_slot: 0,
                 };
-                tx.send(vec![client.clone(), proto::encode(&response).unwrap()]).await.unwrap();
+                let reply = keys.seal(&[broker::REPLY, client], &proto::encode(&response).unwrap());
+                tx.send(vec![client.clone(), reply]).await.unwrap();
             }
         }
     }
