@@ -19,7 +19,12 @@ fi
 start=$SECONDS
 "$ROOT/scripts/docker-build.sh"
 mkdir -p "$DATA/reference" "$DATA/node-1" "$DATA/node-2" "$DATA/node-3"
-services=(reference proxy broker node1 node2 node3)
+if [[ ! -f "$KEY_FILE" ]]; then
+    # The compose secret `cluster_key` is this file (mode 0600, never overwritten).
+    "$ROOT/target/docker/bin/node" keygen "$KEY_FILE" >/dev/null
+    say "Made the cluster key $KEY_FILE (the compose secret cluster_key)."
+fi
+services=(reference proxy-1 proxy-2 broker-1 broker-2 node1 node2 node3)
 (( BOTS )) && services+=(bot1 bot2)
 bold "==> docker compose up (${services[*]})"
 docker_compose up -d "${services[@]}"
@@ -52,5 +57,6 @@ Try:
   docker-compose -p $COMPOSE_PROJECT run --rm client       the interactive chat client
   docker-compose -p $COMPOSE_PROJECT run --rm client put k v   one-shot commands
   ./off.sh --docker --kill node-2               docker kill (also --pause/--resume/--restart)
+  ./off.sh --docker --kill broker-1             the fabric is a pair: brokers and proxies too
   ./off.sh --docker                             remove every container and network
 TXT

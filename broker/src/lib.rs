@@ -64,12 +64,12 @@ use crate::metrics::{Malformed, Metrics};
 use crate::ring::{Liveness, Ring};
 use service::RateLimitedLog;
 
-/// Associated data of a request sealed for a node (with the client's routing frame).
-pub use proto::fabric::BROKER_REQUEST as REQUEST;
-/// Associated data of a node's reply (with the client's routing frame).
-pub use proto::fabric::BROKER_REPLY as REPLY;
 /// Associated data of a node's READY or heartbeat (with the node's identity).
 pub use proto::fabric::BROKER_CONTROL as CONTROL;
+/// Associated data of a node's reply (with the client's routing frame).
+pub use proto::fabric::BROKER_REPLY as REPLY;
+/// Associated data of a request sealed for a node (with the client's routing frame).
+pub use proto::fabric::BROKER_REQUEST as REQUEST;
 
 /// Where clients connect, by default.
 pub const DEFAULT_FRONTEND: &str = "tcp://127.0.0.1:5555";

@@ -137,10 +137,19 @@ mod tests {
         let theirs = Keyring::parse(&Keyring::generate_line()).unwrap();
         let seal = Seal::new(ours.clone(), metrics.clone());
         let good = seal.seal(&[b"t"], b"body");
-        assert_eq!(seal.open(Source::Peer, &"node-2", &[b"t"], &good).unwrap(), b"body");
+        assert_eq!(
+            seal.open(Source::Peer, &"node-2", &[b"t"], &good).unwrap(),
+            b"body"
+        );
         let foreign = theirs.seal(&[b"t"], b"body");
-        assert!(seal.open(Source::Peer, &"node-9", &[b"t"], &foreign).is_none());
-        assert!(seal.open(Source::Broker, &"broker", &[b"u"], &good).is_none());
+        assert!(
+            seal.open(Source::Peer, &"node-9", &[b"t"], &foreign)
+                .is_none()
+        );
+        assert!(
+            seal.open(Source::Broker, &"broker", &[b"u"], &good)
+                .is_none()
+        );
         let report = seal.report();
         assert_eq!(report.key_ids, ours.key_ids());
         assert_eq!(report.rejected, 2);

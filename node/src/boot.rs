@@ -27,9 +27,9 @@ use transport::{Receiver, Sender};
 
 use crate::auth::Seal;
 use crate::config::{Config, ConfigError};
-use crate::reference::{self, BadReply};
 use crate::error::NodeError;
 use crate::files::{self, FileError, Identity};
+use crate::reference::{self, BadReply};
 use crate::wal::{self, Recovery, WalError};
 
 /// How long one registration attempt waits for the reference before asking again.

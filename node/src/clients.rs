@@ -63,7 +63,10 @@ pub(crate) fn decode(
         return Err(Refused::Layout);
     }
     let sealed = frames.pop().ok_or(Refused::Layout)?;
-    let who = format!("broker {broker} for client {:?}", String::from_utf8_lossy(&frames[0]));
+    let who = format!(
+        "broker {broker} for client {:?}",
+        String::from_utf8_lossy(&frames[0])
+    );
     let body = seal
         .open(
             Source::Broker,
@@ -409,7 +412,12 @@ mod tests {
         let ready = inbox.recv().await.unwrap();
         assert_eq!(ready[0], b"node-1");
         let body = seal()
-            .open(Source::Broker, &"t", &[BROKER_CONTROL, b"node-1"], &ready[1])
+            .open(
+                Source::Broker,
+                &"t",
+                &[BROKER_CONTROL, b"node-1"],
+                &ready[1],
+            )
             .unwrap();
         assert_eq!(
             proto::decode::<NodeToBroker>(&body).unwrap(),
@@ -425,7 +433,12 @@ mod tests {
         let reply = inbox.recv().await.unwrap();
         assert_eq!(reply[1], b"client-7");
         let body = seal()
-            .open(Source::Broker, &"t", &[BROKER_REPLY, b"client-7"], &reply[2])
+            .open(
+                Source::Broker,
+                &"t",
+                &[BROKER_REPLY, b"client-7"],
+                &reply[2],
+            )
             .unwrap();
         assert_eq!(proto::decode::<Response>(&body).unwrap().seq, 3);
     }

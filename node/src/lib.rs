@@ -83,6 +83,7 @@ pub mod metrics;
 pub mod observe;
 pub mod peers;
 pub mod pending;
+pub mod proxies;
 pub mod reference;
 pub mod report;
 pub mod snapshots;
@@ -150,7 +151,13 @@ pub async fn run(
         .unzip();
     let (reference_tx, mut reference_rx) = sockets.reference.split();
 
-    let Some(booted) = boot::boot(&config, (&reference_tx, &mut reference_rx), &seal, &shutdown).await?
+    let Some(booted) = boot::boot(
+        &config,
+        (&reference_tx, &mut reference_rx),
+        &seal,
+        &shutdown,
+    )
+    .await?
     else {
         return Ok(());
     };

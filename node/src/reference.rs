@@ -43,8 +43,12 @@ pub(crate) fn open_reply(seal: &Seal, frames: &[Vec<u8>]) -> Result<RefReply, Ba
     let [frame] = frames else {
         return Err(BadReply::Malformed);
     };
-    let Some(body) = seal.open(Source::Reference, &"the reference", &[REFERENCE_REPLY], frame)
-    else {
+    let Some(body) = seal.open(
+        Source::Reference,
+        &"the reference",
+        &[REFERENCE_REPLY],
+        frame,
+    ) else {
         // A reference that cannot open our requests says so in clear (it has no key in
         // common with us to seal with).
         let refusal = match proto::decode::<RefReply>(frame) {
@@ -246,7 +250,12 @@ mod tests {
     async fn next_request(inbox: &mut transport::Receiver) -> RefRequest {
         let frames = inbox.recv().await.unwrap();
         let body = seal()
-            .open(Source::Reference, &"t", &[REFERENCE_REQUEST], frames.last().unwrap())
+            .open(
+                Source::Reference,
+                &"t",
+                &[REFERENCE_REQUEST],
+                frames.last().unwrap(),
+            )
             .unwrap();
         proto::decode(&body).unwrap()
     }
@@ -307,7 +316,11 @@ mod tests {
         assert!(link.receive(&[], now).is_empty());
         let metrics = link.metrics.encode();
         assert!(metrics.contains("bad_reference_reply"), "{metrics}");
-        assert_eq!(link.seal.report().rejected, 1, "the junk frame did not open");
+        assert_eq!(
+            link.seal.report().rejected,
+            1,
+            "the junk frame did not open"
+        );
     }
 
     #[tokio::test]

@@ -125,6 +125,11 @@ mod tests {
             replies: 9,
             unavailable: 1,
             malformed: 0,
+            auth: AuthReport {
+                key_ids: vec!["0a1b2c3d".into()],
+                rejected: 2,
+                last_rejected: Some("control from 10.0.0.9: forged".into()),
+            },
             uptime_ms: 1234,
         };
         let text = serde_json::to_string(&broker).unwrap();
@@ -140,6 +145,7 @@ mod tests {
             epoch: 3,
             registry_saved: false,
             last_save_error: Some("No space left on device".into()),
+            auth: AuthReport::default(),
             uptime_ms: 5,
         };
         let text = serde_json::to_string(&reference).unwrap();
@@ -148,5 +154,13 @@ mod tests {
             serde_json::from_str::<ReferenceReport>(&text).unwrap(),
             reference
         );
+    }
+
+    #[test]
+    fn a_report_from_before_authentication_still_reads() {
+        let old = r#"{"endpoint":"e","members":[],"epoch":1,"registry_saved":true,
+            "last_save_error":null,"uptime_ms":5}"#;
+        let report: ReferenceReport = serde_json::from_str(old).unwrap();
+        assert_eq!(report.auth, AuthReport::default());
     }
 }

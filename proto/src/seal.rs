@@ -332,13 +332,19 @@ mod tests {
         assert_eq!(both_new_first.open(&[b"t"], &sealed_old).unwrap(), b"x");
         assert_eq!(both_new_first.key_ids()[0], ring(B).key_ids()[0]);
         // Step 3: A is dropped; its frames no longer open.
-        assert_eq!(ring(B).open(&[b"t"], &sealed_old), Err(SealError::UnknownKey));
+        assert_eq!(
+            ring(B).open(&[b"t"], &sealed_old),
+            Err(SealError::UnknownKey)
+        );
     }
 
     #[test]
     fn key_files_are_checked() {
         assert_eq!(Keyring::parse("").unwrap_err(), KeyError::Empty);
-        assert_eq!(Keyring::parse("# only a comment").unwrap_err(), KeyError::Empty);
+        assert_eq!(
+            Keyring::parse("# only a comment").unwrap_err(),
+            KeyError::Empty
+        );
         assert_eq!(
             Keyring::parse(&format!("{A}\nnot a key")).unwrap_err(),
             KeyError::BadLine { line: 2 }
@@ -348,12 +354,18 @@ mod tests {
             KeyError::BadLine { line: 1 }
         );
         let five = [A; 5].join("\n");
-        assert_eq!(Keyring::parse(&five).unwrap_err(), KeyError::TooMany { count: 5 });
+        assert_eq!(
+            Keyring::parse(&five).unwrap_err(),
+            KeyError::TooMany { count: 5 }
+        );
         let line = Keyring::generate_line();
         assert_eq!(line.len(), 64);
         assert_ne!(line, Keyring::generate_line());
         let ring = Keyring::parse(&line).unwrap();
         let debug = format!("{ring:?}");
-        assert!(!debug.contains(&line[..8]), "no key material in logs: {debug}");
+        assert!(
+            !debug.contains(&line[..8]),
+            "no key material in logs: {debug}"
+        );
     }
 }

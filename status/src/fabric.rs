@@ -268,6 +268,7 @@ mod tests {
             replies: 0,
             unavailable: 0,
             malformed: 0,
+            auth: Default::default(),
             uptime_ms: 0,
         })
     }
@@ -318,6 +319,7 @@ mod tests {
                 epoch: 1,
                 registry_saved: false,
                 last_save_error: Some("No space left on device".into()),
+                auth: Default::default(),
                 uptime_ms: 0,
             }),
         );

@@ -41,6 +41,8 @@ use transport::{Kind, Mode, Options, Socket};
 
 pub use node::StatusReport;
 
+pub mod stranger;
+
 /// How long a test waits for a cluster to elect a leader or converge before failing.
 pub const CONVERGE_TIMEOUT: Duration = Duration::from_secs(60);
 /// Interval between two polls of a condition.
@@ -493,6 +495,26 @@ impl Cluster {
     pub fn status(&self, id: u32) -> Option<StatusReport> {
         let (code, body) =
             node::http_get(self.status_addr(id), "/status", Duration::from_secs(2)).ok()?;
+        if code != 200 {
+            return None;
+        }
+        serde_json::from_str(&body).ok()
+    }
+
+    /// A `GET` of `path` on node `id`'s status port (`/metrics`, `/status`), if it answers
+    /// 200.
+    pub fn node_get(&self, id: u32, path: &str) -> Option<String> {
+        let (code, body) =
+            node::http_get(self.status_addr(id), path, Duration::from_secs(2)).ok()?;
+        (code == 200).then_some(body)
+    }
+
+    /// `/status` of fabric process `name` (`reference`, `broker-1`, `proxy-2`), as JSON,
+    /// if it answers.
+    pub fn fabric_status(&self, name: &str) -> Option<serde_json::Value> {
+        let port = *self.fabric_ports.get(name)?;
+        let addr = SocketAddr::from(([127, 0, 0, 1], port));
+        let (code, body) = node::http_get(addr, "/status", Duration::from_secs(2)).ok()?;
         if code != 200 {
             return None;
         }
