@@ -274,6 +274,7 @@ fn hex(bytes: &[u8]) -> String {
 }
 
 #[cfg(all(test, not(paxos_insecure_unsealed)))]
+#[allow(clippy::unwrap_used)] // a test (clippy's test allowance sees only `cfg(test)`)
 mod tests {
     use super::*;
 
