@@ -24,6 +24,10 @@ if [[ ! -f "$KEY_FILE" ]]; then
     "$ROOT/target/docker/bin/node" keygen "$KEY_FILE" >/dev/null
     say "Made the cluster key $KEY_FILE (the compose secret cluster_key)."
 fi
+# ./status.sh shows the cluster that runs: three nodes and the fabric pair.
+mkdir -p "$RUN"
+echo 3 > "$RUN/cluster-size"
+echo 2 > "$RUN/fabric-size"
 services=(reference proxy-1 proxy-2 broker-1 broker-2 node1 node2 node3)
 (( BOTS )) && services+=(bot1 bot2)
 bold "==> docker compose up (${services[*]})"
