@@ -54,9 +54,24 @@ enum Command {
     },
 }
 
+/// The subcommands alone. A node's environment (`DATA_DIR`, say, exported in a shell or
+/// a container) fills the node's optional flag group, and clap then asks for `--id` even
+/// before a subcommand that needs no node; parsed on their own first, `node keygen FILE`
+/// and `node health` work whatever the environment holds.
+#[derive(Debug, Parser)]
+#[command(name = "node")]
+struct Tool {
+    #[command(subcommand)]
+    command: Command,
+}
+
 fn main() -> ExitCode {
-    let cli = Cli::parse();
-    if let Some(Command::Keygen { file }) = &cli.command {
+    let command = match Tool::try_parse() {
+        Ok(tool) => Some(tool.command),
+        // Not a subcommand (or --help, --version): the node's own parser says it all.
+        Err(_) => Cli::parse().command,
+    };
+    if let Some(Command::Keygen { file }) = &command {
         return match service::keyfile::generate(file) {
             Ok(()) => {
                 println!("cluster key written to {}", file.display());
@@ -71,7 +86,7 @@ fn main() -> ExitCode {
     if let Some(Command::Health {
         status_addr,
         timeout,
-    }) = cli.command
+    }) = command
     {
         // A plain blocking GET: no runtime and no logging for a probe.
         let outcome = match node::http_get(status_addr, "/livez", timeout) {
@@ -81,6 +96,7 @@ fn main() -> ExitCode {
         };
         return service::report_health(outcome, HEALTH_LABELS);
     }
+    let cli = Cli::parse();
     let Some(config) = cli.config else {
         eprintln!("node: --id is required (see --help)");
         return ExitCode::from(2);

@@ -144,6 +144,9 @@ pub struct FabricRow {
     pub publishers: Option<u64>,
     /// See `publishers`.
     pub subscribers: Option<u64>,
+    /// The ids of the keys it holds, the sealing key first (brokers and the reference;
+    /// proxies hold none).
+    pub key_ids: Option<Vec<String>>,
     /// Problems found with it.
     pub errors: Vec<String>,
 }
@@ -159,6 +162,7 @@ impl FabricRow {
             live_nodes: None,
             publishers: None,
             subscribers: None,
+            key_ids: None,
             errors: Vec::new(),
         };
         match seen {
@@ -172,6 +176,7 @@ impl FabricRow {
                     row.errors.push("no live node".to_owned());
                 }
                 row.live_nodes = Some(report.live_nodes.clone());
+                row.key_ids = Some(report.auth.key_ids.clone());
             }
             Seen::Proxy(report) => {
                 row.carries = format!(
@@ -184,6 +189,7 @@ impl FabricRow {
             Seen::Reference(report) => {
                 let alive = report.members.iter().filter(|m| m.alive).count();
                 row.carries = format!("{} members, {alive} alive", report.members.len());
+                row.key_ids = Some(report.auth.key_ids.clone());
                 if !report.registry_saved {
                     let reason = report.last_save_error.as_deref().unwrap_or("unknown");
                     row.errors.push(format!("registry not saved: {reason}"));

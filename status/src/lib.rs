@@ -18,6 +18,7 @@
 
 pub mod fabric;
 pub mod gather;
+pub mod keys;
 pub mod render;
 pub mod report;
 

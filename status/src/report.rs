@@ -32,6 +32,8 @@ pub struct LiveStatus {
     pub peers: Vec<PeerView>,
     /// Earlier `(slot, digest)` pairs the node still remembers (snapshot points).
     pub checkpoints: Vec<Checkpoint>,
+    /// The keys it holds and what it refused (empty from a node before authentication).
+    pub auth: proto::report::AuthReport,
 }
 
 /// A peer as seen by a node.
@@ -131,6 +133,10 @@ pub struct Row {
     pub lamport: Option<u64>,
     /// Berkeley clock offset.
     pub clock_offset_ms: Option<f64>,
+    /// The ids of the keys it holds, the sealing key first (when it answered and
+    /// reports them).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub key_ids: Option<Vec<String>>,
     /// Problems found with this node.
     pub errors: Vec<String>,
 }
@@ -222,6 +228,19 @@ impl Report {
     /// Adds the fabric's rows and their warnings (the verdict does not change).
     pub fn with_fabric(mut self, fabric: Vec<crate::fabric::FabricRow>) -> Report {
         self.warnings.extend(crate::fabric::warnings(&fabric));
+        // Every node's and fabric process's key ring, to find one that cannot open
+        // what another seals.
+        let rings: Vec<(String, Vec<String>)> = self
+            .nodes
+            .iter()
+            .filter_map(|n| Some((n.node.clone(), n.key_ids.clone()?)))
+            .chain(
+                fabric
+                    .iter()
+                    .filter_map(|f| Some((f.name.clone(), f.key_ids.clone()?))),
+            )
+            .collect();
+        self.warnings.extend(crate::keys::warnings(&rings));
         self.fabric = fabric;
         self
     }
@@ -292,6 +311,7 @@ fn down_row(observation: &Observation, top: Option<u64>) -> Row {
         digest: file.map(|f| f.digest.clone()),
         lamport: file.map(|f| f.lamport),
         clock_offset_ms: None,
+        key_ids: None,
         errors,
     }
 }
@@ -332,6 +352,7 @@ fn row(observation: &Observation, top: Option<u64>, heard: &BTreeMap<String, u64
         digest: Some(live.digest.clone()),
         lamport: Some(live.lamport),
         clock_offset_ms: Some(live.clock_offset_ms),
+        key_ids: (!live.auth.key_ids.is_empty()).then(|| live.auth.key_ids.clone()),
         errors,
     }
 }

@@ -287,3 +287,40 @@ fn a_node_with_another_key_or_none_stops_at_start_and_says_why() {
     let reference = cluster.fabric_status("reference").unwrap();
     assert!(!reference["members"].to_string().contains("node-4"));
 }
+
+#[test]
+fn keygen_makes_a_private_key_whatever_the_environment_and_never_overwrites_one() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = std::env::temp_dir().join(format!("paxos-keygen-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let file = dir.join("cluster.key");
+    let keygen = || {
+        Command::new(bin_dir().join("node"))
+            .arg("keygen")
+            .arg(&file)
+            // A node's environment, as in a shell that runs one (it once made clap ask
+            // for --id).
+            .env("DATA_DIR", &dir)
+            .env("STATUS_ADDR", "127.0.0.1:7001")
+            .output()
+            .unwrap()
+    };
+    let made = keygen();
+    assert!(made.status.success(), "{made:?}");
+    let mode = std::fs::metadata(&file).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600);
+    let first = std::fs::read_to_string(&file).unwrap();
+    assert!(Keyring::parse(&first).is_ok(), "{first}");
+    let again = keygen();
+    assert!(!again.status.success());
+    assert!(
+        String::from_utf8_lossy(&again.stderr).contains("exists"),
+        "{again:?}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(&file).unwrap(),
+        first,
+        "overwritten"
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}
