@@ -99,7 +99,7 @@ fabric_up="$(./status.sh --json | json_field 'sum(1 for f in d["fabric"] if f["u
 echo "load errors: $errors (the leader cut off for 8 s costs some; the fabric kills must not fail the run)"
 
 echo "--- a stranger without the key on every published fabric port"
-victims="$(./status.sh --json | json_field '",".join(f"{n["node"]}={n["rank"]}@{n["applied_slot"]}" for n in d["nodes"])')"
+victims="$(./status.sh --json | json_field '",".join("%s=%s@%s" % (n["node"], n["rank"], n["applied_slot"]) for n in d["nodes"])')"
 "$BIN/bots" load --broker tcp://127.0.0.1:5555,tcp://127.0.0.1:5565 --clients 2 --duration 8s \
     --keys 20 --key-prefix dockersecret --mix put=100 --rate 200/s --quiet > /dev/null &
 writers=$!

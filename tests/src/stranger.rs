@@ -209,6 +209,10 @@ pub struct Findings {
     /// clients, which hold no cluster key (docs/architecture.md, "Who may speak"); not
     /// counted as unsealed.
     pub live_chat: usize,
+    /// Of these, the proxies' health probes (`health.*`): `proxy health` sends a probe
+    /// through the proxy it checks, carrying nothing but its own name; not counted as
+    /// unsealed.
+    pub health_probes: usize,
     /// Of these, messages whose body is not sealed.
     pub unsealed: usize,
     /// Of these, messages whose body decodes as a Paxos envelope.
@@ -233,8 +237,10 @@ pub fn examine(frames: &[Multipart], own: &HashSet<Vec<u8>>, secret: &[u8]) -> F
         let chat = [topic::CHANNEL, topic::USER]
             .iter()
             .any(|kind| topic.starts_with(format!("{kind}.").as_bytes()));
+        let probe = topic.starts_with(format!("{}.", topic::HEALTH).as_bytes());
         findings.live_chat += usize::from(chat);
-        let unsealed = !chat && body.first() != Some(&SEALED);
+        findings.health_probes += usize::from(probe);
+        let unsealed = !chat && !probe && body.first() != Some(&SEALED);
         let envelope = proto::decode::<Envelope>(body).is_ok();
         let readable = !secret.is_empty()
             && message
