@@ -175,6 +175,29 @@ mod tests {
     }
 
     #[test]
+    fn what_an_acceptor_vouches_for_gates_outputs_and_nothing_else() {
+        let ballot = Ballot::new(1, 1);
+        assert!(Record::Promise { ballot }.gates_outputs());
+        assert!(Record::Round { round: 1 }.gates_outputs());
+        assert!(
+            Record::Accept {
+                slot: 1,
+                ballot,
+                value: value(1)
+            }
+            .gates_outputs()
+        );
+        assert!(
+            !Record::Decide {
+                slot: 1,
+                value: value(1)
+            }
+            .gates_outputs()
+        );
+        assert!(!Record::Truncate { upto: 1 }.gates_outputs());
+    }
+
+    #[test]
     fn promise_and_round_never_decrease() {
         let p = Persisted::from_records(&[
             Record::Promise {

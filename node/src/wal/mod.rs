@@ -75,7 +75,7 @@ pub use format::{
 pub use recovery::{Recovery, SegmentInfo, Torn, recover};
 pub use writer::{
     DEFAULT_SEGMENT_BYTES, MAX_WAL_QUEUE, MIN_SEGMENT_BYTES, PREALLOC_BYTES, WalHandle,
-    WalProgress, WalRequest, WalWriter, gates_messages, spawn, sync_dir,
+    WalProgress, WalRequest, WalWriter, spawn, sync_dir,
 };
 
 /// Why the WAL cannot be read or written.

@@ -40,18 +40,6 @@ pub fn sync_dir(dir: &Path) -> Result<(), WalError> {
         .map_err(io_error(dir))
 }
 
-/// Whether a record must be durable before the messages of its `Ready` (and of later
-/// ones) leave: promises, rounds and accepted values are what an acceptor vouches for.
-/// `Decide` records are not: a decided value was durably accepted by a quorum already,
-/// and a replica that loses the record learns it again. `Truncate` records only allow
-/// deleting log that a durable snapshot covers.
-pub fn gates_messages(record: &Record) -> bool {
-    matches!(
-        record,
-        Record::Promise { .. } | Record::Accept { .. } | Record::Round { .. }
-    )
-}
-
 /// Appends records to the active segment, closes full segments and deletes covered ones.
 #[derive(Debug)]
 pub struct WalWriter {
@@ -286,8 +274,7 @@ pub enum WalRequest {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct WalProgress {
     /// Every record of the groups up to this one that asked to be durable (`sync` in
-    /// [`WalRequest::Append`]: the driver sets it for gating records, [`gates_messages`])
-    /// is durable.
+    /// [`WalRequest::Append`], as the core's [`paxos::Group::sync`] says) is durable.
     pub durable_seq: u64,
     /// The writer failed and stopped: the node must stop too (an fsync error is never
     /// retried: the kernel may have dropped the dirty pages).
@@ -441,17 +428,6 @@ mod tests {
                 "slot {slot}"
             );
         }
-    }
-
-    #[test]
-    fn gating_records() {
-        assert!(gates_messages(&accept(1)));
-        assert!(gates_messages(&Record::Round { round: 1 }));
-        assert!(gates_messages(&Record::Promise {
-            ballot: Ballot::new(1, 1)
-        }));
-        assert!(!gates_messages(&decide(1)));
-        assert!(!gates_messages(&Record::Truncate { upto: 1 }));
     }
 
     #[test]
