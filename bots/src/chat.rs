@@ -1,18 +1,20 @@
 //! `bots chat`: the seeds' chat bots.
 //!
-//! Each bot logs in (`bot<i>-<run tag>`), the channels are created, and each bot joins its
-//! home channel and, by chance, some others. Then, at its `--rate`, each bot acts: mostly
+//! Each bot registers (`bot<i>-<run tag>`, with a random password of its own) and logs
+//! in, the channels are created, and each bot joins its home channel and, by chance,
+//! some others. Then, at its `--rate`, each bot acts: mostly
 //! it posts on one of its channels, sometimes it sends a private message to another bot,
 //! reads a channel's history or lists the users. Every action is printed, and so is every
-//! message delivered live from the proxy (channels and the bots' inboxes), so the whole
-//! path — broker, consensus, apply, publish, proxy — shows on one screen.
+//! message delivered live from the proxy (channels, and the bots' inboxes, whose notices
+//! are opened with the recipient's login), so the whole path — broker, consensus, apply,
+//! publish, proxy — shows on one screen.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use client::live::format_message;
+use client::live::{format_message, is_notice, open_notice};
 use client::{CallOptions, Connection, LiveFeed, Session};
 use proto::client::Target;
 use proto::{Consistency, Op, Reply};
@@ -173,15 +175,12 @@ async fn set_up(
         bot: bot.name.clone(),
         error,
     };
-    call(
-        bot,
-        Op::Login {
-            user: bot.name.clone(),
-        },
-        &config.options,
-    )
-    .await
-    .map_err(|e| setup(e, bot))?;
+    let password = proto::client::new_credential();
+    let name = bot.name.clone();
+    bot.session
+        .login(&name, &password, &config.options)
+        .await
+        .map_err(|e| setup(e, bot))?;
     for n in 0..config.channels {
         let channel = channel_name(n);
         call(bot, Op::CreateChannel { channel }, &config.options)
@@ -314,12 +313,38 @@ async fn bot_task(
     }
 }
 
-/// Prints live deliveries until `stop`.
-async fn watch(mut feed: LiveFeed, counters: Arc<Counters>, say: Say, stop: CancellationToken) {
+/// Prints live deliveries until `stop`; a private message's notice is opened with its
+/// recipient's credential (`credentials`, by bot name).
+async fn watch(
+    mut feed: LiveFeed,
+    mut reader: Session,
+    credentials: HashMap<String, String>,
+    options: CallOptions,
+    counters: Arc<Counters>,
+    say: Say,
+    stop: CancellationToken,
+) {
     loop {
         let next = tokio::select! {
             () = stop.cancelled() => return,
             next = feed.next() => next,
+        };
+        let next = match next {
+            Some(Ok(notice)) if is_notice(&notice) => {
+                let Target::User(to) = &notice.to else {
+                    continue;
+                };
+                reader.use_credential(credentials.get(to).cloned());
+                match open_notice(&mut reader, &notice, &options).await {
+                    Ok(Some(message)) => Some(Ok(message)),
+                    Ok(None) => continue,
+                    Err(error) => {
+                        tracing::warn!(%error, "cannot read a private message");
+                        continue;
+                    }
+                }
+            }
+            next => next,
         };
         match next {
             Some(Ok(message)) => {
@@ -388,7 +413,19 @@ pub async fn run_chat(
             }
         });
     }
-    let watcher = tokio::spawn(watch(feed, counters.clone(), say.clone(), stop.clone()));
+    let credentials = bots
+        .iter()
+        .filter_map(|b| Some((b.name.clone(), b.session.credential()?.to_owned())))
+        .collect();
+    let watcher = tokio::spawn(watch(
+        feed,
+        connection.session(),
+        credentials,
+        config.options,
+        counters.clone(),
+        say.clone(),
+        stop.clone(),
+    ));
     let tasks: Vec<_> = bots
         .into_iter()
         .map(|bot| {

@@ -46,8 +46,9 @@ pub const CAS_CACHE_BYTES: usize = 64 * 1024 * 1024;
 pub const KEY_PREFIX: &str = "key-";
 /// Longest `--key-prefix`: room is left for the key number within the key limit.
 pub const MAX_KEY_PREFIX_BYTES: usize = 256;
-/// The user that load publishes as.
-pub const LOAD_USER: &str = "load-bot";
+/// Prefix of the user a run's publishes speak as (`load-<run tag>`, registered with a
+/// random password at the start of the run).
+pub const LOAD_USER_PREFIX: &str = "load-";
 /// The channel load publishes on.
 pub const LOAD_CHANNEL: &str = "load";
 /// Largest recorded latency; longer ones are recorded as this.
@@ -393,6 +394,8 @@ struct Run {
     cas_cache: CasCache,
     history: Option<HistorySink>,
     stop: CancellationToken,
+    /// The user publishes speak as (empty without publishes).
+    chat_user: String,
 }
 
 /// How an operation ended, for the counters and the history.
@@ -445,7 +448,7 @@ async fn client_task(
                 let mut text = unique_value(index, n, &mut rng, config.value_size);
                 text.truncate(MAX_TEXT_BYTES);
                 Op::Publish {
-                    user: LOAD_USER.to_owned(),
+                    user: run.chat_user.clone(),
                     channel: LOAD_CHANNEL.to_owned(),
                     text,
                 }
@@ -593,20 +596,23 @@ fn history_operation(
     })
 }
 
-/// Creates the load user and channel (idempotent), so that publishes can succeed.
-async fn set_up_chat(connection: &Connection, options: &CallOptions) -> Result<(), CallError> {
+/// Registers this run's load user (with a random password) and creates the channel
+/// (idempotent), so that publishes can succeed; returns the user and its credential.
+async fn set_up_chat(
+    connection: &Connection,
+    options: &CallOptions,
+) -> Result<(String, String), CallError> {
     let mut session = connection.session();
-    for op in [
-        Op::Login {
-            user: LOAD_USER.to_owned(),
-        },
-        Op::CreateChannel {
-            channel: LOAD_CHANNEL.to_owned(),
-        },
-    ] {
-        session.call(op, Consistency::Linearizable, options).await?;
-    }
-    Ok(())
+    let user = format!("{LOAD_USER_PREFIX}{:04x}", rand::random::<u16>());
+    session
+        .login(&user, &proto::client::new_credential(), options)
+        .await?;
+    let op = Op::CreateChannel {
+        channel: LOAD_CHANNEL.to_owned(),
+    };
+    session.call(op, Consistency::Linearizable, options).await?;
+    let credential = session.credential().unwrap_or_default().to_owned();
+    Ok((user, credential))
 }
 
 /// Prints the progress line until `stop`.
@@ -662,15 +668,19 @@ pub async fn run_load(
     for _ in 0..config.connections {
         connections.push(Connection::open(&config.broker).await?);
     }
+    let mut chat = None;
     if config.mix.has(LoadOp::Publish) {
         let setup = CallOptions {
             timeout: config.options.timeout.max(SETUP_TIMEOUT),
             ..config.options
         };
-        set_up_chat(&connections[0], &setup)
-            .await
-            .map_err(LoadError::Setup)?;
+        chat = Some(
+            set_up_chat(&connections[0], &setup)
+                .await
+                .map_err(LoadError::Setup)?,
+        );
     }
+    let (chat_user, chat_credential) = chat.unzip();
     let recorder = match &config.history {
         Some(path) => Some(HistoryRecorder::create(path)?),
         None => None,
@@ -682,6 +692,7 @@ pub async fn run_load(
         cas_cache: CasCache::new(config.value_size),
         history: recorder.as_ref().map(HistoryRecorder::sink),
         stop: stop.clone(),
+        chat_user: chat_user.unwrap_or_default(),
         config,
     });
     let started = Instant::now();
@@ -701,7 +712,8 @@ pub async fn run_load(
         .then(|| tokio::spawn(progress(run.clone(), started, progress_stop.clone())));
     let tasks: Vec<_> = (0..run.config.clients)
         .map(|index| {
-            let session = connections[index % connections.len()].session();
+            let mut session = connections[index % connections.len()].session();
+            session.use_credential(chat_credential.clone());
             tokio::spawn(client_task(index, session, run.clone(), histogram.clone()))
         })
         .collect();

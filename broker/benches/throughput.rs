@@ -342,6 +342,7 @@ fn request(client_id: u64, seq: u64) -> Request {
             key: "bench".into(),
         },
         consistency: Consistency::Linearizable,
+        credential: None,
     }
 }
 

@@ -778,6 +778,7 @@ pub async fn health(endpoint: &str, timeout: Duration) -> Result<Response, Healt
         op: Op::Noop,
         // A local read is answered by the receiving node at once, never through the log.
         consistency: Consistency::Local,
+        credential: None,
     };
     let body = proto::encode(&request).map_err(|e| HealthError::Unexpected(e.to_string()))?;
     let mut socket =
@@ -810,6 +811,7 @@ mod tests {
             seq,
             op: Op::Get { key: "k".into() },
             consistency: Consistency::Linearizable,
+            credential: None,
         })
         .unwrap()
     }

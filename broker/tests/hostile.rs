@@ -37,6 +37,7 @@ fn valid_bodies() -> Vec<Vec<u8>> {
             seq: 77,
             op,
             consistency: Consistency::Linearizable,
+            credential: None,
         })
         .unwrap()
     };

@@ -50,3 +50,27 @@ impl Timeouts {
         }
     }
 }
+
+/// Who the chat commands speak as: a password to log in with, or a credential a
+/// `client login` printed.
+#[derive(Debug, Clone, Default, Args)]
+pub struct ChatAuth {
+    /// The chat user's password (the first login of a name registers it). Asked on the
+    /// terminal when absent; prefer the env twin to a flag, which `ps` shows.
+    #[arg(long, env = "CHAT_PASSWORD", hide_env_values = true, global = true)]
+    pub password: Option<String>,
+    /// A credential printed by `client login`: chat commands speak for its user without
+    /// a password.
+    #[arg(long, env = "CHAT_CREDENTIAL", hide_env_values = true, global = true)]
+    pub credential: Option<String>,
+}
+
+/// Reads a password from the terminal without echo; `None` when stdin is not a terminal
+/// (a script must pass `--password` or `CHAT_PASSWORD`).
+pub fn ask_password(user: &str) -> Option<String> {
+    use std::io::IsTerminal;
+    if !std::io::stdin().is_terminal() {
+        return None;
+    }
+    rpassword::prompt_password(format!("password for {user}: ")).ok()
+}

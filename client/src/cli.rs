@@ -1,7 +1,13 @@
 //! The `client` command line: its flags, the one-shot commands and their exit codes.
 //!
 //! `main` parses [`Cli`] and calls [`run`]; tests do the same in-process with their
-//! own output buffer. Exit codes ([`Exit`]): 0 ok, 1 error, 2 not found, 3 CAS mismatch.
+//! own output buffer. Exit codes ([`Exit`]): 0 ok, 1 error, 2 not found, 3 CAS mismatch,
+//! 4 unauthenticated (a wrong password, a missing, stale or someone else's credential).
+//!
+//! Chat commands that act as a user (`subscribe`, `publish`, `dm`, `history @user`,
+//! `watch @user`) log in first with `--password` / `CHAT_PASSWORD` (asked on the
+//! terminal when absent), or use the credential of an earlier `client login`
+//! (`--credential` / `CHAT_CREDENTIAL`).
 //! Results go to stdout (text, or one JSON document with `-o json`); in text mode errors
 //! go to stderr, in JSON mode they are a JSON document on stdout too
 //! (`{"ok": false, "error": "<code>", "message": "..."}`) so that scripts read one stream.
@@ -14,10 +20,10 @@ use proto::{Consistency, Op, Reply};
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 
-use crate::args::{Endpoints, Timeouts};
+use crate::args::{ChatAuth, Endpoints, Timeouts, ask_password};
 use crate::exit::Exit;
-use crate::live::{LiveFeed, format_message, parse_target};
-use crate::session::{Answer, CallError, Connection};
+use crate::live::{LiveFeed, format_message, is_notice, open_notice, parse_target};
+use crate::session::{Answer, CallError, Connection, Session};
 use crate::{menu, status, table};
 
 /// Default status addresses of the nodes (node N serves HTTP on port 7000 + N).
@@ -39,9 +45,11 @@ pub enum Output {
 #[command(
     name = "client",
     version,
-    after_help = "Exit codes: 0 ok, 1 error, 2 not found, 3 CAS mismatch.\n\
+    after_help = "Exit codes: 0 ok, 1 error, 2 not found, 3 CAS mismatch, 4 unauthenticated.\n\
                   Examples:\n  client put greeting hello\n  client get greeting\n  \
-                  client cas greeting hello bonjour\n  client publish alice general hi all\n  \
+                  client cas greeting hello bonjour\n  \
+                  CHAT_PASSWORD=s3cret client publish alice general hi all\n  \
+                  export CHAT_CREDENTIAL=$(client login alice -o json | jq -r .credential)\n  \
                   client watch general @alice\n  client status\n  client   (interactive chat menu)"
 )]
 pub struct Cli {
@@ -51,6 +59,9 @@ pub struct Cli {
     /// Request deadlines.
     #[command(flatten)]
     pub timeouts: Timeouts,
+    /// Who chat commands speak as.
+    #[command(flatten)]
+    pub auth: ChatAuth,
     /// Status addresses of the nodes (host:port, comma-separated) for `status` and
     /// `health`.
     #[arg(long, env = "NODES", value_delimiter = ',', default_value = DEFAULT_NODES,
@@ -104,7 +115,8 @@ pub enum Command {
         #[arg(long)]
         absent: bool,
     },
-    /// Create a user (idempotent).
+    /// Log in (the first login of a name registers it with the password) and print the
+    /// session's credential, for `CHAT_CREDENTIAL`.
     Login {
         /// User name.
         user: String,
@@ -119,14 +131,14 @@ pub enum Command {
         /// Channel name.
         channel: String,
     },
-    /// Subscribe a user to a channel.
+    /// Subscribe a user to a channel (as that user: needs its login).
     Subscribe {
         /// User name.
         user: String,
         /// Channel name.
         channel: String,
     },
-    /// Post on a channel.
+    /// Post on a channel (as the author: needs its login).
     Publish {
         /// Author.
         user: String,
@@ -136,7 +148,7 @@ pub enum Command {
         #[arg(required = true, num_args = 1..)]
         text: Vec<String>,
     },
-    /// Send a private message.
+    /// Send a private message (as the sender: needs its login).
     Dm {
         /// Sender.
         from: String,
@@ -146,7 +158,7 @@ pub enum Command {
         #[arg(required = true, num_args = 1..)]
         text: Vec<String>,
     },
-    /// Messages of a channel, or of a user with `@user`.
+    /// Messages of a channel, or of a user with `@user` (needs that user's login).
     History {
         /// `channel` or `@user`.
         target: String,
@@ -154,7 +166,8 @@ pub enum Command {
         #[arg(long, default_value_t = 0)]
         since: u64,
     },
-    /// Print live messages of channels and `@users` until Ctrl-C.
+    /// Print live messages of channels and `@users` until Ctrl-C (`@user`: its private
+    /// messages, read with its login).
     Watch {
         /// `channel` or `@user`, one or more.
         #[arg(required = true)]
@@ -229,7 +242,13 @@ fn op_of(command: Command) -> Result<(Op, Consistency), String> {
             };
             (Op::Cas { key, expected, new }, linearizable)
         }
-        Command::Login { user } => (Op::Login { user }, linearizable),
+        Command::Login { user } => (
+            Op::Login {
+                user,
+                password: String::new(),
+            },
+            linearizable,
+        ),
         Command::Users => (Op::ListUsers, linearizable),
         Command::Channels => (Op::ListChannels, linearizable),
         Command::Create { channel } => (Op::CreateChannel { channel }, linearizable),
@@ -299,21 +318,128 @@ async fn run_request(cli: &Cli, command: Command, out: &mut dyn Write) -> std::i
     };
     let mut session = connection.session();
     let options = cli.timeouts.call_options();
+    if let Op::Login { user, .. } = &op {
+        return match log_in(cli, &mut session, user, true).await {
+            Ok(()) => {
+                let credential = session.credential().unwrap_or_default();
+                match output {
+                    Output::Json => writeln!(
+                        out,
+                        "{}",
+                        json!({"ok": true, "user": user, "credential": credential})
+                    )?,
+                    Output::Text => {
+                        writeln!(out, "logged in as {user}")?;
+                        writeln!(out, "export CHAT_CREDENTIAL={credential}")?;
+                    }
+                }
+                Ok(Exit::Ok)
+            }
+            Err(error) => report_error(output, out, &error),
+        };
+    }
+    if let Some(user) = acting_user(&op)
+        && let Err(error) = log_in(cli, &mut session, user, false).await
+    {
+        return report_error(output, out, &error);
+    }
     match session.call(op.clone(), consistency, &options).await {
         Ok(answer) => print_answer(output, out, &op, consistency, &answer),
-        Err(error) => {
-            let exit = Exit::of_error(&error);
-            let message = match &error {
-                CallError::Rejected { error, .. } => error.message.clone(),
-                other => other.to_string(),
-            };
-            let message = match exit {
-                Exit::NotFound => format!("not found: {message}"),
-                Exit::CasMismatch => format!("cas mismatch: {message}"),
-                Exit::Ok | Exit::Error => message,
-            };
-            fail(output, out, error.kind(), &message)?;
-            Ok(exit)
+        Err(error) => report_error(output, out, &error),
+    }
+}
+
+/// The user a chat op acts as, whose login it needs.
+pub fn acting_user(op: &Op) -> Option<&str> {
+    match op {
+        Op::Subscribe { user, .. }
+        | Op::Publish { user, .. }
+        | Op::PrivateMessage { from: user, .. }
+        | Op::History {
+            target: Target::User(user),
+            ..
+        } => Some(user),
+        _ => None,
+    }
+}
+
+/// Why a chat command could not log in before it ran.
+#[derive(Debug)]
+pub enum LoginError {
+    /// No password and no credential, and no terminal to ask one on.
+    NoPassword(String),
+    /// The login call failed (a wrong password included).
+    Call(CallError),
+}
+
+/// Gives `session` a login as `user`: the `--credential` given, or a login with the
+/// `--password` given (or asked on the terminal). `fresh`: always log in with a
+/// password (the `login` command), never reuse a credential.
+pub async fn log_in(
+    cli: &Cli,
+    session: &mut Session,
+    user: &str,
+    fresh: bool,
+) -> Result<(), LoginError> {
+    if !fresh && let Some(credential) = &cli.auth.credential {
+        session.use_credential(Some(credential.clone()));
+        return Ok(());
+    }
+    let password = match cli.auth.password.clone().or_else(|| ask_password(user)) {
+        Some(password) => password,
+        None => {
+            return Err(LoginError::NoPassword(format!(
+                "acting as {user} needs a login: give --password (or CHAT_PASSWORD), or \
+                 the --credential (CHAT_CREDENTIAL) a `client login {user}` printed"
+            )));
+        }
+    };
+    let options = cli.timeouts.call_options();
+    session
+        .login(user, &password, &options)
+        .await
+        .map(|_| ())
+        .map_err(LoginError::Call)
+}
+
+fn report_error(
+    output: Output,
+    out: &mut dyn Write,
+    error: &dyn ReportedError,
+) -> std::io::Result<Exit> {
+    let (exit, kind, message) = error.reported();
+    let message = match exit {
+        Exit::NotFound => format!("not found: {message}"),
+        Exit::CasMismatch => format!("cas mismatch: {message}"),
+        Exit::Unauthenticated => format!("unauthenticated: {message}"),
+        Exit::Ok | Exit::Error => message,
+    };
+    fail(output, out, kind, &message)?;
+    Ok(exit)
+}
+
+/// An error as the command line reports it: exit status, code, message.
+trait ReportedError {
+    fn reported(&self) -> (Exit, &'static str, String);
+}
+
+impl ReportedError for CallError {
+    fn reported(&self) -> (Exit, &'static str, String) {
+        let message = match self {
+            CallError::Rejected { error, .. } => error.message.clone(),
+            other => other.to_string(),
+        };
+        (Exit::of_error(self), self.kind(), message)
+    }
+}
+
+impl ReportedError for LoginError {
+    fn reported(&self) -> (Exit, &'static str, String) {
+        match self {
+            LoginError::NoPassword(message) => {
+                (Exit::Unauthenticated, "unauthenticated", message.clone())
+            }
+            LoginError::Call(error) => error.reported(),
         }
     }
 }
@@ -402,6 +528,27 @@ async fn run_watch(
         }
     };
     let targets: Vec<Target> = targets.iter().map(|t| parse_target(t)).collect();
+    // Private messages arrive as notices: each @user's are read with that user's login.
+    let mut readers = std::collections::HashMap::new();
+    if targets.iter().any(|t| matches!(t, Target::User(_))) {
+        let connection = match Connection::open(&cli.endpoints.broker).await {
+            Ok(connection) => connection,
+            Err(error) => {
+                fail(output, out, "connect", &error.to_string())?;
+                return Ok(Exit::Error);
+            }
+        };
+        for target in &targets {
+            if let Target::User(user) = target {
+                let mut session = connection.session();
+                if let Err(error) = log_in(cli, &mut session, user, false).await {
+                    return report_error(output, out, &error);
+                }
+                readers.insert(user.clone(), session);
+            }
+        }
+    }
+    let options = cli.timeouts.call_options();
     for target in &targets {
         if let Err(error) = feed.follow(target).await {
             fail(output, out, "subscribe", &error.to_string())?;
@@ -424,6 +571,25 @@ async fn run_watch(
         let next = tokio::select! {
             () = shutdown.cancelled() => return Ok(Exit::Ok),
             next = feed.next() => next,
+        };
+        let next = match next {
+            Some(Ok(notice)) if is_notice(&notice) => {
+                let Target::User(user) = &notice.to else {
+                    continue;
+                };
+                let Some(session) = readers.get_mut(user) else {
+                    continue;
+                };
+                match open_notice(session, &notice, &options).await {
+                    Ok(Some(message)) => Some(Ok(message)),
+                    Ok(None) => continue,
+                    Err(error) => {
+                        eprintln!("warning: cannot read a private message of @{user}: {error}");
+                        continue;
+                    }
+                }
+            }
+            next => next,
         };
         match next {
             Some(Ok(message)) => {

@@ -1,5 +1,5 @@
 //! The client's exit status, documented in `client --help`: 0 ok, 1 error, 2 not found,
-//! 3 CAS mismatch. Shared by the one-shot commands ([`crate::cli`]) and the menu
+//! 3 CAS mismatch, 4 unauthenticated. Shared by the one-shot commands ([`crate::cli`]) and the menu
 //! ([`crate::menu`]).
 
 use proto::ErrorCode;
@@ -17,6 +17,9 @@ pub enum Exit {
     NotFound,
     /// A compare-and-set found another value.
     CasMismatch,
+    /// A chat request without a valid login (wrong password, no or stale credential,
+    /// another user's).
+    Unauthenticated,
 }
 
 impl Exit {
@@ -27,6 +30,7 @@ impl Exit {
             Exit::Error => 1,
             Exit::NotFound => 2,
             Exit::CasMismatch => 3,
+            Exit::Unauthenticated => 4,
         }
     }
 
@@ -35,6 +39,7 @@ impl Exit {
         match error.code() {
             Some(ErrorCode::NotFound) => Exit::NotFound,
             Some(ErrorCode::CasMismatch) => Exit::CasMismatch,
+            Some(ErrorCode::Unauthenticated) => Exit::Unauthenticated,
             _ => Exit::Error,
         }
     }

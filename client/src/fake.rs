@@ -17,7 +17,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
-use proto::client::Command;
+use proto::client::{Command, Op, session_key};
 use proto::live::LiveMessage;
 use proto::{Consistency, Error, ErrorCode, Request, Response};
 use rand::rngs::StdRng;
@@ -29,6 +29,39 @@ use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use transport::{Kind, Sender, Socket, TransportError};
+
+/// The command a request proposes, as a node makes it: a `login` checks its password
+/// (here a SHA-256 stands in for Argon2: the fake needs no slow hash) and becomes
+/// `OpenSession` or `Register`; internal ops are refused.
+fn fake_login(store: &Store, request: &Request) -> Result<Command, Error> {
+    let unauthenticated = |message: &str| Error::new(ErrorCode::Unauthenticated, message);
+    if request.op.is_internal() {
+        return Err(Error::new(ErrorCode::BadRequest, "fake: internal op"));
+    }
+    let Op::Login { user, password } = &request.op else {
+        return Ok(Command::from(request));
+    };
+    if password.is_empty() || request.credential.is_none() {
+        return Err(Error::new(
+            ErrorCode::BadRequest,
+            "fake: login needs a password and a credential",
+        ));
+    }
+    let hashed = format!("$fake${}", session_key(password));
+    let op = match store.password(user) {
+        store::Password::Hash(stored) if stored == hashed => Op::OpenSession { user: user.clone() },
+        store::Password::Hash(_) => return Err(unauthenticated("fake: wrong password")),
+        store::Password::Unset | store::Password::Unknown => Op::Register {
+            user: user.clone(),
+            password_hash: hashed,
+        },
+    };
+    let login = Request {
+        op,
+        ..request.clone()
+    };
+    Ok(Command::from(&login))
+}
 
 /// Largest HTTP request head the status servers read.
 const MAX_HTTP_REQUEST_BYTES: usize = 8 * 1024;
@@ -342,28 +375,36 @@ async fn serve_requests(
                 "fake: injected unavailable",
             ))
         } else if request.consistency == Consistency::Local && request.op.is_read_only() {
-            lock(&store).read_local(&request.op)
+            let session = request.credential.as_deref().map(session_key);
+            lock(&store).read_local(&request.op, session.as_deref())
         } else {
-            let (applied, posted) = {
-                let mut store = lock(&store);
-                let slot = store.applied_slot() + 1;
-                let applied = store.apply(slot, slot, &[Command::from(&request)]);
-                (applied.replies, applied.posted)
-            };
-            bump(&counters.applied);
-            for message in posted {
-                let live = LiveMessage(message);
-                let topic = live.topic().into_bytes();
-                if let Ok(frame) = proto::encode(&live) {
-                    // A PUB socket drops for slow subscribers rather than block; so may we.
-                    if publisher.try_send(vec![topic, frame]).is_ok() {
-                        bump(&counters.published);
+            // Its own statement: the guard must be gone before the arm locks again.
+            let command = fake_login(&lock(&store), &request);
+            match command {
+                Err(error) => Err(error),
+                Ok(command) => {
+                    let (applied, posted) = {
+                        let mut store = lock(&store);
+                        let slot = store.applied_slot() + 1;
+                        let applied = store.apply(slot, slot, &[command]);
+                        (applied.replies, applied.posted)
+                    };
+                    bump(&counters.applied);
+                    for message in posted {
+                        let live = LiveMessage::for_delivery(message);
+                        let topic = live.topic().into_bytes();
+                        if let Ok(frame) = proto::encode(&live) {
+                            // A PUB socket drops for slow subscribers rather than block.
+                            if publisher.try_send(vec![topic, frame]).is_ok() {
+                                bump(&counters.published);
+                            }
+                        }
+                    }
+                    match applied.into_iter().next() {
+                        Some(reply) => reply.result,
+                        None => Err(Error::new(ErrorCode::Internal, "fake: no reply")),
                     }
                 }
-            }
-            match applied.into_iter().next() {
-                Some(reply) => reply.result,
-                None => Err(Error::new(ErrorCode::Internal, "fake: no reply")),
             }
         };
         if swallowed(&config, &request) {

@@ -186,6 +186,34 @@ impl LiveFeed {
     }
 }
 
+/// Reads the private message a live notice announces ([`LiveMessage::is_notice`]): the
+/// proxies carry only `user.<recipient>` and the id, so the text is fetched with the
+/// recipient's login (`session` must speak for them). `Ok(None)` when it is no longer in
+/// the inbox's history.
+pub async fn open_notice(
+    session: &mut crate::Session,
+    notice: &ChatMessage,
+    options: &crate::CallOptions,
+) -> Result<Option<ChatMessage>, crate::CallError> {
+    let op = proto::Op::History {
+        target: notice.to.clone(),
+        since: notice.id.saturating_sub(1),
+    };
+    let answer = session
+        .call(op, proto::Consistency::Linearizable, options)
+        .await?;
+    Ok(match answer.reply {
+        proto::Reply::Messages(messages) => messages.into_iter().find(|m| m.id == notice.id),
+        _ => None,
+    })
+}
+
+/// Whether a delivered message is a private message's notice, to open with
+/// [`open_notice`].
+pub fn is_notice(message: &ChatMessage) -> bool {
+    LiveMessage(message.clone()).is_notice()
+}
+
 /// One line for people: `[#general] alice: hello` or `[@bob] alice: hi`.
 pub fn format_message(message: &ChatMessage) -> String {
     let place = match &message.to {

@@ -17,8 +17,9 @@ use rustyline::{DefaultEditor, ExternalPrinter};
 use tokio::runtime::Handle;
 
 use crate::args::Endpoints;
+use crate::args::ask_password;
 use crate::exit::Exit;
-use crate::live::{Follower, LiveFeed, format_message, parse_target};
+use crate::live::{Follower, LiveFeed, format_message, is_notice, open_notice, parse_target};
 use crate::session::{Answer, CallOptions, Connection, Session};
 
 /// What the menu needs to know.
@@ -64,10 +65,25 @@ impl Printer {
     }
 }
 
-/// Prints the feed's messages until its socket closes or the task is aborted.
-async fn print_live(mut feed: LiveFeed, mut printer: Printer) {
+/// Prints the feed's messages until its socket closes or the task is aborted. A private
+/// message arrives as a notice and is read with `session` (the user's login).
+async fn print_live(
+    mut feed: LiveFeed,
+    mut printer: Printer,
+    mut session: Session,
+    options: CallOptions,
+) {
     while let Some(next) = feed.next().await {
         match next {
+            Ok(notice) if is_notice(&notice) => {
+                match open_notice(&mut session, &notice, &options).await {
+                    Ok(Some(message)) => {
+                        printer.print(format!("  << {}", format_message(&message)));
+                    }
+                    Ok(None) => {}
+                    Err(error) => tracing::warn!(%error, "cannot read a private message"),
+                }
+            }
             Ok(message) => printer.print(format!("  << {}", format_message(&message))),
             Err(error) => tracing::warn!(%error, "skipping a live message"),
         }
@@ -134,15 +150,27 @@ impl Menu<'_> {
         }
     }
 
+    /// Asks a user name and password until a login succeeds (the first login of a name
+    /// registers it with that password).
     fn login(&mut self) -> Option<String> {
         loop {
             let user = self.ask_non_empty("user name> ")?;
-            let op = Op::Login { user: user.clone() };
-            if let Err(error) = op.validate() {
+            let check = Op::Login {
+                user: user.clone(),
+                password: "-".into(),
+            };
+            if let Err(error) = check.validate() {
                 println!("not a valid name: {error}");
                 continue;
             }
-            if self.call(op).is_none() {
+            // On a terminal without echo; from a pipe, the next line.
+            let password = match ask_password(&user) {
+                Some(password) => password,
+                None => self.ask("password> ")?,
+            };
+            let login = self.session.login(&user, &password, &self.options);
+            if let Err(error) = self.handle.block_on(login) {
+                println!("error: {error}");
                 continue;
             }
             self.follow(&Target::User(user.clone()));
@@ -332,7 +360,6 @@ pub fn run(config: &MenuConfig, handle: &Handle) -> Exit {
         // Not a terminal: plain output is just as readable.
         Err(_) => Printer::Stdout,
     };
-    let live = handle.spawn(print_live(feed, printer));
     println!(
         "paxos-zmq chat — broker {}, live messages from {}",
         config.endpoints.broker, config.endpoints.proxy
@@ -344,9 +371,14 @@ pub fn run(config: &MenuConfig, handle: &Handle) -> Exit {
         handle,
         follower,
     };
-    if let Some(user) = menu.login() {
-        while menu.step(&user) {}
-    }
+    let Some(user) = menu.login() else {
+        println!("Bye.");
+        return Exit::Ok;
+    };
+    let mut reader = connection.session();
+    reader.use_credential(menu.session.credential().map(str::to_owned));
+    let live = handle.spawn(print_live(feed, printer, reader, config.options));
+    while menu.step(&user) {}
     live.abort();
     println!("Bye.");
     Exit::Ok

@@ -364,6 +364,7 @@ impl Connection {
         Session {
             inner: self.inner.clone(),
             client_id: random_client_id(),
+            credential: None,
         }
     }
 
@@ -501,12 +502,58 @@ impl Drop for WaitingEntry<'_> {
 pub struct Session {
     inner: Arc<Inner>,
     client_id: ClientId,
+    /// The chat credential sent with every request once [`Session::login`] opened it.
+    credential: Option<String>,
 }
 
 impl Session {
     /// The session's client id.
     pub fn client_id(&self) -> ClientId {
         self.client_id
+    }
+
+    /// Logs in as `user` with `password` (the first login of a name registers it): draws
+    /// a fresh credential, proves the password with it, and from then on sends it with
+    /// every request, so that chat requests act as `user`. A wrong password is
+    /// [`ErrorCode::Unauthenticated`]. If another login gave the name a password at the
+    /// same moment, the login is tried once more, against that password.
+    pub async fn login(
+        &mut self,
+        user: &str,
+        password: &str,
+        options: &CallOptions,
+    ) -> Result<Answer, CallError> {
+        let mut tries = 0;
+        loop {
+            tries += 1;
+            let credential = proto::client::new_credential();
+            let op = Op::Login {
+                user: user.to_owned(),
+                password: password.to_owned(),
+            };
+            match self
+                .send(op, Consistency::Linearizable, Some(&credential), options)
+                .await
+            {
+                Ok(answer) => {
+                    self.credential = Some(credential);
+                    return Ok(answer);
+                }
+                Err(error) if tries < 2 && is_registration_race(&error) => continue,
+                Err(error) => return Err(error),
+            }
+        }
+    }
+
+    /// The credential of this session's login, if it logged in.
+    pub fn credential(&self) -> Option<&str> {
+        self.credential.as_deref()
+    }
+
+    /// Speaks with a credential opened elsewhere (another session's login, or one kept
+    /// from `client login`).
+    pub fn use_credential(&mut self, credential: Option<String>) {
+        self.credential = credential;
     }
 
     /// Sends `op` and waits for its answer, retrying with the same `(client_id, seq)` on
@@ -517,6 +564,18 @@ impl Session {
         consistency: Consistency,
         options: &CallOptions,
     ) -> Result<Answer, CallError> {
+        let credential = self.credential.clone();
+        self.send(op, consistency, credential.as_deref(), options)
+            .await
+    }
+
+    async fn send(
+        &mut self,
+        op: Op,
+        consistency: Consistency,
+        credential: Option<&str>,
+        options: &CallOptions,
+    ) -> Result<Answer, CallError> {
         op.validate()?;
         let shared = &*self.inner.shared;
         let seq = shared.next_seq.fetch_add(1, Ordering::Relaxed);
@@ -525,6 +584,7 @@ impl Session {
             seq,
             op,
             consistency,
+            credential: credential.map(str::to_owned),
         };
         let frame = proto::encode(&request)?;
         let deadline = Instant::now() + options.timeout;
@@ -625,6 +685,13 @@ impl Session {
             tokio::time::sleep_until(deadline.min(Instant::now() + NO_BROKER_POLL)).await;
         }
     }
+}
+
+/// Whether a login failed because another login registered the same name with a
+/// password between this node's look at the state and the proposal's apply.
+fn is_registration_race(error: &CallError) -> bool {
+    matches!(error, CallError::Rejected { error, .. }
+        if error.code == ErrorCode::Unauthenticated && error.message.contains("meanwhile"))
 }
 
 #[cfg(test)]

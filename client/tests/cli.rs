@@ -113,23 +113,76 @@ async fn key_value_commands_and_exit_codes() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn chat_commands() {
     let fake = fake().await;
+    let alice = ["--password", "alice-pw"];
     for args in [
-        &["login", "alice"][..],
-        &["login", "bob"],
+        &["login", "alice", "--password", "alice-pw"][..],
+        &["login", "bob", "--password", "bob-pw"],
         &["create", "general"],
-        &["subscribe", "alice", "general"],
+        &["subscribe", "alice", "general", "--password", "alice-pw"],
     ] {
         let out = run(&fake, args).await;
         assert_eq!(out.code, 0, "{args:?}: {}", out.stderr);
     }
-    let out = run(&fake, &["publish", "alice", "general", "hello", "all"]).await;
+    let out = run(
+        &fake,
+        &[&["publish", "alice", "general", "hello", "all"][..], &alice].concat(),
+    )
+    .await;
     assert_eq!(
         (out.code, out.stdout.as_str()),
         (0, "posted as message #1\n")
     );
-    let out = run(&fake, &["dm", "alice", "bob", "psst"]).await;
+    let out = run(
+        &fake,
+        &[&["dm", "alice", "bob", "psst"][..], &alice].concat(),
+    )
+    .await;
     assert_eq!(out.code, 0);
     assert!(out.stdout.contains("@bob"), "{}", out.stdout);
+
+    // Exit 4: no login, a wrong password, or another user's credential.
+    let out = run(&fake, &["publish", "alice", "general", "forged"]).await;
+    assert_eq!(out.code, 4, "{}", out.stderr);
+    assert!(out.stderr.contains("needs a login"), "{}", out.stderr);
+    let out = run(&fake, &["history", "@bob", "--password", "alice-pw"]).await;
+    assert_eq!(out.code, 4, "{}", out.stderr);
+    assert!(out.stderr.contains("wrong password"), "{}", out.stderr);
+    let out = run(
+        &fake,
+        &["login", "alice", "--password", "alice-pw", "-o", "json"],
+    )
+    .await;
+    let doc: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+    let credential = doc["credential"].as_str().unwrap().to_owned();
+    let as_alice = ["--credential", credential.as_str()];
+    let out = run(
+        &fake,
+        &[&["publish", "bob", "general", "forged"][..], &as_alice].concat(),
+    )
+    .await;
+    assert_eq!(out.code, 4, "{}", out.stderr);
+    assert!(out.stderr.contains("\"alice\"'s"), "{}", out.stderr);
+    let out = run(
+        &fake,
+        &[&["history", "@bob", "-o", "json"][..], &as_alice].concat(),
+    )
+    .await;
+    assert_eq!(out.code, 4);
+    assert_eq!(
+        serde_json::from_str::<serde_json::Value>(&out.stdout).unwrap()["error"],
+        "unauthenticated"
+    );
+    // The credential speaks for alice without her password.
+    let out = run(
+        &fake,
+        &[
+            &["publish", "alice", "general", "with", "a", "credential"][..],
+            &as_alice,
+        ]
+        .concat(),
+    )
+    .await;
+    assert_eq!(out.code, 0, "{}", out.stderr);
 
     let out = run(&fake, &["users"]).await;
     assert_eq!(out.stdout, "alice\nbob\n");
@@ -141,16 +194,28 @@ async fn chat_commands() {
         "{}",
         out.stdout
     );
-    let out = run(&fake, &["history", "@bob", "-o", "json"]).await;
+    let out = run(
+        &fake,
+        &["history", "@bob", "-o", "json", "--password", "bob-pw"],
+    )
+    .await;
     let doc: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
     assert_eq!(doc["messages"][0]["text"], "psst");
-    let out = run(&fake, &["history", "general", "--since", "1"]).await;
+    let out = run(&fake, &["history", "general", "--since", "2"]).await;
     assert_eq!(out.stdout, "");
 
-    // Not found: a user that never logged in, a channel that does not exist.
-    let out = run(&fake, &["publish", "carol", "general", "hi"]).await;
+    // Not found: a channel that does not exist, or a recipient who never logged in.
+    let out = run(
+        &fake,
+        &[&["subscribe", "alice", "nowhere"][..], &alice].concat(),
+    )
+    .await;
     assert_eq!(out.code, 2);
-    let out = run(&fake, &["subscribe", "alice", "nowhere"]).await;
+    let out = run(
+        &fake,
+        &[&["dm", "alice", "carol", "hi"][..], &alice].concat(),
+    )
+    .await;
     assert_eq!(out.code, 2);
     fake.stop().await;
 }
@@ -232,6 +297,7 @@ async fn publish_until_seen(
     let connection = Connection::open(fake.frontend_endpoint()).await.unwrap();
     let mut session = connection.session();
     let options = CallOptions::default();
+    session.login("alice", "alice-pw", &options).await.unwrap();
     let deadline = tokio::time::Instant::now() + DEADLINE;
     loop {
         session
@@ -256,14 +322,14 @@ async fn publish_until_seen(
 async fn watch_prints_live_messages() {
     let fake = fake().await;
     for args in [
-        &["login", "alice"][..],
-        &["login", "bob"],
+        &["login", "alice", "--password", "alice-pw"][..],
+        &["login", "bob", "--password", "bob-pw"],
         &["create", "general"],
     ] {
         assert_eq!(run(&fake, args).await.code, 0);
     }
     let mut child = client(&fake)
-        .args(["watch", "general", "@bob"])
+        .args(["watch", "general", "@bob", "--password", "bob-pw"])
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
@@ -295,8 +361,10 @@ async fn watch_prints_live_messages() {
     };
     let connection = Connection::open(fake.frontend_endpoint()).await.unwrap();
     let mut session = connection.session();
+    let options = CallOptions::default();
+    session.login("alice", "alice-pw", &options).await.unwrap();
     session
-        .call(other, Consistency::Linearizable, &CallOptions::default())
+        .call(other, Consistency::Linearizable, &options)
         .await
         .unwrap();
     publish_until_seen(&fake, &mut lines, marker, "marker").await;
@@ -323,7 +391,7 @@ async fn interactive_menu_from_a_pipe() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let script = "alice\n2\ngeneral\n4\ngeneral\n5\ngeneral\nhello from the menu\n6\nalice\nnote to self\n1\n3\n7\ngeneral\n9\n0\n";
+    let script = "alice\nalice-pw\n2\ngeneral\n4\ngeneral\n5\ngeneral\nhello from the menu\n6\nalice\nnote to self\n1\n3\n7\ngeneral\n9\n0\n";
     let mut stdin = child.stdin.take().unwrap();
     stdin.write_all(script.as_bytes()).await.unwrap();
     drop(stdin);

@@ -325,6 +325,7 @@ mod tests {
             seq: 1,
             op: Op::Get { key: "k".into() },
             consistency: Consistency::Linearizable,
+            credential: None,
         };
         let body = proto::encode(&request).unwrap();
         let incoming = decode(1, request_frames(body.clone())).unwrap();
@@ -370,6 +371,7 @@ mod tests {
                 value: "v".into(),
             },
             consistency: Consistency::Linearizable,
+            credential: None,
         };
         let body = proto::encode(&request).unwrap();
         // In clear (a peer that announced READY without the key would be handed these

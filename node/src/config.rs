@@ -140,6 +140,10 @@ pub struct Config {
     /// Client sessions kept for exactly-once replies (same on every node).
     #[arg(long, env = "MAX_SESSIONS", default_value_t = store::DEFAULT_MAX_SESSIONS)]
     pub max_sessions: usize,
+    /// Open chat sessions (logins) kept (same on every node); the oldest login is
+    /// evicted beyond it and its credential stops working.
+    #[arg(long, env = "MAX_CHAT_SESSIONS", default_value_t = store::DEFAULT_MAX_CHAT_SESSIONS)]
+    pub max_chat_sessions: usize,
     /// Exit abruptly (abort) at a protocol point, to reproduce a failure exactly:
     /// `POINT` or `POINT:N` (the N-th time it is reached). Points: after-promise,
     /// after-accept-persist, after-accept-send, after-decide, before-reply,
@@ -204,6 +208,7 @@ impl Config {
             history_per_channel: self.history_per_channel,
             history_per_user: self.history_per_user,
             max_sessions: self.max_sessions,
+            max_chat_sessions: self.max_chat_sessions,
         }
     }
 

@@ -27,8 +27,8 @@
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use paxos::{MAX_HELD_GROUPS, Ready, Replica, Slot, Value};
-use proto::client::Command;
-use proto::{Consistency, Error, Reply};
+use proto::client::{Command, Op, session_key};
+use proto::{Consistency, Error, ErrorCode, Reply};
 use store::Store;
 use tokio_util::sync::CancellationToken;
 use transport::Multipart;
@@ -42,6 +42,7 @@ use crate::error::NodeError;
 use crate::files::write_atomically;
 use crate::http::StatusReport;
 use crate::inputs::{Event, Inputs};
+use crate::logins::{Logins, Refusal};
 use crate::metrics::Metrics;
 use crate::observe::Observer;
 use crate::peers::{Inbound, Peers};
@@ -62,6 +63,8 @@ pub(crate) struct Rooms {
     pub(crate) peers: Peers,
     /// The broker: requests in, answers out.
     pub(crate) clients: Clients,
+    /// Chat logins: passwords checked or hashed before the proposal.
+    pub(crate) logins: Logins,
     /// The WAL writer.
     pub(crate) disk: Disk,
     /// Registration and heartbeats at the reference.
@@ -195,6 +198,10 @@ impl Driver {
                     self.rooms.peers.learn_name(rank, &name);
                 }
             }
+            Event::Login(checked) => match self.rooms.logins.finish(checked, now) {
+                Ok((route, command)) => self.propose_for(route, command, now),
+                Err(refusal) => self.refuse(refusal),
+            },
             Event::Peer(frames) => self.on_peer(&frames),
             Event::Client(broker, frames) => self.on_client(broker, frames),
         }
@@ -227,16 +234,57 @@ impl Driver {
         let Some(Incoming { route, request }) = incoming else {
             return;
         };
+        let now = Instant::now();
+        if request.op.is_internal() {
+            let error = Error::new(
+                ErrorCode::BadRequest,
+                format!(
+                    "{} is proposed by nodes only; a client sends login",
+                    request.op.name()
+                ),
+            );
+            let op = request.op.name();
+            self.rooms
+                .clients
+                .reply(route, op, request.seq, Err(error), applied);
+            return;
+        }
+        if matches!(request.op, Op::Login { .. }) {
+            let store = &self.store;
+            let started = self
+                .rooms
+                .logins
+                .start(route, request, |user| store.password(user), now);
+            if let Err(refusal) = started {
+                self.refuse(refusal);
+            }
+            return;
+        }
         if request.consistency == Consistency::Local && request.op.is_read_only() {
-            let result = self.store.read_local(&request.op);
+            let session = request.credential.as_deref().map(session_key);
+            let result = self.store.read_local(&request.op, session.as_deref());
             let op = request.op.name();
             self.rooms
                 .clients
                 .reply(route, op, request.seq, result, applied);
             return;
         }
-        let command = Command::from(&request);
-        let now = Instant::now();
+        self.propose_for(route, Command::from(&request), now);
+    }
+
+    /// Answers a request refused before it reached the core.
+    fn refuse(&mut self, refusal: Refusal) {
+        let Refusal { route, seq, error } = refusal;
+        let applied = self.store.applied_slot();
+        self.rooms
+            .clients
+            .reply(route, "login", seq, Err(error), applied);
+    }
+
+    /// Remembers who waits for `command` and hands it to the core.
+    fn propose_for(&mut self, route: crate::pending::Route, command: Command, now: Instant) {
+        let applied = self.store.applied_slot();
+        let (client_id, seq) = (command.client_id, command.seq);
         if !self.rooms.clients.wait_for(route, &command, now, applied) {
             return;
         }
@@ -245,7 +293,7 @@ impl Driver {
                 self.metrics.proposals.inc();
                 self.rooms.crasher.request_taken();
             }
-            Err(error) => self.answer(request.client_id, request.seq, Err(error), now),
+            Err(error) => self.answer(client_id, seq, Err(error), now),
         }
     }
 

@@ -184,6 +184,7 @@ mod tests {
                     key: "k".to_owned(),
                     value: "v".to_owned(),
                 },
+                session: None,
             }],
         );
         write_atomically(&path, &store.to_json("node-1")).unwrap();

@@ -21,6 +21,7 @@ use tokio_util::sync::CancellationToken;
 use transport::{Multipart, Receiver};
 
 use crate::http::StatusQuery;
+use crate::logins::Checked;
 use crate::snapshots::Written;
 use crate::wal::WalProgress;
 
@@ -47,6 +48,8 @@ pub(crate) enum Event {
     Status(StatusQuery),
     /// store.json was written (or not).
     Snapshot(Written),
+    /// A login's password was checked or hashed.
+    Login(Checked),
     /// A frame set from the reference.
     Reference(Multipart),
     /// A frame set from the proxy.
@@ -104,6 +107,8 @@ pub(crate) struct Inputs {
     pub(crate) wal_progress: watch::Receiver<WalProgress>,
     /// Snapshots written.
     pub(crate) snapshots: mpsc::Receiver<Written>,
+    /// Logins whose password was checked or hashed.
+    pub(crate) logins: mpsc::Receiver<Checked>,
     /// The timers.
     pub(crate) timers: Timers,
 }
@@ -125,6 +130,7 @@ impl Inputs {
             _ = timers.clock_round.tick() => Event::ClockRound,
             Some(query) = self.status.recv() => Event::Status(query),
             Some(written) = self.snapshots.recv() => Event::Snapshot(written),
+            Some(checked) = self.logins.recv() => Event::Login(checked),
             message = self.reference.recv() => match message {
                 Some(m) => Event::Reference(m),
                 None => Event::Closed("reference socket"),

@@ -30,6 +30,8 @@
 //!   publish; the peers' names.
 //! - [`clients`]: the broker link — READY and heartbeats, requests checked and
 //!   remembered ([`pending`]) until their command is applied, answers.
+//! - [`logins`]: chat logins — wrong passwords bounded, the password checked or hashed
+//!   (Argon2id) off the loop, and the `Register` / `OpenSession` proposed instead.
 //! - [`disk`]: the groups of records to the WAL writer, durability back to the core;
 //!   [`wal`] is the log itself (format, recovery, the writer thread).
 //! - [`reference`]: registration and heartbeats at the reference service (off the data
@@ -63,7 +65,7 @@
 //!   (or, with `--rebuild-from-peers`, the folder is moved aside and the node catches up).
 //! - **Bounded**: every queue has a named limit ([`paxos::MAX_HELD_GROUPS`],
 //!   [`wal::MAX_WAL_QUEUE`], [`pending::MAX_PENDING_REQUESTS`],
-//!   [`inputs::MAX_DRAIN_PER_TURN`], ...), and the log is truncated behind snapshots.
+//!   [`inputs::MAX_DRAIN_PER_TURN`], [`logins::MAX_LOGINS_IN_FLIGHT`], ...), and the log is truncated behind snapshots.
 //! - **Quorums are fixed**: the Paxos members are ranks `1..=--cluster-size`; the
 //!   reference's membership is only used for names and liveness.
 
@@ -79,6 +81,7 @@ pub mod error;
 pub mod files;
 pub mod http;
 pub mod inputs;
+pub mod logins;
 pub mod metrics;
 pub mod observe;
 pub mod peers;
@@ -111,6 +114,7 @@ use crate::crash::Crasher;
 use crate::disk::Disk;
 use crate::driver::{Driver, Rooms};
 use crate::inputs::{Inputs, Timers};
+use crate::logins::Logins;
 use crate::metrics::Metrics;
 use crate::observe::Observer;
 use crate::peers::Peers;
@@ -203,7 +207,9 @@ pub async fn run(
         config.snapshot_interval,
         metrics.clone(),
     );
+    let (logins, checked_logins) = Logins::new(metrics.clone());
     let rooms = Rooms {
+        logins,
         peers: Peers::new(
             publishers,
             identity,
@@ -247,6 +253,7 @@ pub async fn run(
         status: status_rx,
         wal_progress: wal.progress.clone(),
         snapshots: written,
+        logins: checked_logins,
         timers: Timers::new(
             config.tick,
             config.broker_heartbeat,

@@ -38,6 +38,14 @@ pub struct AuthLabels {
     pub reason: &'static str,
 }
 
+/// Labels of the login counter ([`crate::logins`]).
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct LoginLabels {
+    /// `checked` (password verified), `hashed` (a new password), `wrong_password`,
+    /// `locked` (too many wrong passwords), `overloaded`, `failed`.
+    pub result: &'static str,
+}
+
 fn latency_histogram() -> Histogram {
     // 50 µs .. ~1.6 s
     Histogram::new(exponential_buckets(0.000_05, 2.0, 16))
@@ -91,6 +99,8 @@ pub struct Metrics {
     pub clock_offset_ms: Gauge,
     /// Times this node moved to another proxy because its probes stopped coming back.
     pub proxy_switches: Counter,
+    /// Chat logins this node took, by what came of the password.
+    pub logins: Family<LoginLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -125,6 +135,12 @@ impl Metrics {
         let messages_out = Counter::default();
         let clock_offset_ms = Gauge::default();
         let proxy_switches = Counter::default();
+        let logins = Family::<LoginLabels, Counter>::default();
+        registry.register(
+            "logins",
+            "Chat logins taken, by what came of the password",
+            logins.clone(),
+        );
         registry.register(
             "proposals",
             "Client commands handed to the Paxos core",
@@ -239,6 +255,7 @@ impl Metrics {
             messages_out,
             clock_offset_ms,
             proxy_switches,
+            logins,
         }
     }
 

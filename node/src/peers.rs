@@ -332,8 +332,11 @@ impl Peers {
     /// Publishes a committed chat message for its live subscribers. These go in clear:
     /// the live feed is a doorbell for chat clients, which hold no cluster key
     /// (docs/architecture.md, "Who may speak").
+    /// Publishes a committed chat message for live delivery: a channel's message whole,
+    /// a private message as a notice only ([`LiveMessage::notice`]): the proxies carry
+    /// it in clear, and a private message is read with its recipient's credential.
     pub(crate) fn send_live(&mut self, message: ChatMessage) {
-        let message = LiveMessage(message);
+        let message = LiveMessage::for_delivery(message);
         let topic = message.topic();
         match proto::encode(&message) {
             Ok(body) => self.publish(vec![topic.into_bytes(), body]),

@@ -161,6 +161,7 @@ mod tests {
             client_id,
             seq,
             op: Op::Noop,
+            session: None,
         }
     }
 

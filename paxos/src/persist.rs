@@ -170,6 +170,7 @@ mod tests {
                 client_id: 1,
                 seq: tag,
                 op: Op::Noop,
+                session: None,
             }],
         }
     }

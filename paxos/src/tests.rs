@@ -35,6 +35,7 @@ fn put(seq: u64) -> Command {
             key: "k".into(),
             value: format!("v{seq}"),
         },
+        session: None,
     }
 }
 
@@ -575,6 +576,7 @@ fn commands_are_batched_into_one_slot_per_ready() {
             key: "k".into(),
             value: "x".repeat(proto::limits::MAX_BATCH_BYTES),
         },
+        session: None,
     };
     assert_eq!(r.propose(huge).unwrap_err().code, ErrorCode::TooLarge);
 }

@@ -193,6 +193,7 @@ fn a_client_retry_landing_after_a_leader_change_executes_once() {
             expected: None,
             new: "once".into(),
         },
+        session: None,
     };
     // The command is accepted by a majority, but the leader crashes before deciding (and
     // the votes reach no other learner).

@@ -1,11 +1,23 @@
 //! What clients (the `client` CLI, the bots) and nodes say to each other through the
 //! broker: a [`Request`] carrying one [`Op`], and a [`Response`] carrying its result.
+//!
+//! ## Who a chat request speaks for
+//! Key-value operations are open to any client. Chat operations that act as a user
+//! (`subscribe`, `publish`, `dm`, `history @user`) act only for the user whose session
+//! the request's [`Request::credential`] opens: the client draws a random credential,
+//! proves its password once with [`Op::Login`], and sends the credential with every
+//! later request. The receiving node turns the credential into its [`session_key`]
+//! (SHA-256) before proposing, so the log, the WAL and `store.json` never hold a
+//! credential or a password ([`Op::Register`] and [`Op::OpenSession`] carry a salted
+//! hash and nothing else).
 
 use serde::{Deserialize, Serialize};
 
 use crate::LimitError;
 use crate::limits::{
-    MAX_KEY_BYTES, MAX_LIST_ITEMS, MAX_NAME_BYTES, MAX_TEXT_BYTES, MAX_VALUE_BYTES,
+    MAX_CREDENTIAL_BYTES, MAX_KEY_BYTES, MAX_LIST_ITEMS, MAX_NAME_BYTES, MAX_PASSWORD_BYTES,
+    MAX_PASSWORD_HASH_BYTES, MAX_TEXT_BYTES, MAX_VALUE_BYTES, MIN_CREDENTIAL_BYTES,
+    SESSION_KEY_BYTES,
 };
 
 /// Identifies one client session; chosen at random by the client, unique per process run.
@@ -26,6 +38,10 @@ pub struct Request {
     /// How fresh a read must be; ignored by writes.
     #[serde(default)]
     pub consistency: Consistency,
+    /// The chat session this request speaks for: the random token the client drew for
+    /// its `login` ([`MIN_CREDENTIAL_BYTES`]..=[`MAX_CREDENTIAL_BYTES`] bytes).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credential: Option<String>,
 }
 
 /// How a read is served.
@@ -81,8 +97,31 @@ pub enum Op {
         /// The value to write.
         new: String,
     },
-    /// Create a user (idempotent).
+    /// Open a chat session for `user`, whose password is `password`: the first login
+    /// of a name registers it with that password. The request's credential becomes the
+    /// session's. A node never proposes this op with a password in it: it checks or
+    /// hashes the password first and proposes [`Op::OpenSession`] or [`Op::Register`]
+    /// (a `Login` in the log is one from before passwords: it registers the name
+    /// without one).
     Login {
+        /// User name.
+        user: String,
+        /// The password (empty only in logs written before passwords).
+        #[serde(default, skip_serializing_if = "String::is_empty")]
+        password: String,
+    },
+    /// Internal (proposed by a node, refused from clients): register `user` with this
+    /// salted password hash, or give a user from before passwords this one, and open
+    /// the command's session for them.
+    Register {
+        /// User name.
+        user: String,
+        /// The PHC string of the password's Argon2id hash (salt included).
+        password_hash: String,
+    },
+    /// Internal (proposed by a node, refused from clients): the node checked `user`'s
+    /// password against the stored hash; open the command's session for them.
+    OpenSession {
         /// User name.
         user: String,
     },
@@ -132,6 +171,12 @@ pub enum Op {
 }
 
 impl Op {
+    /// Whether only a node may propose this op ([`Op::Register`], [`Op::OpenSession`]):
+    /// a client request carrying one is refused.
+    pub fn is_internal(&self) -> bool {
+        matches!(self, Op::Register { .. } | Op::OpenSession { .. })
+    }
+
     /// Whether the command leaves the replicated state as it was. Read-only commands may
     /// be served with `consistency = local` from a replica's applied state.
     pub fn is_read_only(&self) -> bool {
@@ -149,6 +194,8 @@ impl Op {
             Op::Delete { .. } => "delete",
             Op::Cas { .. } => "cas",
             Op::Login { .. } => "login",
+            Op::Register { .. } => "register",
+            Op::OpenSession { .. } => "open_session",
             Op::CreateChannel { .. } => "create_channel",
             Op::Subscribe { .. } => "subscribe",
             Op::Publish { .. } => "publish",
@@ -175,7 +222,23 @@ impl Op {
                 }
                 check_len("new", new, MAX_VALUE_BYTES)
             }
-            Op::Login { user } => check_name("user", user),
+            Op::Login { user, password } => {
+                check_name("user", user)?;
+                check_len("password", password, MAX_PASSWORD_BYTES)
+            }
+            Op::Register {
+                user,
+                password_hash,
+            } => {
+                check_name("user", user)?;
+                if password_hash.is_empty() {
+                    return Err(LimitError::Empty {
+                        field: "password_hash",
+                    });
+                }
+                check_len("password_hash", password_hash, MAX_PASSWORD_HASH_BYTES)
+            }
+            Op::OpenSession { user } => check_name("user", user),
             Op::CreateChannel { channel } => check_name("channel", channel),
             Op::Subscribe { user, channel } => {
                 check_name("user", user)?;
@@ -219,6 +282,40 @@ fn check_name(field: &'static str, name: &str) -> Result<(), LimitError> {
         return Err(LimitError::BadName { field });
     }
     check_len(field, name, MAX_NAME_BYTES)
+}
+
+/// Checks a session credential against [`MIN_CREDENTIAL_BYTES`] and
+/// [`MAX_CREDENTIAL_BYTES`]; it must be printable ASCII without spaces.
+pub fn check_credential(credential: &str) -> Result<(), LimitError> {
+    let field = "credential";
+    if credential.len() < MIN_CREDENTIAL_BYTES {
+        return Err(LimitError::TooShort {
+            field,
+            len: credential.len(),
+            min: MIN_CREDENTIAL_BYTES,
+        });
+    }
+    check_len(field, credential, MAX_CREDENTIAL_BYTES)?;
+    if !credential.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err(LimitError::BadName { field });
+    }
+    Ok(())
+}
+
+/// The session key of a credential: its SHA-256 in lowercase hex
+/// ([`SESSION_KEY_BYTES`] characters). The log and the replicated state hold this, never
+/// the credential: reading them does not let anyone speak for a user.
+pub fn session_key(credential: &str) -> String {
+    use sha2::{Digest, Sha256};
+    let digest = Sha256::digest(credential.as_bytes());
+    digest.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// A fresh random credential: 32 bytes from the operating system's generator, in hex.
+pub fn new_credential() -> String {
+    let mut bytes = [0u8; 32];
+    rand::fill(&mut bytes);
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 pub(crate) fn check_len(field: &'static str, text: &str, max: usize) -> Result<(), LimitError> {
@@ -337,6 +434,10 @@ pub enum ErrorCode {
     StaleRequest,
     /// A queue is full; retry later. The command did not take effect.
     Overloaded,
+    /// A chat request without a valid session for the user it acts as (no credential,
+    /// an unknown or evicted one, another user's), or a login with a wrong password.
+    /// The command did not take effect.
+    Unauthenticated,
     /// A bug or an I/O error on the replica.
     Internal,
 }
@@ -354,6 +455,7 @@ impl ErrorCode {
             ErrorCode::CasMismatch => "cas_mismatch",
             ErrorCode::StaleRequest => "stale_request",
             ErrorCode::Overloaded => "overloaded",
+            ErrorCode::Unauthenticated => "unauthenticated",
             ErrorCode::Internal => "internal",
         }
     }
@@ -368,6 +470,7 @@ impl ErrorCode {
                 | ErrorCode::BadRequest
                 | ErrorCode::TooLarge
                 | ErrorCode::Overloaded
+                | ErrorCode::Unauthenticated
         )
     }
 }
@@ -408,14 +511,30 @@ pub struct Command {
     pub seq: Seq,
     /// What to do.
     pub op: Op,
+    /// The [`session_key`] of the request's credential, if it had one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub session: Option<String>,
+}
+
+impl Command {
+    /// Checks the op and the session key against the named limits.
+    pub fn validate(&self) -> Result<(), LimitError> {
+        if let Some(session) = &self.session {
+            check_len("session", session, SESSION_KEY_BYTES)?;
+        }
+        self.op.validate()
+    }
 }
 
 impl From<&Request> for Command {
+    /// The command a request proposes: its credential becomes a session key here, so
+    /// that no credential ever reaches the log.
     fn from(request: &Request) -> Self {
         Command {
             client_id: request.client_id,
             seq: request.seq,
             op: request.op.clone(),
+            session: request.credential.as_deref().map(session_key),
         }
     }
 }

@@ -68,10 +68,23 @@ pub enum LimitError {
         /// Field name.
         field: &'static str,
     },
+    /// A string is shorter than required.
+    #[error("{field} is {len} bytes, under the minimum of {min}")]
+    TooShort {
+        /// Field name.
+        field: &'static str,
+        /// Its length.
+        len: usize,
+        /// The minimum.
+        min: usize,
+    },
 }
 
 impl Wire for Request {
     fn validate(&self) -> Result<(), LimitError> {
+        if let Some(credential) = &self.credential {
+            client::check_credential(credential)?;
+        }
         self.op.validate()
     }
 }

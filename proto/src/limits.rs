@@ -26,3 +26,15 @@ pub const MAX_ROUTING_FRAME_BYTES: usize = 255;
 pub const MAX_LIST_ITEMS: usize = 1000;
 /// Most members the reference service tracks.
 pub const MAX_MEMBERS: usize = 64;
+/// Longest chat password a client may send (`login`): hashing is deliberately slow and
+/// memory-hard, so its input is bounded too.
+pub const MAX_PASSWORD_BYTES: usize = 256;
+/// Shortest session credential (the token a client draws for `login`): 32 bytes of hex
+/// text or more, so that credentials cannot be guessed.
+pub const MIN_CREDENTIAL_BYTES: usize = 32;
+/// Longest session credential.
+pub const MAX_CREDENTIAL_BYTES: usize = 128;
+/// Longest stored password hash (a PHC string: `$argon2id$v=19$m=…,t=…,p=…$salt$hash`).
+pub const MAX_PASSWORD_HASH_BYTES: usize = 256;
+/// Length of a session key: the hex SHA-256 of a credential, as the log keeps it.
+pub const SESSION_KEY_BYTES: usize = 64;

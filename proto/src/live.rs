@@ -6,6 +6,12 @@
 //! the [`ChatMessage`] itself. [`LiveMessage`] is that message with the codec's
 //! validation; its encoding is the bare message's, so both sides only have to agree on
 //! [`ChatMessage`].
+//!
+//! Subscribing to the proxies' backends takes no key (clients are outside the cluster),
+//! so a private message is never published whole: its delivery is a **notice** — the
+//! recipient's topic, the message id, slot and clock, no author, no text
+//! ([`LiveMessage::for_delivery`]). The recipient's client then reads the message with
+//! `history @me` and its credential.
 
 use serde::{Deserialize, Serialize};
 
@@ -21,6 +27,22 @@ use crate::{LimitError, Wire, topic};
 pub struct LiveMessage(pub ChatMessage);
 
 impl LiveMessage {
+    /// What is published for `message`: a channel message whole, a private message as a
+    /// notice without its author and text.
+    pub fn for_delivery(mut message: ChatMessage) -> LiveMessage {
+        if matches!(message.to, Target::User(_)) {
+            message.from.clear();
+            message.text.clear();
+        }
+        LiveMessage(message)
+    }
+
+    /// Whether this delivery is a private message's notice (read the message with
+    /// `history @recipient` since `id - 1`).
+    pub fn is_notice(&self) -> bool {
+        matches!(self.0.to, Target::User(_)) && self.0.text.is_empty()
+    }
+
     /// The topic this message is published on.
     pub fn topic(&self) -> String {
         topic_of(&self.0.to)
@@ -81,6 +103,19 @@ mod tests {
             let frame = crate::encode(&live).unwrap();
             assert_eq!(crate::decode::<LiveMessage>(&frame).unwrap(), live);
         }
+    }
+
+    #[test]
+    fn a_private_message_is_delivered_as_a_notice_without_author_or_text() {
+        let dm = LiveMessage::for_delivery(message(Target::User("bob".into()), "secret"));
+        assert!(dm.is_notice());
+        assert_eq!((dm.0.from.as_str(), dm.0.text.as_str()), ("", ""));
+        assert_eq!((dm.0.id, dm.topic().as_str()), (7, "user.bob"));
+        let frame = crate::encode(&dm).unwrap();
+        assert!(!String::from_utf8_lossy(&frame).contains("secret"));
+        let channel = LiveMessage::for_delivery(general("hello"));
+        assert!(!channel.is_notice());
+        assert_eq!(channel.0, general("hello"));
     }
 
     #[test]

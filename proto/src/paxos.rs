@@ -107,7 +107,7 @@ impl Value {
     fn validate(&self) -> Result<(), LimitError> {
         check_count("commands", self.commands.len(), MAX_BATCH_COMMANDS)?;
         check_bytes("commands", self.size_bytes(), MAX_BATCH_BYTES)?;
-        self.commands.iter().try_for_each(|c| c.op.validate())
+        self.commands.iter().try_for_each(|c| c.validate())
     }
 }
 
@@ -121,11 +121,17 @@ pub fn command_size_bytes(command: &Command) -> usize {
     const STRING_HEADER_BYTES: usize = 5;
     let s = |text: &str| text.len() + STRING_HEADER_BYTES;
     FIXED_BYTES
+        + command.session.as_deref().map_or(0, s)
         + match &command.op {
             Op::Get { key } | Op::Delete { key } => s(key),
             Op::Put { key, value } => s(key) + s(value),
             Op::Cas { key, expected, new } => s(key) + expected.as_deref().map_or(1, s) + s(new),
-            Op::Login { user } => s(user),
+            Op::Login { user, password } => s(user) + s(password),
+            Op::Register {
+                user,
+                password_hash,
+            } => s(user) + s(password_hash),
+            Op::OpenSession { user } => s(user),
             Op::CreateChannel { channel } => s(channel),
             Op::Subscribe { user, channel } => s(user) + s(channel),
             Op::Publish {
@@ -310,7 +316,7 @@ impl Message {
                 check_count("commands", commands.len(), MAX_BATCH_COMMANDS)?;
                 let bytes = commands.iter().map(command_size_bytes).sum();
                 check_bytes("commands", bytes, MAX_BATCH_BYTES)?;
-                commands.iter().try_for_each(|c| c.op.validate())
+                commands.iter().try_for_each(|c| c.validate())
             }
             Message::Decided { entries } => {
                 check_count("entries", entries.len(), MAX_DECIDED_ENTRIES)?;
@@ -469,6 +475,7 @@ mod tests {
                 key: format!("k{i}"),
                 value: "v".repeat(value_len),
             },
+            session: None,
         }
     }
 

@@ -31,6 +31,7 @@ fn valid_frames() -> Vec<Vec<u8>> {
             key: "k".into(),
             value: "v".repeat(40),
         },
+        session: None,
     };
     let mut frames = vec![
         encode(&Request {
@@ -38,6 +39,7 @@ fn valid_frames() -> Vec<Vec<u8>> {
             seq: 2,
             op: command.op.clone(),
             consistency: Consistency::Local,
+            credential: None,
         })
         .unwrap(),
         encode(&Request {
@@ -49,6 +51,7 @@ fn valid_frames() -> Vec<Vec<u8>> {
                 new: "n".into(),
             },
             consistency: Consistency::Linearizable,
+            credential: None,
         })
         .unwrap(),
         encode(&Response {
@@ -206,6 +209,7 @@ fn oversized_frames_and_fields_are_typed_errors() {
             key: "k".repeat(limits::MAX_KEY_BYTES + 1),
         },
         consistency: Consistency::Linearizable,
+        credential: None,
     };
     let frame = encode(&huge_key).unwrap();
     assert!(matches!(
@@ -221,6 +225,7 @@ fn oversized_frames_and_fields_are_typed_errors() {
         seq: 1,
         op: huge_value,
         consistency: Consistency::Linearizable,
+        credential: None,
     };
     assert!(
         encode(&request).is_err(),
@@ -264,8 +269,44 @@ fn names_are_validated() {
         seq: 1,
         op: Op::Login {
             user: String::new(),
+            password: "pw".into(),
         },
         consistency: Consistency::Linearizable,
+        credential: None,
     };
     assert!(decode::<Request>(&encode(&bad_login).unwrap()).is_err());
+}
+
+#[test]
+fn passwords_and_credentials_are_bounded() {
+    let login = |password: String, credential: Option<String>| Request {
+        client_id: 1,
+        seq: 1,
+        op: Op::Login {
+            user: "ann".into(),
+            password,
+        },
+        consistency: Consistency::Linearizable,
+        credential,
+    };
+    let good = login("pw".into(), Some("c".repeat(limits::MIN_CREDENTIAL_BYTES)));
+    assert!(decode::<Request>(&encode(&good).unwrap()).is_ok());
+    for bad in [
+        login("p".repeat(limits::MAX_PASSWORD_BYTES + 1), None),
+        login(
+            "pw".into(),
+            Some("c".repeat(limits::MIN_CREDENTIAL_BYTES - 1)),
+        ),
+        login(
+            "pw".into(),
+            Some("c".repeat(limits::MAX_CREDENTIAL_BYTES + 1)),
+        ),
+        login("pw".into(), Some(format!("{} x", "c".repeat(40)))),
+    ] {
+        let frame = encode(&bad).unwrap();
+        assert!(
+            matches!(decode::<Request>(&frame), Err(DecodeError::Invalid(_))),
+            "{bad:?}"
+        );
+    }
 }

@@ -8,6 +8,10 @@ pub const DEFAULT_HISTORY_PER_CHANNEL: usize = 1000;
 pub const DEFAULT_HISTORY_PER_USER: usize = 1000;
 /// Default for [`StoreConfig::max_sessions`].
 pub const DEFAULT_MAX_SESSIONS: usize = 100_000;
+/// Default for [`StoreConfig::max_chat_sessions`].
+pub const DEFAULT_MAX_CHAT_SESSIONS: usize = 10_000;
+/// Largest accepted [`StoreConfig::max_chat_sessions`].
+pub const MAX_CHAT_SESSIONS_LIMIT: usize = 1_000_000;
 /// Largest accepted value of the two history bounds: a sanity cap so that a typo in a
 /// flag cannot make a channel's history grow without practical limit.
 pub const MAX_HISTORY_LIMIT: usize = 1_000_000;
@@ -27,6 +31,9 @@ pub struct StoreConfig {
     /// Client sessions kept for exactly-once replies; the least recently applied one is
     /// evicted beyond it.
     pub max_sessions: usize,
+    /// Open chat sessions (logins); the one opened in the oldest slot is evicted beyond
+    /// it, and its credential stops working.
+    pub max_chat_sessions: usize,
 }
 
 impl Default for StoreConfig {
@@ -35,6 +42,7 @@ impl Default for StoreConfig {
             history_per_channel: DEFAULT_HISTORY_PER_CHANNEL,
             history_per_user: DEFAULT_HISTORY_PER_USER,
             max_sessions: DEFAULT_MAX_SESSIONS,
+            max_chat_sessions: DEFAULT_MAX_CHAT_SESSIONS,
         }
     }
 }
@@ -71,6 +79,11 @@ impl StoreConfig {
             ),
             ("history_per_user", self.history_per_user, MAX_HISTORY_LIMIT),
             ("max_sessions", self.max_sessions, MAX_SESSIONS_LIMIT),
+            (
+                "max_chat_sessions",
+                self.max_chat_sessions,
+                MAX_CHAT_SESSIONS_LIMIT,
+            ),
         ];
         for (field, value, max) in fields {
             if value == 0 {

@@ -17,7 +17,11 @@ pub const DIGEST_BYTES: usize = 16;
 
 /// Prefix hashed before the state, so that a change of the encoding can be made visible by
 /// changing it, and a digest of something else can never be mistaken for a store's.
-const DIGEST_DOMAIN: &[u8] = b"paxos-zmq store digest v1\0";
+/// v2: users with their password hash, and the chat sessions.
+const DIGEST_DOMAIN: &[u8] = b"paxos-zmq store digest v2\0";
+
+/// The prefix of states written before passwords ([`legacy_digest_of`]).
+const LEGACY_DIGEST_DOMAIN: &[u8] = b"paxos-zmq store digest v1\0";
 
 /// Buffer between the MessagePack encoder (many writes of a few bytes) and SHA-256.
 const DIGEST_BUFFER_BYTES: usize = 64 * 1024;
@@ -145,8 +149,43 @@ impl Write for HashWriter {
 /// The digest of a state. MessagePack of `BTreeMap`s / `BTreeSet`s / `VecDeque`s is
 /// canonical: one state has exactly one encoding, so equal states give equal digests.
 pub(crate) fn digest_of(state: &State) -> Digest {
+    hash(DIGEST_DOMAIN, state)
+}
+
+/// The digest a build from before passwords gave this state, if such a build could have
+/// held it: no user with a password, no chat session. A `store.json` written by that
+/// build records this digest; [`crate::Store::from_json`] accepts it, once.
+pub(crate) fn legacy_digest_of(state: &State) -> Option<Digest> {
+    /// The state as it was then: users were a set of names, there were no chat sessions.
+    #[derive(Serialize)]
+    struct Legacy<'a> {
+        applied_slot: u64,
+        lamport: u64,
+        keys: &'a crate::state::Keys,
+        users: Vec<&'a String>,
+        channels: &'a std::collections::BTreeMap<String, crate::state::Channel>,
+        inboxes: &'a std::collections::BTreeMap<String, crate::state::Inbox>,
+        sessions: &'a std::collections::BTreeMap<u64, crate::state::Session>,
+    }
+    let passwords = state.users.0.values().any(|u| u.password_hash.is_some());
+    if passwords || !state.chat_sessions.is_empty() {
+        return None;
+    }
+    let legacy = Legacy {
+        applied_slot: state.applied_slot,
+        lamport: state.lamport,
+        keys: &state.keys,
+        users: state.users.0.keys().collect(),
+        channels: &state.channels,
+        inboxes: &state.inboxes,
+        sessions: &state.sessions,
+    };
+    Some(hash(LEGACY_DIGEST_DOMAIN, &legacy))
+}
+
+fn hash(domain: &[u8], state: &impl Serialize) -> Digest {
     let mut hasher = Sha256::new();
-    hasher.update(DIGEST_DOMAIN);
+    hasher.update(domain);
     let mut writer = BufWriter::with_capacity(DIGEST_BUFFER_BYTES, HashWriter(hasher));
     // The writer cannot fail and every type in `State` has a MessagePack encoding (no
     // sequence of unknown length, no non-string map key that rmp refuses): an error here is

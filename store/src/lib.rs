@@ -44,6 +44,18 @@
 //!   the last), so that a consumer can rely on "duplicate == false" meaning "applied here".
 //! - [`Store::lamport`] is the largest Lamport clock of the applied slots (a clock never
 //!   goes back); each chat message records the Lamport clock of its own slot.
+//!
+//! ## Chat users and their sessions
+//! A user is registered with the Argon2id hash of a password (a PHC string, salt
+//! included), hashed by the node that took the `login` before it proposed
+//! [`Op::Register`]: applying stores the string and never hashes, so it stays
+//! deterministic. A login opens a **chat session**, keyed by the SHA-256 of the random
+//! credential the client drew ([`proto::client::session_key`]); `subscribe`, `publish`,
+//! `dm` and `history @user` act only for the user of the command's session
+//! ([`ErrorCode::Unauthenticated`] otherwise). At most
+//! [`StoreConfig::max_chat_sessions`] sessions are open; beyond it the one opened in the
+//! oldest slot is evicted, the same one on every replica. A user from a state written
+//! before passwords has none: the next `login` of that name sets it.
 
 mod config;
 mod digest;
@@ -60,13 +72,14 @@ use proto::limits::MAX_LIST_ITEMS;
 use proto::{Error, ErrorCode, LimitError};
 
 pub use config::{
-    ConfigError, DEFAULT_HISTORY_PER_CHANNEL, DEFAULT_HISTORY_PER_USER, DEFAULT_MAX_SESSIONS,
-    MAX_HISTORY_LIMIT, MAX_SESSIONS_LIMIT, StoreConfig,
+    ConfigError, DEFAULT_HISTORY_PER_CHANNEL, DEFAULT_HISTORY_PER_USER, DEFAULT_MAX_CHAT_SESSIONS,
+    DEFAULT_MAX_SESSIONS, MAX_CHAT_SESSIONS_LIMIT, MAX_HISTORY_LIMIT, MAX_SESSIONS_LIMIT,
+    StoreConfig,
 };
 pub use digest::{DIGEST_BYTES, Digest, DigestParseError};
 pub use snapshot::{SNAPSHOT_FORMAT, SnapshotError};
 
-use state::{Session, SessionResult, State};
+use state::{ChatSession, Session, SessionResult, State, User};
 
 /// A position in the Paxos log; slot 1 is the first decided one, 0 means "none".
 pub type Slot = u64;
@@ -121,6 +134,19 @@ pub struct StoreStats {
     pub channels: usize,
     /// Client sessions.
     pub sessions: usize,
+    /// Open chat sessions (logins).
+    pub chat_sessions: usize,
+}
+
+/// What the state holds about a user's password (for the node that checks a login).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Password<'a> {
+    /// No such user: a login registers the name.
+    Unknown,
+    /// A user from before passwords: a login sets one.
+    Unset,
+    /// The PHC string of the password's hash, to verify a login against.
+    Hash(&'a str),
 }
 
 /// The replicated state machine. See the crate documentation for its invariants.
@@ -131,6 +157,8 @@ pub struct Store {
     /// Eviction order of the sessions: `(slot, client_id)` of every session, derived from
     /// `state.sessions` (not replicated itself; rebuilt on restore).
     session_order: BTreeSet<(Slot, ClientId)>,
+    /// Eviction order of the chat sessions, `(slot, key)`, derived like `session_order`.
+    chat_session_order: BTreeSet<(Slot, String)>,
 }
 
 impl fmt::Debug for Store {
@@ -168,10 +196,16 @@ impl Store {
             .iter()
             .map(|(client_id, session)| (session.slot, *client_id))
             .collect();
+        let chat_session_order = state
+            .chat_sessions
+            .iter()
+            .map(|(key, session)| (session.slot, key.clone()))
+            .collect();
         Store {
             config,
             state,
             session_order,
+            chat_session_order,
         }
     }
 
@@ -194,9 +228,23 @@ impl Store {
     pub fn stats(&self) -> StoreStats {
         StoreStats {
             keys: self.state.keys.len(),
-            users: self.state.users.len(),
+            users: self.state.users.0.len(),
             channels: self.state.channels.len(),
             sessions: self.state.sessions.len(),
+            chat_sessions: self.state.chat_sessions.len(),
+        }
+    }
+
+    /// What the applied state holds about `user`'s password.
+    pub fn password(&self, user: &str) -> Password<'_> {
+        match self.state.users.0.get(user) {
+            None => Password::Unknown,
+            Some(User {
+                password_hash: None,
+            }) => Password::Unset,
+            Some(User {
+                password_hash: Some(hash),
+            }) => Password::Hash(hash),
         }
     }
 
@@ -254,7 +302,13 @@ impl Store {
         command: &Command,
         posted: &mut Vec<ChatMessage>,
     ) -> AppliedReply {
-        let Command { client_id, seq, op } = command;
+        let Command {
+            client_id,
+            seq,
+            op,
+            session: chat_key,
+        } = command;
+        let chat_key = chat_key.as_deref();
         let answer = |result, duplicate| AppliedReply {
             client_id: *client_id,
             seq: *seq,
@@ -262,14 +316,14 @@ impl Store {
             duplicate,
         };
         if *client_id == INTERNAL_CLIENT_ID {
-            return answer(self.execute(slot, lamport, op, posted), false);
+            return answer(self.execute(slot, lamport, op, chat_key, posted), false);
         }
         if let Some(session) = self.state.sessions.get(client_id) {
             if *seq == session.seq {
                 let result = match &session.result {
                     SessionResult::Ok(reply) => Ok(reply.clone()),
                     SessionResult::Err(error) => Err(error.clone()),
-                    SessionResult::Read => self.read_checked(op),
+                    SessionResult::Read => self.read_checked(op, chat_key),
                 };
                 return answer(result, true);
             }
@@ -284,7 +338,7 @@ impl Store {
                 return answer(Err(error), true);
             }
         }
-        let result = self.execute(slot, lamport, op, posted);
+        let result = self.execute(slot, lamport, op, chat_key, posted);
         let cached = match &result {
             // Executing a read again is deterministic, invalid reads included.
             _ if op.is_read_only() => SessionResult::Read,
@@ -320,15 +374,102 @@ impl Store {
         );
     }
 
+    /// Opens the chat session `key` for `user`, evicting the session opened in the
+    /// oldest slot when the table is full. A key already open for another user is
+    /// refused (only someone who knows that user's credential could send it).
+    fn open_chat_session(&mut self, key: &str, user: &str, slot: Slot) -> Result<(), Error> {
+        let sessions = &mut self.state.chat_sessions;
+        if let Some(open) = sessions.get(key)
+            && open.user != user
+        {
+            return Err(Error::new(
+                ErrorCode::Unauthenticated,
+                "this credential already opens another user's session: draw a new one",
+            ));
+        }
+        let session = ChatSession {
+            user: user.to_owned(),
+            slot,
+        };
+        match sessions.insert(key.to_owned(), session) {
+            Some(old) => {
+                self.chat_session_order.remove(&(old.slot, key.to_owned()));
+            }
+            None => {
+                if sessions.len() > self.config.max_chat_sessions
+                    && let Some((_, victim)) = self.chat_session_order.pop_first()
+                {
+                    sessions.remove(&victim);
+                }
+            }
+        }
+        self.chat_session_order.insert((slot, key.to_owned()));
+        assert!(
+            sessions.len() == self.chat_session_order.len()
+                && sessions.len() <= self.config.max_chat_sessions,
+            "chat sessions and their eviction order disagree",
+        );
+        Ok(())
+    }
+
     /// Executes one command against the state.
     fn execute(
         &mut self,
         slot: Slot,
         lamport: u64,
         op: &Op,
+        session: Option<&str>,
         posted: &mut Vec<ChatMessage>,
     ) -> Result<Reply, Error> {
         op.validate().map_err(limit_error)?;
+        match op {
+            Op::Register {
+                user,
+                password_hash,
+            } => {
+                let key = session.ok_or_else(|| no_credential(op))?;
+                match self.state.users.0.get_mut(user) {
+                    Some(User {
+                        password_hash: Some(_),
+                    }) => {
+                        return Err(Error::new(
+                            ErrorCode::Unauthenticated,
+                            format!(
+                                "user {} got a password from another login meanwhile: \
+                                 log in again",
+                                quote(user)
+                            ),
+                        ));
+                    }
+                    Some(record) => record.password_hash = Some(password_hash.clone()),
+                    None => {
+                        let record = User {
+                            password_hash: Some(password_hash.clone()),
+                        };
+                        self.state.users.0.insert(user.clone(), record);
+                    }
+                }
+                self.open_chat_session(key, user, slot)?;
+                return Ok(Reply::Done);
+            }
+            Op::OpenSession { user } => {
+                let key = session.ok_or_else(|| no_credential(op))?;
+                if !matches!(self.password(user), Password::Hash(_)) {
+                    return Err(Error::new(
+                        ErrorCode::Unauthenticated,
+                        format!("user {} has no password to log in with", quote(user)),
+                    ));
+                }
+                self.open_chat_session(key, user, slot)?;
+                return Ok(Reply::Done);
+            }
+            Op::Subscribe { user, .. }
+            | Op::Publish { user, .. }
+            | Op::PrivateMessage { from: user, .. } => {
+                authenticate(&self.state.chat_sessions, session, user, op)?;
+            }
+            _ => {}
+        }
         let state = &mut self.state;
         match op {
             Op::Put { key, value } => {
@@ -351,9 +492,18 @@ impl Store {
                 state.keys.insert(key.clone(), new.clone());
                 Ok(Reply::Done)
             }
-            Op::Login { user } => {
-                state.users.insert(user.clone());
+            // A login from a log written before passwords: the name, without one. A node
+            // never proposes a login with a password (it proposes Register/OpenSession).
+            Op::Login { user, password } if password.is_empty() => {
+                state.users.0.entry(user.clone()).or_default();
                 Ok(Reply::Done)
+            }
+            Op::Login { .. } => Err(Error::new(
+                ErrorCode::BadRequest,
+                "a password never goes into the log: log in through a node",
+            )),
+            Op::Register { .. } | Op::OpenSession { .. } => {
+                unreachable!("handled above")
             }
             Op::CreateChannel { channel } => {
                 state.channels.entry(channel.clone()).or_default();
@@ -417,25 +567,26 @@ impl Store {
                 Ok(Reply::Posted { id })
             }
             Op::Get { .. } | Op::ListUsers | Op::ListChannels | Op::History { .. } | Op::Noop => {
-                self.read(op)
+                self.read(op, session)
             }
         }
     }
 
     /// Answers a read-only command from the applied state, at once, without going through
-    /// the log (`consistency = local`: may be stale). A command that writes is refused
-    /// with [`ErrorCode::BadRequest`].
-    pub fn read_local(&self, op: &Op) -> Result<Reply, Error> {
-        self.read_checked(op)
+    /// the log (`consistency = local`: may be stale; so may the session, which a login
+    /// not yet applied here does not open). A command that writes is refused with
+    /// [`ErrorCode::BadRequest`].
+    pub fn read_local(&self, op: &Op, session: Option<&str>) -> Result<Reply, Error> {
+        self.read_checked(op, session)
     }
 
-    fn read_checked(&self, op: &Op) -> Result<Reply, Error> {
+    fn read_checked(&self, op: &Op, session: Option<&str>) -> Result<Reply, Error> {
         op.validate().map_err(limit_error)?;
-        self.read(op)
+        self.read(op, session)
     }
 
     /// A read-only command on a valid op.
-    fn read(&self, op: &Op) -> Result<Reply, Error> {
+    fn read(&self, op: &Op, session: Option<&str>) -> Result<Reply, Error> {
         let state = &self.state;
         match op {
             Op::Get { key } => match state.keys.get(key) {
@@ -449,7 +600,8 @@ impl Store {
                 let mut budget = ReplyBudget::new();
                 let users = state
                     .users
-                    .iter()
+                    .0
+                    .keys()
                     .take_while(|user| budget.take(user.len()))
                     .cloned()
                     .collect();
@@ -466,7 +618,7 @@ impl Store {
                             .messages
                     }
                     Target::User(user) => {
-                        require_user(&state.users, user)?;
+                        authenticate(&state.chat_sessions, session, user, op)?;
                         match state.inboxes.get(user) {
                             Some(inbox) => &inbox.messages,
                             None => return Ok(Reply::Messages(Vec::new())),
@@ -488,6 +640,8 @@ impl Store {
             | Op::Delete { .. }
             | Op::Cas { .. }
             | Op::Login { .. }
+            | Op::Register { .. }
+            | Op::OpenSession { .. }
             | Op::CreateChannel { .. }
             | Op::Subscribe { .. }
             | Op::Publish { .. }
@@ -582,7 +736,48 @@ fn append(
     id
 }
 
-fn require_user(users: &BTreeSet<String>, user: &str) -> Result<(), Error> {
+/// Checks that the command's chat session speaks for `user`.
+fn authenticate(
+    sessions: &std::collections::BTreeMap<String, ChatSession>,
+    session: Option<&str>,
+    user: &str,
+    op: &Op,
+) -> Result<(), Error> {
+    let key = session.ok_or_else(|| no_credential(op))?;
+    match sessions.get(key) {
+        Some(open) if open.user == user => Ok(()),
+        Some(open) => Err(Error::new(
+            ErrorCode::Unauthenticated,
+            format!(
+                "{} as {} refused: this credential is {}'s",
+                op.name(),
+                quote(user),
+                quote(&open.user)
+            ),
+        )),
+        None => Err(Error::new(
+            ErrorCode::Unauthenticated,
+            format!(
+                "{} as {} refused: the credential opens no session (never logged in, or \
+                 evicted by newer logins): log in again",
+                op.name(),
+                quote(user)
+            ),
+        )),
+    }
+}
+
+fn no_credential(op: &Op) -> Error {
+    Error::new(
+        ErrorCode::Unauthenticated,
+        format!(
+            "{} needs a login: the request carries no credential",
+            op.name()
+        ),
+    )
+}
+
+fn require_user(users: &state::Users, user: &str) -> Result<(), Error> {
     if users.contains(user) {
         Ok(())
     } else {
@@ -635,7 +830,9 @@ fn quote(text: &str) -> String {
 fn limit_error(error: LimitError) -> Error {
     let code = match error {
         LimitError::TooLong { .. } | LimitError::TooMany { .. } => ErrorCode::TooLarge,
-        LimitError::Empty { .. } | LimitError::BadName { .. } => ErrorCode::BadRequest,
+        LimitError::Empty { .. } | LimitError::BadName { .. } | LimitError::TooShort { .. } => {
+            ErrorCode::BadRequest
+        }
     };
     Error::new(code, error.to_string())
 }

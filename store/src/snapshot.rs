@@ -5,16 +5,16 @@
 //! mismatch, then checks the state's internal consistency, so a corrupted file is an error
 //! and never a silently different replica. Loading never panics, whatever the bytes.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 
 use proto::client::{ChatMessage, ClientId, Target};
-use proto::limits::{MAX_KEY_BYTES, MAX_VALUE_BYTES};
+use proto::limits::{MAX_KEY_BYTES, MAX_PASSWORD_HASH_BYTES, MAX_VALUE_BYTES, SESSION_KEY_BYTES};
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
 use crate::config::{ConfigError, StoreConfig};
-use crate::digest::{Digest, digest_of};
-use crate::state::{Channel, Inbox, Keys, Session, State};
+use crate::digest::{Digest, digest_of, legacy_digest_of};
+use crate::state::{Channel, ChatSession, Inbox, Keys, Session, State, Users};
 use crate::{Slot, Store};
 
 /// Version of the snapshot encoding; a snapshot of another version is refused.
@@ -69,10 +69,11 @@ struct JsonOut<'a> {
     lamport: u64,
     digest: Digest,
     keys: &'a Keys,
-    users: &'a BTreeSet<String>,
+    users: &'a Users,
     channels: &'a BTreeMap<String, Channel>,
     inboxes: &'a BTreeMap<String, Inbox>,
     sessions: &'a BTreeMap<ClientId, Session>,
+    chat_sessions: &'a BTreeMap<String, ChatSession>,
 }
 
 /// `store.json` as read.
@@ -84,10 +85,13 @@ struct JsonIn {
     lamport: u64,
     digest: Digest,
     keys: Keys,
-    users: BTreeSet<String>,
+    users: Users,
     channels: BTreeMap<String, Channel>,
     inboxes: BTreeMap<String, Inbox>,
     sessions: BTreeMap<ClientId, Session>,
+    /// Absent from documents written before passwords.
+    #[serde(default)]
+    chat_sessions: BTreeMap<String, ChatSession>,
 }
 
 impl Store {
@@ -123,7 +127,8 @@ impl Store {
 
     /// The `store.json` document of this replica: pretty JSON with a stable key order,
     /// `{"node", "applied_slot", "lamport", "digest", "keys", "users", "channels",
-    /// "inboxes", "sessions"}`. It round-trips exactly through [`Store::from_json`].
+    /// "inboxes", "sessions", "chat_sessions"}` (users by name with their password hash;
+    /// chat sessions by the SHA-256 of their credential). It round-trips exactly through [`Store::from_json`].
     pub fn to_json(&self, node: &str) -> Vec<u8> {
         let state = &self.state;
         let out = JsonOut {
@@ -136,6 +141,7 @@ impl Store {
             channels: &state.channels,
             inboxes: &state.inboxes,
             sessions: &state.sessions,
+            chat_sessions: &state.chat_sessions,
         };
         let mut bytes = match serde_json::to_vec_pretty(&out) {
             Ok(bytes) => bytes,
@@ -162,6 +168,7 @@ impl Store {
             channels: doc.channels,
             inboxes: doc.inboxes,
             sessions: doc.sessions,
+            chat_sessions: doc.chat_sessions,
         };
         let store = Store::load(state, doc.digest, config)?;
         Ok((doc.node, store))
@@ -169,7 +176,8 @@ impl Store {
 
     fn load(state: State, expected: Digest, config: StoreConfig) -> Result<Store, SnapshotError> {
         let actual = digest_of(&state);
-        if actual != expected {
+        // A state written before passwords carries the digest of that encoding.
+        if actual != expected && legacy_digest_of(&state) != Some(expected) {
             return Err(SnapshotError::DigestMismatch { expected, actual });
         }
         check_consistent(&state, &config).map_err(SnapshotError::Malformed)?;
@@ -190,7 +198,11 @@ fn check_consistent(state: &State, config: &StoreConfig) -> Result<(), String> {
         }
     }
     for (name, channel) in &state.channels {
-        if let Some(user) = channel.subscribers.difference(&state.users).next() {
+        if let Some(user) = channel
+            .subscribers
+            .iter()
+            .find(|u| !state.users.contains(u))
+        {
             return Err(format!(
                 "channel {name:?} has subscriber {user:?} who never logged in"
             ));
@@ -214,6 +226,40 @@ fn check_consistent(state: &State, config: &StoreConfig) -> Result<(), String> {
             |to| matches!(to, Target::User(u) if u == user),
         )
         .map_err(|e| format!("inbox of {user:?}: {e}"))?;
+    }
+    for (name, user) in &state.users.0 {
+        if let Some(hash) = &user.password_hash
+            && (hash.is_empty() || hash.len() > MAX_PASSWORD_HASH_BYTES)
+        {
+            return Err(format!(
+                "user {name:?} has a password hash of {} bytes",
+                hash.len()
+            ));
+        }
+    }
+    if state.chat_sessions.len() > config.max_chat_sessions {
+        return Err(format!(
+            "{} chat sessions, over max_chat_sessions {}",
+            state.chat_sessions.len(),
+            config.max_chat_sessions
+        ));
+    }
+    for (key, session) in &state.chat_sessions {
+        let registered = state
+            .users
+            .0
+            .get(&session.user)
+            .is_some_and(|u| u.password_hash.is_some());
+        if key.len() != SESSION_KEY_BYTES
+            || !registered
+            || session.slot == 0
+            || session.slot > state.applied_slot
+        {
+            return Err(format!(
+                "chat session of {:?} opened in slot {} of {} is not one a login opens",
+                session.user, session.slot, state.applied_slot
+            ));
+        }
     }
     if state.sessions.len() > config.max_sessions {
         return Err(format!(

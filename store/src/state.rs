@@ -25,14 +25,69 @@ pub(crate) struct State {
     pub(crate) lamport: u64,
     /// The key-value store.
     pub(crate) keys: Keys,
-    /// Logged-in users.
-    pub(crate) users: BTreeSet<String>,
+    /// Registered users.
+    pub(crate) users: Users,
     /// Channels by name.
     pub(crate) channels: BTreeMap<String, Channel>,
     /// Private messages by recipient; an inbox exists once a message was sent to it.
     pub(crate) inboxes: BTreeMap<String, Inbox>,
     /// Client sessions for exactly-once replies.
     pub(crate) sessions: BTreeMap<ClientId, Session>,
+    /// Open chat sessions by session key (the SHA-256 of the credential a client drew).
+    /// Absent from states written before passwords.
+    #[serde(default)]
+    pub(crate) chat_sessions: BTreeMap<String, ChatSession>,
+}
+
+/// The registered users by name. Written as a map of [`User`]s; read from that or, for
+/// states written before passwords, from a list of names (users without a password).
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize)]
+#[serde(transparent)]
+pub(crate) struct Users(pub(crate) BTreeMap<String, User>);
+
+impl<'de> Deserialize<'de> for Users {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Stored {
+            Records(BTreeMap<String, User>),
+            Names(BTreeSet<String>),
+        }
+        Ok(match Stored::deserialize(deserializer)? {
+            Stored::Records(users) => Users(users),
+            Stored::Names(names) => Users(
+                names
+                    .into_iter()
+                    .map(|name| (name, User::default()))
+                    .collect(),
+            ),
+        })
+    }
+}
+
+impl Users {
+    pub(crate) fn contains(&self, name: &str) -> bool {
+        self.0.contains_key(name)
+    }
+}
+
+/// One registered user.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct User {
+    /// The PHC string of the password's Argon2id hash; `None` for a user registered
+    /// before passwords, whose next login sets one.
+    pub(crate) password_hash: Option<String>,
+}
+
+/// One open chat session.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct ChatSession {
+    /// The user it speaks for.
+    pub(crate) user: String,
+    /// The slot that opened it (orders eviction).
+    pub(crate) slot: Slot,
 }
 
 /// One chat channel.

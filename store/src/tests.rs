@@ -25,8 +25,42 @@ fn cas(key: &str, expected: Option<&str>, new: &str) -> Op {
     }
 }
 
+/// Registers `user` (what a node proposes for a first login); [`cmd`] gives it the
+/// user's session.
 fn login(user: &str) -> Op {
-    Op::Login { user: user.into() }
+    Op::Register {
+        user: user.into(),
+        password_hash: TEST_HASH.into(),
+    }
+}
+
+/// A PHC string stand-in: the store keeps hashes, it never computes or checks one.
+const TEST_HASH: &str = "$argon2id$v=19$m=19456,t=2,p=1$c2FsdHNhbHQ$aGFzaGhhc2g";
+
+/// The credential the tests' `user` logs in with.
+fn credential_of(user: &str) -> String {
+    format!("credential-of-{user}-0123456789abcdef0123456789abcdef")
+}
+
+/// The session key of `user`'s test credential.
+fn key_of(user: &str) -> String {
+    proto::client::session_key(&credential_of(user))
+}
+
+/// The user an op speaks for, whose session [`cmd`] attaches.
+fn acting_user(op: &Op) -> Option<&str> {
+    match op {
+        Op::Register { user, .. }
+        | Op::OpenSession { user }
+        | Op::Subscribe { user, .. }
+        | Op::Publish { user, .. }
+        | Op::PrivateMessage { from: user, .. }
+        | Op::History {
+            target: Target::User(user),
+            ..
+        } => Some(user),
+        _ => None,
+    }
 }
 
 fn create(channel: &str) -> Op {
@@ -70,8 +104,25 @@ fn user(name: &str) -> Target {
     Target::User(name.into())
 }
 
+/// A command of `client_id`, with the session of the user `op` speaks for (if any).
 fn cmd(client_id: u64, seq: u64, op: Op) -> Command {
-    Command { client_id, seq, op }
+    let session = acting_user(&op).map(key_of);
+    Command {
+        client_id,
+        seq,
+        op,
+        session,
+    }
+}
+
+/// A command with exactly this session key (or none).
+fn cmd_as(client_id: u64, seq: u64, op: Op, session: Option<String>) -> Command {
+    Command {
+        client_id,
+        seq,
+        op,
+        session,
+    }
 }
 
 /// A store with a helper that applies one internal command per slot.
@@ -212,11 +263,14 @@ fn invalid_commands_are_refused_deterministically() {
 // ---------------------------------------------------------------- chat
 
 #[test]
-fn login_and_channels_are_idempotent_and_listed_sorted() {
+fn logins_and_channels_are_listed_sorted() {
     let mut h = Harness::new();
-    for name in ["zoe", "ann", "bob", "ann"] {
+    for name in ["zoe", "ann", "bob"] {
         assert_eq!(h.run(login(name)), Ok(Reply::Done));
     }
+    // A second login of a registered user opens a session; it registers no one.
+    let again = Op::OpenSession { user: "ann".into() };
+    assert_eq!(h.run(again), Ok(Reply::Done));
     assert_eq!(
         h.run(Op::ListUsers),
         Ok(Reply::Users(vec!["ann".into(), "bob".into(), "zoe".into()]))
@@ -257,8 +311,8 @@ fn subscribe_needs_user_and_channel() {
     let mut h = Harness::new();
     h.run(create("c")).unwrap();
     let error = h.run(subscribe("ann", "c")).unwrap_err();
-    assert_eq!(error.code, ErrorCode::NotFound);
-    assert!(error.message.contains("user"), "{error}");
+    assert_eq!(error.code, ErrorCode::Unauthenticated);
+    assert!(error.message.contains("log in"), "{error}");
     h.run(login("ann")).unwrap();
     let error = h.run(subscribe("ann", "nope")).unwrap_err();
     assert_eq!(error.code, ErrorCode::NotFound);
@@ -269,7 +323,10 @@ fn subscribe_needs_user_and_channel() {
 #[test]
 fn publish_numbers_messages_per_channel_and_reports_them_for_delivery() {
     let mut h = Harness::new();
-    assert_eq!(code(h.run(publish("ann", "c", "x"))), ErrorCode::NotFound);
+    assert_eq!(
+        code(h.run(publish("ann", "c", "x"))),
+        ErrorCode::Unauthenticated
+    );
     h.run(login("ann")).unwrap();
     assert_eq!(code(h.run(publish("ann", "c", "x"))), ErrorCode::NotFound);
     h.run(create("c")).unwrap();
@@ -313,11 +370,17 @@ fn private_messages_go_to_the_recipients_inbox() {
     let mut h = Harness::new();
     h.run(login("ann")).unwrap();
     assert_eq!(code(h.run(dm("ann", "bob", "hi"))), ErrorCode::NotFound);
-    assert_eq!(code(h.run(dm("bob", "ann", "hi"))), ErrorCode::NotFound);
+    assert_eq!(
+        code(h.run(dm("bob", "ann", "hi"))),
+        ErrorCode::Unauthenticated
+    );
     h.run(login("bob")).unwrap();
     // A logged-in user without messages has an empty inbox.
     assert_eq!(ids(h.run(history(user("bob"), 0))), Vec::<u64>::new());
-    assert_eq!(code(h.run(history(user("carl"), 0))), ErrorCode::NotFound);
+    assert_eq!(
+        code(h.run(history(user("carl"), 0))),
+        ErrorCode::Unauthenticated
+    );
     assert_eq!(h.run(dm("ann", "bob", "hi")), Ok(Reply::Posted { id: 1 }));
     assert_eq!(
         h.run(dm("ann", "bob", "again")),
@@ -447,11 +510,17 @@ fn noop_and_read_local() {
     assert_eq!(h.run(Op::Noop), Ok(Reply::Done));
     h.run(put("k", "v")).unwrap();
     let before = h.store.digest();
-    assert_eq!(h.store.read_local(&get("k")), Ok(Reply::Value("v".into())));
-    assert_eq!(h.store.read_local(&Op::Noop), Ok(Reply::Done));
-    assert_eq!(h.store.read_local(&Op::ListUsers), Ok(Reply::Users(vec![])));
     assert_eq!(
-        h.store.read_local(&get("")).unwrap_err().code,
+        h.store.read_local(&get("k"), None),
+        Ok(Reply::Value("v".into()))
+    );
+    assert_eq!(h.store.read_local(&Op::Noop, None), Ok(Reply::Done));
+    assert_eq!(
+        h.store.read_local(&Op::ListUsers, None),
+        Ok(Reply::Users(vec![]))
+    );
+    assert_eq!(
+        h.store.read_local(&get(""), None).unwrap_err().code,
         ErrorCode::BadRequest
     );
     for write in [
@@ -464,7 +533,7 @@ fn noop_and_read_local() {
         publish("ann", "c", "t"),
         dm("ann", "bob", "t"),
     ] {
-        let error = h.store.read_local(&write).unwrap_err();
+        let error = h.store.read_local(&write, None).unwrap_err();
         assert_eq!(error.code, ErrorCode::BadRequest, "{write:?}");
     }
     assert_eq!(h.store.digest(), before);
@@ -1048,4 +1117,137 @@ fn cost_of_apply_and_digest() {
             .digest(),
         digest
     );
+}
+
+// ---------------------------------------------------------------- who speaks
+
+#[test]
+fn chat_acts_only_for_the_user_of_the_session() {
+    let mut h = Harness::new();
+    h.run(login("ann")).unwrap();
+    h.run(login("bob")).unwrap();
+    h.run(create("c")).unwrap();
+    let ann = Some(key_of("ann"));
+    let as_ann = |h: &mut Harness, seq, op| {
+        h.slot(&[cmd_as(1, seq, op, ann.clone())])
+            .replies
+            .remove(0)
+            .result
+    };
+    // Ann's own requests go through.
+    assert_eq!(
+        as_ann(&mut h, 1, dm("ann", "bob", "hi")),
+        Ok(Reply::Posted { id: 1 })
+    );
+    // With Ann's credential, nothing can be done as Bob, nor Bob's inbox read.
+    for (seq, op) in [
+        (2, publish("bob", "c", "forged")),
+        (3, dm("bob", "ann", "forged")),
+        (4, subscribe("bob", "c")),
+        (5, history(user("bob"), 0)),
+    ] {
+        let error = as_ann(&mut h, seq, op).unwrap_err();
+        assert_eq!(error.code, ErrorCode::Unauthenticated);
+        assert!(error.message.contains("\"ann\"'s"), "{error}");
+    }
+    // Without a credential, or with one no login opened, neither.
+    for session in [
+        None,
+        Some(proto::client::session_key("never-logged-in-credential")),
+    ] {
+        let reply = h.slot(&[cmd_as(2, 1, publish("ann", "c", "x"), session)]);
+        assert_eq!(
+            code(reply.replies[0].result.clone()),
+            ErrorCode::Unauthenticated
+        );
+    }
+    assert!(messages(h.run(history(channel("c"), 0))).is_empty());
+    assert_eq!(h.store.stats().chat_sessions, 2);
+}
+
+#[test]
+fn a_user_registered_before_passwords_gets_one_at_the_next_login() {
+    let mut h = Harness::new();
+    // What a log written before passwords holds.
+    let legacy = Op::Login {
+        user: "ann".into(),
+        password: String::new(),
+    };
+    assert_eq!(h.run(legacy.clone()), Ok(Reply::Done));
+    assert_eq!(h.store.password("ann"), Password::Unset);
+    // Without a password there is nothing to check a login against.
+    let open = Op::OpenSession { user: "ann".into() };
+    assert_eq!(code(h.run(open.clone())), ErrorCode::Unauthenticated);
+    // The next login sets it; the one after is refused as a registration.
+    assert_eq!(h.run(login("ann")), Ok(Reply::Done));
+    assert_eq!(h.store.password("ann"), Password::Hash(TEST_HASH));
+    assert_eq!(code(h.run(login("ann"))), ErrorCode::Unauthenticated);
+    assert_eq!(h.run(open), Ok(Reply::Done));
+    // A password never goes into the log.
+    let with_password = Op::Login {
+        user: "bob".into(),
+        password: "secret".into(),
+    };
+    assert_eq!(code(h.run(with_password)), ErrorCode::BadRequest);
+    assert_eq!(h.store.password("bob"), Password::Unknown);
+}
+
+#[test]
+fn chat_sessions_are_bounded_and_the_oldest_is_evicted_everywhere() {
+    let config = StoreConfig {
+        max_chat_sessions: 2,
+        ..StoreConfig::default()
+    };
+    let mut a = Harness::with(config);
+    for name in ["ann", "bob", "cy"] {
+        a.run(login(name)).unwrap();
+    }
+    a.run(create("c")).unwrap();
+    assert_eq!(a.store.stats().chat_sessions, 2);
+    // Ann's session, the oldest, was evicted: her credential no longer works.
+    assert_eq!(
+        code(a.run(publish("ann", "c", "x"))),
+        ErrorCode::Unauthenticated
+    );
+    assert!(a.run(publish("cy", "c", "x")).is_ok());
+    // A credential cannot open a second user's session.
+    let stolen = cmd_as(
+        5,
+        1,
+        Op::OpenSession { user: "bob".into() },
+        Some(key_of("cy")),
+    );
+    assert_eq!(
+        code(a.slot(&[stolen]).replies.remove(0).result),
+        ErrorCode::Unauthenticated
+    );
+    // The state round-trips, sessions and their eviction order included.
+    let (_, mut b) = Store::from_json(&a.store.to_json("n"), config).unwrap();
+    assert_eq!(b.digest(), a.store.digest());
+    let next = a.store.applied_slot() + 1;
+    let relogin = [cmd(6, 1, Op::OpenSession { user: "ann".into() })];
+    a.store.apply(next, 1000, &relogin);
+    b.apply(next, 1000, &relogin);
+    assert_eq!(b.digest(), a.store.digest());
+    assert_eq!(a.store.stats().chat_sessions, 2);
+}
+
+#[test]
+fn a_store_json_written_before_passwords_loads_with_password_less_users() {
+    let bytes = include_bytes!("../tests/data/store-before-passwords.json");
+    let (node, store) = Store::from_json(bytes, StoreConfig::default()).unwrap();
+    assert_eq!(node, "node-1");
+    assert_eq!(store.applied_slot(), 7);
+    assert_eq!(store.password("ann"), Password::Unset);
+    assert_eq!(store.password("bob"), Password::Unset);
+    assert_eq!(store.stats().chat_sessions, 0);
+    // Written again, it is in today's format, with today's digest, and loads as such.
+    let (_, again) = Store::from_json(&store.to_json("node-1"), StoreConfig::default()).unwrap();
+    assert_eq!(again.digest(), store.digest());
+    // A legacy digest is accepted only for the state it covers: tampering is refused.
+    let tampered = String::from_utf8_lossy(bytes).replace("hi all", "hi ALL");
+    assert!(matches!(
+        Store::from_json(tampered.as_bytes(), StoreConfig::default()),
+        Err(SnapshotError::DigestMismatch { .. })
+    ));
 }

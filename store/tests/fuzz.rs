@@ -11,6 +11,7 @@ fn small_config() -> StoreConfig {
         history_per_channel: 4,
         history_per_user: 3,
         max_sessions: 5,
+        max_chat_sessions: 2,
     }
 }
 
@@ -36,7 +37,15 @@ fn op() -> impl Strategy<Value = Op> {
             expected,
             new
         }),
-        name().prop_map(|user| Op::Login { user }),
+        name().prop_map(|user| Op::Login {
+            user,
+            password: String::new()
+        }),
+        name().prop_map(|user| Op::Register {
+            user,
+            password_hash: "$argon2id$stand-in".into()
+        }),
+        name().prop_map(|user| Op::OpenSession { user }),
         name().prop_map(|channel| Op::CreateChannel { channel }),
         (name(), name()).prop_map(|(user, channel)| Op::Subscribe { user, channel }),
         (name(), name(), value()).prop_map(|(user, channel, text)| Op::Publish {
@@ -66,8 +75,17 @@ fn op() -> impl Strategy<Value = Op> {
 /// Slots of commands from a few clients (client 0 = internal) with small, often repeated,
 /// sometimes going-back request numbers: duplicates, stale requests and evictions.
 fn slots() -> impl Strategy<Value = Vec<Vec<Command>>> {
+    // A few credentials, shared between clients: sessions opened, used as someone else,
+    // evicted.
+    let session = prop::option::of(prop::sample::select(vec!["one", "two", "three"]))
+        .prop_map(|c| c.map(proto::client::session_key));
     let command =
-        (0u64..8, 0u64..6, op()).prop_map(|(client_id, seq, op)| Command { client_id, seq, op });
+        (0u64..8, 0u64..6, op(), session).prop_map(|(client_id, seq, op, session)| Command {
+            client_id,
+            seq,
+            op,
+            session,
+        });
     prop::collection::vec(prop::collection::vec(command, 0..4), 1..40)
 }
 

@@ -728,6 +728,7 @@ impl Client {
             client: self.clone(),
             client_id: rand::random::<u64>() | 1,
             next_seq: index << 32,
+            credential: None,
         }
     }
 }
@@ -739,12 +740,35 @@ pub struct Session {
     /// The session's client id.
     pub client_id: u64,
     next_seq: u64,
+    /// The chat credential sent with every request (set by [`Session::login`]).
+    pub credential: Option<String>,
 }
 
 /// Per-attempt timeout of [`Session::call`]: a lost request or reply is retried after it.
 pub const ATTEMPT_TIMEOUT: Duration = Duration::from_millis(500);
 
 impl Session {
+    /// Logs in as `user` with `password` under a fresh credential, which every later
+    /// request then carries; returns the login's answer.
+    pub async fn login(
+        &mut self,
+        user: &str,
+        password: &str,
+        deadline: Instant,
+    ) -> Result<Response, CallError> {
+        let credential = proto::client::new_credential();
+        let previous = self.credential.replace(credential);
+        let op = Op::Login {
+            user: user.into(),
+            password: password.into(),
+        };
+        let response = self.call(op, Consistency::Linearizable, deadline).await;
+        if !matches!(&response, Ok(Response { result: Ok(_), .. })) {
+            self.credential = previous;
+        }
+        response
+    }
+
     /// Sends `op` and retries it with the same `(client_id, seq)` on timeouts and on
     /// `unavailable` / `not_leader` / `overloaded`, until an answer or `deadline`.
     pub async fn call(
@@ -760,6 +784,7 @@ impl Session {
             seq,
             op,
             consistency,
+            credential: self.credential.clone(),
         };
         let body = proto::encode(&request).unwrap_or_else(|e| panic!("encode: {e}"));
         loop {

@@ -65,6 +65,7 @@ pub fn forgeries(victims: &[Victim]) -> Vec<Multipart> {
                     key: FORGED_KEY.to_owned(),
                     value: format!("written by a stranger as {}", victim.name),
                 },
+                session: None,
             }],
         };
         let broadcast = |message: Message| Envelope {

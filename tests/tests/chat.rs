@@ -22,12 +22,15 @@ fn a_chat_message_is_published_once() {
     rt.block_on(async {
         let deadline = Instant::now() + Duration::from_secs(60);
         let mut session = client.session();
-        for op in [
-            Op::Login { user: "ann".into() },
-            Op::CreateChannel {
-                channel: "general".into(),
-            },
-        ] {
+        let login = session
+            .login("ann", "ann's password", deadline)
+            .await
+            .unwrap();
+        assert_eq!(login.result, Ok(Reply::Done));
+        let credential = session.credential.clone();
+        for op in [Op::CreateChannel {
+            channel: "general".into(),
+        }] {
             let response = session
                 .call(op, Consistency::Linearizable, deadline)
                 .await
@@ -50,6 +53,7 @@ fn a_chat_message_is_published_once() {
                 text,
             };
             let mut session = client.session();
+            session.credential = credential.clone();
             async move {
                 let response = session.call(op, Consistency::Linearizable, deadline).await;
                 assert!(matches!(response.unwrap().result, Ok(Reply::Posted { .. })));

@@ -248,6 +248,7 @@ impl Client {
             seq,
             op,
             consistency: Consistency::Linearizable,
+            credential: None,
         }
     }
 

@@ -19,6 +19,7 @@ pub(super) fn value(tag: u64) -> Value {
                 key: format!("k{tag}"),
                 value: "v".repeat(100),
             },
+            session: None,
         }],
     }
 }

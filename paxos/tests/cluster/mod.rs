@@ -68,6 +68,7 @@ pub(crate) fn put(client_id: u64, seq: u64, key: &str, value: &str) -> Command {
             key: key.into(),
             value: value.into(),
         },
+        session: None,
     }
 }
 

@@ -1045,6 +1045,7 @@ impl Sim {
             client_id,
             seq: p.seq,
             op: p.op.clone(),
+            session: None,
         };
         let (seq, attempt) = (p.seq, p.attempt);
         let node = self.rng.random_range(0..self.config.replicas);
@@ -1084,7 +1085,7 @@ impl Sim {
             && matches!(command.op, Op::Get { .. })
             && replica.status().role == Role::Leader
         {
-            let result = n.store.read_local(&command.op);
+            let result = n.store.read_local(&command.op, command.session.as_deref());
             self.reply_to_client(client, command.seq, result);
             return Ok(());
         }
