@@ -8,6 +8,7 @@
 #  2. A stranger without the key on every published fabric port (forged Paxos envelopes,
 #     READY on the brokers' backends, a registration, a SUB on every topic): it gets
 #     nowhere, nothing forged is applied.
+#     Chat users: a login of one's own cannot post as, or read the inbox of, another.
 #  3. compose down leaves no container and no network behind.
 #  4. Docker Swarm for real: on a one-host swarm (made here when the engine is in none, and
 #     left again), docker-stack.yml deployed with the cluster key as a Swarm secret and
@@ -114,6 +115,21 @@ refused="$(for port in 7001 7002 7003; do http_get 127.0.0.1 "$port" /metrics; d
     | awk '/^paxos_auth_rejected_total\{from="peer"/ {sum += $2} END {print sum + 0}')"
 echo "peer frames the nodes refused: $refused"
 (( refused > 0 )) || fail "the nodes counted no refused frame"
+
+echo "--- chat users: a stranger's login cannot speak or read for another user"
+chat() { "$BIN/client" --broker tcp://127.0.0.1:5555,tcp://127.0.0.1:5565 "$@" < /dev/null; }
+chat login docker-ana --password ana-pw > /dev/null || fail "ana cannot log in"
+chat create docker-room > /dev/null || fail "cannot create a channel"
+chat dm docker-ana docker-ana "ana's secret" --password ana-pw > /dev/null || fail "ana cannot write to herself"
+eve="$(chat login docker-eve --password eve-pw -o json | json_field 'd["credential"]')"
+status=0; chat publish docker-ana docker-room forged --credential "$eve" 2> /dev/null || status=$?
+[[ "$status" == 4 ]] || fail "posting as ana with eve's credential: exit $status, not 4"
+status=0; chat history @docker-ana --credential "$eve" 2> /dev/null || status=$?
+[[ "$status" == 4 ]] || fail "reading ana's inbox with eve's credential: exit $status, not 4"
+status=0; chat history @docker-ana --password guess 2> /dev/null || status=$?
+[[ "$status" == 4 ]] || fail "a wrong password for ana: exit $status, not 4"
+chat history @docker-ana --password ana-pw | grep -q "ana's secret" || fail "ana cannot read her own inbox"
+echo "chat users: eve's credential and a wrong password refused (exit 4); ana reads her inbox"
 
 echo "--- graceful stop of the nodes (SIGTERM to PID 1 flushes store.json)"
 docker_compose stop -t 20 node1 node2 node3

@@ -3,7 +3,7 @@
 #   ./on.sh; bots load for 10 s with --history while one node is killed (kill -9) and
 #   restarted; then the history is linearizable, ./status.sh says CONSISTENT, every
 #   store.json has the same digest, and after ./off.sh no process of the cluster is left.
-# Also: editing one store.json while the cluster is off makes ./status.sh INCONSISTENT
+# Also: every store.json appears within seconds of ./on.sh; editing one store.json while the cluster is off makes ./status.sh INCONSISTENT
 # naming the node and the key.
 set -euo pipefail
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
@@ -20,6 +20,15 @@ json_field() { python3 -c "import json,sys; d=json.load(sys.stdin); print($1)"; 
 echo "--- ./on.sh (data in $DATA_DIR)"
 ./on.sh || fail "on.sh failed"
 ./on.sh | grep -q "already running" || fail "a second ./on.sh did not say the cluster runs"
+# store.json shows the state within seconds of the start, not after a long interval.
+for _ in $(seq 1 20); do
+    [[ -s "$DATA_DIR/node-1/store.json" && -s "$DATA_DIR/node-2/store.json" && -s "$DATA_DIR/node-3/store.json" ]] && break
+    sleep 0.5
+done
+for n in 1 2 3; do
+    [[ -s "$DATA_DIR/node-$n/store.json" ]] || fail "no store.json for node-$n 10 s after ./on.sh"
+done
+echo "store.json of every node present within seconds of ./on.sh"
 
 leader="$(./status.sh --json | json_field '[n["node"] for n in d["nodes"] if n["role"]=="leader"][0]')"
 victim=node-1; [[ "$leader" == node-1 ]] && victim=node-2

@@ -40,8 +40,9 @@ pub(crate) enum Refused {
     /// The body does not open under the cluster key: not from a broker of this cluster,
     /// or altered on the way (counted by [`crate::auth`], dropped unanswered).
     Unsealed,
-    /// A body that does not decode or breaks a limit: answered with this error.
-    Body(Route, Error),
+    /// A body that does not decode or breaks a limit: answered with this error, for the
+    /// request number and op it carried (0 and `invalid` when it does not decode).
+    Body(Route, u64, &'static str, Error),
 }
 
 /// The associated data of a body sealed between a broker and a node: `label` and the
@@ -76,17 +77,28 @@ pub(crate) fn decode(
         )
         .ok_or(Refused::Unsealed)?;
     let route = Route { broker, frames };
-    match proto::decode::<Request>(&body) {
-        Ok(request) => Ok(Incoming { route, request }),
-        Err(e) => {
-            let code = match e {
-                proto::DecodeError::TooLarge { .. }
-                | proto::DecodeError::Invalid(LimitError::TooLong { .. })
-                | proto::DecodeError::Invalid(LimitError::TooMany { .. }) => ErrorCode::TooLarge,
-                _ => ErrorCode::BadRequest,
-            };
-            Err(Refused::Body(route, Error::new(code, e.to_string())))
-        }
+    let refused = |route, seq, op, e: proto::DecodeError| {
+        let code = match e {
+            proto::DecodeError::TooLarge { .. }
+            | proto::DecodeError::Invalid(LimitError::TooLong { .. })
+            | proto::DecodeError::Invalid(LimitError::TooMany { .. }) => ErrorCode::TooLarge,
+            _ => ErrorCode::BadRequest,
+        };
+        Err(Refused::Body(
+            route,
+            seq,
+            op,
+            Error::new(code, e.to_string()),
+        ))
+    };
+    // Decoded first, checked second: a request over a limit is answered under its own
+    // number, so that its client hears why instead of waiting for its deadline.
+    match proto::codec::decode_unvalidated::<Request>(&body) {
+        Ok(request) => match proto::Wire::validate(&request) {
+            Ok(()) => Ok(Incoming { route, request }),
+            Err(e) => refused(route, request.seq, request.op.name(), e.into()),
+        },
+        Err(e) => refused(route, 0, "invalid", e),
     }
 }
 
@@ -158,8 +170,8 @@ impl Clients {
                 None
             }
             Err(Refused::Unsealed) => None,
-            Err(Refused::Body(route, error)) => {
-                self.reply(route, "invalid", 0, Err(error), applied_slot);
+            Err(Refused::Body(route, seq, op, error)) => {
+                self.reply(route, op, seq, Err(error), applied_slot);
                 None
             }
         }
@@ -339,14 +351,15 @@ mod tests {
         assert_eq!(decode(0, vec![body]), Err(Refused::Layout));
         // Junk: answered bad_request on the client's route.
         match decode(0, request_frames(vec![0xc1])) {
-            Err(Refused::Body(route, error)) => {
-                assert_eq!(route.frames, vec![b"client-7".to_vec()]);
+            Err(Refused::Body(route, seq, _, error)) => {
+                assert_eq!((route.frames, seq), (vec![b"client-7".to_vec()], 0));
                 assert_eq!(error.code, ErrorCode::BadRequest);
             }
             other => panic!("{other:?}"),
         }
         // A key over its limit: too_large.
         let huge = Request {
+            seq: 5,
             op: Op::Get {
                 key: "k".repeat(proto::limits::MAX_KEY_BYTES + 1),
             },
@@ -356,7 +369,10 @@ mod tests {
         let mut framed = vec![proto::codec::PROTOCOL_VERSION];
         framed.extend(body);
         match decode(0, request_frames(framed)) {
-            Err(Refused::Body(_, error)) => assert_eq!(error.code, ErrorCode::TooLarge),
+            // Answered under its own number, so its client hears why.
+            Err(Refused::Body(_, seq, op, error)) => {
+                assert_eq!((seq, op, error.code), (5, "get", ErrorCode::TooLarge));
+            }
             other => panic!("{other:?}"),
         }
     }

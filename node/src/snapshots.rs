@@ -2,9 +2,10 @@
 //! telling the core once it is durable.
 //!
 //! A snapshot is due every `--snapshot-every-slots` applied slots, or
-//! `--snapshot-interval` after the last one if anything was applied since, or at once
-//! after a snapshot from a peer was installed (the WAL does not hold the slots it
-//! covers). The store is cloned on the loop (cheap next to encoding it) and written on a
+//! `--snapshot-interval` (5 s) after the last one if anything was applied since, or at
+//! once after a snapshot from a peer was installed (the WAL does not hold the slots it
+//! covers), or as soon as the first slot is applied when the node started without a
+//! store.json (so that a new cluster shows its state within seconds). The store is cloned on the loop (cheap next to encoding it) and written on a
 //! blocking thread, atomically ([`crate::files::write_atomically`]); only then does the
 //! core hear of it ([`paxos::Replica::snapshot_taken`]), serve it to lagging peers and
 //! truncate its log behind it. One write at a time.
@@ -53,6 +54,8 @@ impl Snapshots {
         metrics: Metrics,
     ) -> (Snapshots, mpsc::Receiver<Written>) {
         let (done, written) = mpsc::channel(1);
+        // No store.json yet: write the first one as soon as anything is applied.
+        let first = !path.exists();
         let snapshots = Snapshots {
             path,
             name,
@@ -61,7 +64,7 @@ impl Snapshots {
             slot,
             at: Instant::now(),
             in_flight: false,
-            now: false,
+            now: first,
             done,
             metrics,
         };
@@ -135,7 +138,7 @@ mod tests {
     use super::*;
 
     fn snapshots(every_slots: u64) -> Snapshots {
-        let (snapshots, _) = Snapshots::new(
+        let (mut snapshots, _) = Snapshots::new(
             PathBuf::from("unused"),
             "node-1".to_owned(),
             0,
@@ -143,7 +146,42 @@ mod tests {
             Duration::from_secs(30),
             Metrics::new(),
         );
+        snapshots.now = false;
         snapshots
+    }
+
+    #[test]
+    fn the_first_store_json_is_due_with_the_first_applied_slot() {
+        let dir = std::env::temp_dir().join(format!("snapshots-first-{}", std::process::id()));
+        let path = dir.join("store.json");
+        let (fresh, _) = Snapshots::new(
+            path.clone(),
+            "n".into(),
+            0,
+            100,
+            Duration::from_secs(30),
+            Metrics::new(),
+        );
+        assert!(!fresh.due(0, fresh.at), "nothing applied yet");
+        assert!(
+            fresh.due(1, fresh.at),
+            "no store.json yet: at the first slot"
+        );
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(&path, b"{}").unwrap();
+        let (restarted, _) = Snapshots::new(
+            path,
+            "n".into(),
+            0,
+            100,
+            Duration::from_secs(30),
+            Metrics::new(),
+        );
+        assert!(
+            !restarted.due(1, restarted.at),
+            "a store.json exists: by slots or time"
+        );
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]

@@ -86,6 +86,15 @@ pub fn encode<T: Wire>(message: &T) -> Result<Vec<u8>, EncodeError> {
 
 /// Decodes and validates a body frame.
 pub fn decode<T: Wire>(frame: &[u8]) -> Result<T, DecodeError> {
+    let message: T = decode_unvalidated(frame)?;
+    message.validate()?;
+    Ok(message)
+}
+
+/// Decodes a body frame (size, version, MessagePack) without checking the named limits,
+/// for a receiver that must know who to answer before it refuses a message that breaks
+/// one (a request's sequence number). Call [`Wire::validate`] before using it.
+pub fn decode_unvalidated<T: Wire>(frame: &[u8]) -> Result<T, DecodeError> {
     let (&version, body) = frame.split_first().ok_or(DecodeError::Empty)?;
     if frame.len() > MAX_FRAME_BYTES {
         return Err(DecodeError::TooLarge {
@@ -96,10 +105,7 @@ pub fn decode<T: Wire>(frame: &[u8]) -> Result<T, DecodeError> {
     if version != PROTOCOL_VERSION {
         return Err(DecodeError::Version(version));
     }
-    let message: T =
-        rmp_serde::from_slice(body).map_err(|e| DecodeError::Malformed(e.to_string()))?;
-    message.validate()?;
-    Ok(message)
+    rmp_serde::from_slice(body).map_err(|e| DecodeError::Malformed(e.to_string()))
 }
 
 /// Splits a multipart message into its routing frames and its body frame, checking the
