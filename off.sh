@@ -71,7 +71,8 @@ case "$ACTION" in
             printf '%-10s %s\n' PROCESS RESULT
             # Load first, then the replicas (each flushes its WAL and store.json), then
             # the fabric they talk through.
-            order="$(grep '^bot-' <<<"$names" || true) $(grep '^node-' <<<"$names" || true)"
+            order="$(grep '^prometheus' <<<"$names" || true)"
+            order+=" $(grep '^bot-' <<<"$names" || true) $(grep '^node-' <<<"$names" || true)"
             order+=" $(grep '^broker-' <<<"$names" || true) $(grep '^proxy-' <<<"$names" || true) reference"
             for name in $order; do
                 [[ -f "$RUN/$name.pid" ]] || continue

@@ -7,6 +7,8 @@
 #   ./on.sh --nodes 5       5 (or 7) nodes
 #   ./on.sh --fabric 1      one broker and one proxy (the seeds' fabric)
 #   ./on.sh --no-bots       no load
+#   ./on.sh --monitoring    also a local Prometheus on :9090 scraping every process
+#                           (needs the `prometheus` binary: apt-get install prometheus)
 #   ./on.sh --docker        the same cluster with docker compose (see docker-compose.yml)
 #
 # Running it again while the cluster runs says so and changes nothing. Stop with ./off.sh.
@@ -17,6 +19,8 @@ NODES=3
 FABRIC=2
 BOTS=1
 DOCKER=0
+MONITORING=0
+PROMETHEUS_ADDR="${PROMETHEUS_ADDR:-127.0.0.1:9090}"
 LEADER_TIMEOUT_S="${LEADER_TIMEOUT_S:-30}"
 while (( $# )); do
     case "$1" in
@@ -26,7 +30,8 @@ while (( $# )); do
         --fabric=*) FABRIC="${1#*=}"; shift ;;
         --no-bots) BOTS=0; shift ;;
         --docker) DOCKER=1; shift ;;
-        -h|--help) sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        --monitoring) MONITORING=1; shift ;;
+        -h|--help) sed -n '2,15p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
         *) die "unknown option $1 (see ./on.sh --help)" ;;
     esac
 done
@@ -141,6 +146,20 @@ if (( BOTS )); then
         chat --bots 2 --rate 1/s
 fi
 
+if (( MONITORING )); then
+    if command -v prometheus >/dev/null 2>&1; then
+        bold "==> Starting Prometheus on $PROMETHEUS_ADDR (monitoring/prometheus.yml, $NODES nodes)"
+        # The shipped config lists 3 nodes; this run's copy lists the nodes it started.
+        targets="$(for n in $(seq 1 "$NODES"); do printf '"127.0.0.1:%s", ' $((7000 + n)); done)"
+        sed "s|- targets: \[\"127.0.0.1:7001\".*|- targets: [${targets%, }]|" \
+            "$ROOT/monitoring/prometheus.yml" > "$RUN/prometheus.yml"
+        start_process prometheus prometheus --config.file="$RUN/prometheus.yml" \
+            --storage.tsdb.path="$DATA/prometheus" --web.listen-address="$PROMETHEUS_ADDR"
+    else
+        say "--monitoring: no prometheus binary on the PATH (apt-get install prometheus); not started."
+    fi
+fi
+
 printf '\n%-10s %-8s %-46s %s\n' PROCESS PID ADDRESS LOG
 LOG_DIR="${LOGS#"$ROOT"/}"
 row() { printf '%-10s %-8s %-46s %s\n' "$1" "$(pid_of "$1" || echo -)" "$2" "$LOG_DIR/$1.log"; }
@@ -151,6 +170,7 @@ for i in $(seq 1 "$FABRIC"); do
 done
 for n in $(seq 1 "$NODES"); do row "node-$n" "http://127.0.0.1:$((7000 + n))/status"; done
 if (( BOTS )); then row bot-1 "load: 100 ops/s, 4 clients"; row bot-2 "chat: 2 bots"; fi
+if [[ -f "$RUN/prometheus.pid" ]]; then row prometheus "http://$PROMETHEUS_ADDR (dashboards: monitoring/grafana)"; fi
 
 cat <<TXT
 

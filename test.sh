@@ -3,7 +3,7 @@
 #   1. unit and property tests of every crate, the seeded Paxos fault simulator,
 #      both ZeroMQ backends of the transport;
 #   2. end-to-end tests over real processes on loopback (kill -9, SIGSTOP, crash points,
-#      corrupt WALs, the on/off/status scripts);
+#      corrupt WALs, the on/off/status scripts), and Prometheus scraping a live cluster;
 #   3. the docker-compose tests when a Docker engine answers (skipped, and said so, when not).
 # Usage: ./test.sh [--quick]   (--quick: step 1 only)
 set -euo pipefail
@@ -27,6 +27,9 @@ cargo test -p e2e --release -- --test-threads=1
 
 step "the operator's story through ./on.sh, ./off.sh and ./status.sh"
 tests/ops.sh
+
+step "Prometheus for real: the shipped config and every dashboard expression"
+tests/monitoring.sh
 
 if [[ -x tests/docker.sh ]]; then
     step "docker-compose tests"

@@ -39,6 +39,8 @@ known_processes() { # every name with a pid file, in start order
     ls "$RUN" 2>/dev/null | sed -n 's/^\(\(broker\|proxy\)-[0-9]*\)\.pid$/\1/p' | sort -t- -k2 -n
     ls "$RUN" 2>/dev/null | sed -n 's/^\(node-[0-9]*\)\.pid$/\1/p' | sort -t- -k2 -n
     ls "$RUN" 2>/dev/null | sed -n 's/^\(bot-[0-9]*\)\.pid$/\1/p' | sort -t- -k2 -n
+    [[ -f "$RUN/prometheus.pid" ]] && echo prometheus
+    return 0
 }
 
 start_process() { # name command... : start in its own session, record pid and command
