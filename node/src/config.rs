@@ -145,6 +145,9 @@ pub struct Config {
     /// evicted beyond it and its credential stops working.
     #[arg(long, env = "MAX_CHAT_SESSIONS", default_value_t = store::DEFAULT_MAX_CHAT_SESSIONS)]
     pub max_chat_sessions: usize,
+    /// Registered chat users (same on every node); a registration beyond it is refused.
+    #[arg(long, env = "MAX_USERS", default_value_t = store::DEFAULT_MAX_USERS)]
+    pub max_users: usize,
     /// Exit abruptly (abort) at a protocol point, to reproduce a failure exactly:
     /// `POINT` or `POINT:N` (the N-th time it is reached). Points: after-promise,
     /// after-accept-persist, after-accept-send, after-decide, before-reply,
@@ -210,6 +213,7 @@ impl Config {
             history_per_user: self.history_per_user,
             max_sessions: self.max_sessions,
             max_chat_sessions: self.max_chat_sessions,
+            max_users: self.max_users,
         }
     }
 

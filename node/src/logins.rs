@@ -46,7 +46,7 @@ pub const FAILURE_WINDOW: Duration = Duration::from_secs(60);
 /// Most users (and, apart, client sessions) whose wrong passwords are remembered.
 pub const MAX_TRACKED_FAILURES: usize = 4096;
 /// Most Argon2 computations running at once (each takes 19 MiB and tens of ms of CPU).
-pub const MAX_LOGINS_IN_FLIGHT: usize = 4;
+pub const MAX_LOGINS_IN_FLIGHT: usize = 2;
 
 /// A login whose password was checked or hashed on a blocking thread.
 #[derive(Debug)]

@@ -8,6 +8,10 @@ pub const DEFAULT_HISTORY_PER_CHANNEL: usize = 1000;
 pub const DEFAULT_HISTORY_PER_USER: usize = 1000;
 /// Default for [`StoreConfig::max_sessions`].
 pub const DEFAULT_MAX_SESSIONS: usize = 100_000;
+/// Default for [`StoreConfig::max_users`].
+pub const DEFAULT_MAX_USERS: usize = 100_000;
+/// Largest accepted [`StoreConfig::max_users`].
+pub const MAX_USERS_LIMIT: usize = 10_000_000;
 /// Default for [`StoreConfig::max_chat_sessions`].
 pub const DEFAULT_MAX_CHAT_SESSIONS: usize = 10_000;
 /// Largest accepted [`StoreConfig::max_chat_sessions`].
@@ -34,6 +38,9 @@ pub struct StoreConfig {
     /// Open chat sessions (logins); the one opened in the oldest slot is evicted beyond
     /// it, and its credential stops working.
     pub max_chat_sessions: usize,
+    /// Registered users; a registration beyond it is refused (`too_large`). Users are
+    /// never evicted: a name is an identity.
+    pub max_users: usize,
 }
 
 impl Default for StoreConfig {
@@ -43,6 +50,7 @@ impl Default for StoreConfig {
             history_per_user: DEFAULT_HISTORY_PER_USER,
             max_sessions: DEFAULT_MAX_SESSIONS,
             max_chat_sessions: DEFAULT_MAX_CHAT_SESSIONS,
+            max_users: DEFAULT_MAX_USERS,
         }
     }
 }
@@ -84,6 +92,7 @@ impl StoreConfig {
                 self.max_chat_sessions,
                 MAX_CHAT_SESSIONS_LIMIT,
             ),
+            ("max_users", self.max_users, MAX_USERS_LIMIT),
         ];
         for (field, value, max) in fields {
             if value == 0 {

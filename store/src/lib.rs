@@ -73,8 +73,8 @@ use proto::{Error, ErrorCode, LimitError};
 
 pub use config::{
     ConfigError, DEFAULT_HISTORY_PER_CHANNEL, DEFAULT_HISTORY_PER_USER, DEFAULT_MAX_CHAT_SESSIONS,
-    DEFAULT_MAX_SESSIONS, MAX_CHAT_SESSIONS_LIMIT, MAX_HISTORY_LIMIT, MAX_SESSIONS_LIMIT,
-    StoreConfig,
+    DEFAULT_MAX_SESSIONS, DEFAULT_MAX_USERS, MAX_CHAT_SESSIONS_LIMIT, MAX_HISTORY_LIMIT,
+    MAX_SESSIONS_LIMIT, MAX_USERS_LIMIT, StoreConfig,
 };
 pub use digest::{DIGEST_BYTES, Digest, DigestParseError};
 pub use snapshot::{SNAPSHOT_FORMAT, SnapshotError};
@@ -374,6 +374,20 @@ impl Store {
         );
     }
 
+    /// Whether one more user may register ([`StoreConfig::max_users`]).
+    fn room_for_a_user(&self) -> Result<(), Error> {
+        if self.state.users.0.len() >= self.config.max_users {
+            return Err(Error::new(
+                ErrorCode::TooLarge,
+                format!(
+                    "the cluster holds its limit of {} users (--max-users)",
+                    self.config.max_users
+                ),
+            ));
+        }
+        Ok(())
+    }
+
     /// Opens the chat session `key` for `user`, evicting the session opened in the
     /// oldest slot when the table is full. A key already open for another user is
     /// refused (only someone who knows that user's credential could send it).
@@ -443,6 +457,7 @@ impl Store {
                     }
                     Some(record) => record.password_hash = Some(password_hash.clone()),
                     None => {
+                        self.room_for_a_user()?;
                         let record = User {
                             password_hash: Some(password_hash.clone()),
                         };
@@ -495,7 +510,10 @@ impl Store {
             // A login from a log written before passwords: the name, without one. A node
             // never proposes a login with a password (it proposes Register/OpenSession).
             Op::Login { user, password } if password.is_empty() => {
-                state.users.0.entry(user.clone()).or_default();
+                if !state.users.contains(user) {
+                    self.room_for_a_user()?;
+                }
+                self.state.users.0.entry(user.clone()).or_default();
                 Ok(Reply::Done)
             }
             Op::Login { .. } => Err(Error::new(

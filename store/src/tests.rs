@@ -1251,3 +1251,28 @@ fn a_store_json_written_before_passwords_loads_with_password_less_users() {
         Err(SnapshotError::DigestMismatch { .. })
     ));
 }
+
+#[test]
+fn registrations_stop_at_max_users() {
+    let config = StoreConfig {
+        max_users: 2,
+        ..StoreConfig::default()
+    };
+    let mut h = Harness::with(config);
+    h.run(login("ann")).unwrap();
+    h.run(login("bob")).unwrap();
+    let error = h.run(login("cy")).unwrap_err();
+    assert_eq!(error.code, ErrorCode::TooLarge);
+    assert!(error.message.contains("--max-users"), "{error}");
+    let legacy = Op::Login {
+        user: "cy".into(),
+        password: String::new(),
+    };
+    assert_eq!(code(h.run(legacy)), ErrorCode::TooLarge);
+    // Those registered keep logging in.
+    assert_eq!(
+        h.run(Op::OpenSession { user: "ann".into() }),
+        Ok(Reply::Done)
+    );
+    assert_eq!(h.store.stats().users, 2);
+}

@@ -12,6 +12,7 @@ fn small_config() -> StoreConfig {
         history_per_user: 3,
         max_sessions: 5,
         max_chat_sessions: 2,
+        max_users: 2,
     }
 }
 
