@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use client::live::{format_message, is_notice, open_notice};
+use client::live::{Reader, format_message};
 use client::{CallOptions, Connection, LiveFeed, Session};
 use proto::client::Target;
 use proto::{Consistency, Op, Reply};
@@ -313,8 +313,8 @@ async fn bot_task(
     }
 }
 
-/// Prints live deliveries until `stop`; a private message's notice is opened with its
-/// recipient's credential (`credentials`, by bot name).
+/// Prints the committed messages the live notices announce until `stop`: read through
+/// the cluster, an inbox's with its recipient's credential (`credentials`, by bot name).
 async fn watch(
     mut feed: LiveFeed,
     mut reader: Session,
@@ -324,32 +324,28 @@ async fn watch(
     say: Say,
     stop: CancellationToken,
 ) {
+    let mut cursors = Reader::new();
     loop {
         let next = tokio::select! {
             () = stop.cancelled() => return,
             next = feed.next() => next,
         };
-        let next = match next {
-            Some(Ok(notice)) if is_notice(&notice) => {
-                let Target::User(to) = &notice.to else {
-                    continue;
-                };
-                reader.use_credential(credentials.get(to).cloned());
-                match open_notice(&mut reader, &notice, &options).await {
-                    Ok(Some(message)) => Some(Ok(message)),
-                    Ok(None) => continue,
-                    Err(error) => {
-                        tracing::warn!(%error, "cannot read a private message");
-                        continue;
-                    }
-                }
-            }
-            next => next,
-        };
         match next {
-            Some(Ok(message)) => {
-                counters.delivered.fetch_add(1, Ordering::Relaxed);
-                say(format!("  << {}", format_message(&message)));
+            Some(Ok(notice)) => {
+                let credential = match &notice.to {
+                    Target::User(to) => credentials.get(to).cloned(),
+                    Target::Channel(_) => None,
+                };
+                reader.use_credential(credential);
+                match cursors.read(&mut reader, &notice, &options).await {
+                    Ok(messages) => {
+                        for message in messages {
+                            counters.delivered.fetch_add(1, Ordering::Relaxed);
+                            say(format!("  << {}", format_message(&message)));
+                        }
+                    }
+                    Err(error) => tracing::warn!(%error, "cannot read a live message"),
+                }
             }
             Some(Err(error)) => tracing::warn!(%error, "skipping a live message"),
             None => return,

@@ -22,7 +22,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::args::{ChatAuth, Endpoints, Timeouts, ask_password};
 use crate::exit::Exit;
-use crate::live::{LiveFeed, format_message, is_notice, open_notice, parse_target};
+use crate::live::{LiveFeed, Reader, format_message, parse_target};
 use crate::session::{Answer, CallError, Connection, Session};
 use crate::{menu, status, table};
 
@@ -528,26 +528,27 @@ async fn run_watch(
         }
     };
     let targets: Vec<Target> = targets.iter().map(|t| parse_target(t)).collect();
-    // Private messages arrive as notices: each @user's are read with that user's login.
-    let mut readers = std::collections::HashMap::new();
-    if targets.iter().any(|t| matches!(t, Target::User(_))) {
-        let connection = match Connection::open(&cli.endpoints.broker).await {
-            Ok(connection) => connection,
-            Err(error) => {
-                fail(output, out, "connect", &error.to_string())?;
-                return Ok(Exit::Error);
+    // The proxies carry notices: the messages are read through the cluster, a channel's
+    // by anyone, each @user's with that user's login.
+    let connection = match Connection::open(&cli.endpoints.broker).await {
+        Ok(connection) => connection,
+        Err(error) => {
+            fail(output, out, "connect", &error.to_string())?;
+            return Ok(Exit::Error);
+        }
+    };
+    let mut channels = connection.session();
+    let mut inboxes = std::collections::HashMap::new();
+    for target in &targets {
+        if let Target::User(user) = target {
+            let mut session = connection.session();
+            if let Err(error) = log_in(cli, &mut session, user, false).await {
+                return report_error(output, out, &error);
             }
-        };
-        for target in &targets {
-            if let Target::User(user) = target {
-                let mut session = connection.session();
-                if let Err(error) = log_in(cli, &mut session, user, false).await {
-                    return report_error(output, out, &error);
-                }
-                readers.insert(user.clone(), session);
-            }
+            inboxes.insert(user.clone(), session);
         }
     }
+    let mut reader = Reader::new();
     let options = cli.timeouts.call_options();
     for target in &targets {
         if let Err(error) = feed.follow(target).await {
@@ -572,30 +573,27 @@ async fn run_watch(
             () = shutdown.cancelled() => return Ok(Exit::Ok),
             next = feed.next() => next,
         };
-        let next = match next {
-            Some(Ok(notice)) if is_notice(&notice) => {
-                let Target::User(user) = &notice.to else {
-                    continue;
+        match next {
+            Some(Ok(notice)) => {
+                let session = match &notice.to {
+                    Target::User(user) => match inboxes.get_mut(user) {
+                        Some(session) => session,
+                        None => continue,
+                    },
+                    Target::Channel(_) => &mut channels,
                 };
-                let Some(session) = readers.get_mut(user) else {
-                    continue;
-                };
-                match open_notice(session, &notice, &options).await {
-                    Ok(Some(message)) => Some(Ok(message)),
-                    Ok(None) => continue,
+                let messages = match reader.read(session, &notice, &options).await {
+                    Ok(messages) => messages,
                     Err(error) => {
-                        eprintln!("warning: cannot read a private message of @{user}: {error}");
+                        eprintln!("warning: cannot read a live message: {error}");
                         continue;
                     }
-                }
-            }
-            next => next,
-        };
-        match next {
-            Some(Ok(message)) => {
-                match output {
-                    Output::Text => writeln!(out, "{}", format_message(&message))?,
-                    Output::Json => writeln!(out, "{}", message_json(&message))?,
+                };
+                for message in messages {
+                    match output {
+                        Output::Text => writeln!(out, "{}", format_message(&message))?,
+                        Output::Json => writeln!(out, "{}", message_json(&message))?,
+                    }
                 }
                 out.flush()?;
             }

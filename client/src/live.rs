@@ -1,16 +1,22 @@
 //! Live delivery of committed chat messages, from the proxy's XPUB backend.
 //!
-//! The node that commits a chat message publishes it as `[topic, body(LiveMessage)]` on
-//! `chan.<channel>` or `user.<recipient>` ([`proto::live`]). A [`LiveFeed`] is a SUB
-//! socket that follows some of those topics. SUB filters by prefix only (`chan.a` lets
-//! `chan.ab` through), so the feed compares the whole topic frame with the ones it
-//! follows before it trusts a message.
+//! The node that commits a chat message publishes a **notice** of it as
+//! `[topic, body(LiveMessage)]` on `chan.<channel>` or `user.<recipient>`
+//! ([`proto::live`]): the target and the message id, never the author or the text. The
+//! proxies' subscriber ports take anyone, and so does their publisher port, so a
+//! delivery proves nothing: it is a doorbell. A [`LiveFeed`] is a SUB socket that
+//! follows some topics and yields their notices; a [`Reader`] answers each with a
+//! `history` read through the cluster since the last message it showed for that target
+//! (with the recipient's login for `@user`), so what is shown is what the cluster
+//! committed. A forged notice costs a read and shows nothing; a copy through the other
+//! proxy of a pair, or a notice of an id already read, shows nothing either.
 //!
-//! Pub/sub is best effort: a message published before the subscription reached the
-//! publisher, or while this subscriber was slow, is not delivered. The replicated
-//! history (`Op::History`) is the record; the feed is the doorbell.
+//! SUB filters by prefix only (`chan.a` lets `chan.ab` through), so the feed compares
+//! the whole topic frame with the ones it follows, and the notice's target with its
+//! topic. Pub/sub is best effort: a notice lost on the way delays its message until the
+//! next notice for that target; the replicated history is the record.
 
-use std::collections::{BTreeSet, HashSet, VecDeque};
+use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use proto::DecodeError;
@@ -88,42 +94,12 @@ impl Follower {
     }
 }
 
-/// Most delivered messages remembered to drop their copies (one per proxy of a pair).
-pub const MAX_RECENT_MESSAGES: usize = 1024;
-
-/// The messages delivered lately, by channel or recipient and id (ids count per channel
-/// and per user): a copy that comes through the other proxy of a pair is dropped.
-#[derive(Debug, Default)]
-struct Recent {
-    order: VecDeque<(Target, u64)>,
-    seen: HashSet<(Target, u64)>,
-}
-
-impl Recent {
-    /// Whether `message` is new; remembers it.
-    fn first_time(&mut self, message: &ChatMessage) -> bool {
-        let key = (message.to.clone(), message.id);
-        if !self.seen.insert(key.clone()) {
-            return false;
-        }
-        self.order.push_back(key);
-        if self.order.len() > MAX_RECENT_MESSAGES
-            && let Some(old) = self.order.pop_front()
-        {
-            self.seen.remove(&old);
-        }
-        true
-    }
-}
-
-/// A SUB socket on the proxy backends that yields the chat messages of followed topics,
-/// each once.
+/// A SUB socket on the proxy backends that yields the notices of followed topics.
 #[derive(Debug)]
 pub struct LiveFeed {
     follower: Follower,
     receiver: Receiver,
     endpoint: String,
-    recent: Recent,
 }
 
 impl LiveFeed {
@@ -141,7 +117,6 @@ impl LiveFeed {
             },
             receiver,
             endpoint,
-            recent: Recent::default(),
         })
     }
 
@@ -160,8 +135,9 @@ impl LiveFeed {
         self.follower.follow(target).await
     }
 
-    /// The next message of a followed topic; `Some(Err)` for a delivery that does not
-    /// decode (the caller logs it and reads on); `None` once the socket is closed.
+    /// The next notice of a followed topic (its target and id: read it with a
+    /// [`Reader`]); `Some(Err)` for a delivery that does not decode (the caller logs it
+    /// and reads on); `None` once the socket is closed.
     pub async fn next(&mut self) -> Option<Result<ChatMessage, LiveError>> {
         loop {
             let message = self.receiver.recv().await?;
@@ -175,43 +151,64 @@ impl LiveFeed {
                 continue;
             }
             match proto::decode::<LiveMessage>(body) {
-                Ok(LiveMessage(message)) => {
-                    if self.recent.first_time(&message) {
-                        return Some(Ok(message));
-                    }
-                }
+                // A notice whose target is not its topic's was not made by a node.
+                Ok(live) if topic == Some(live.topic().as_bytes()) => return Some(Ok(live.0)),
+                Ok(_) => continue,
                 Err(error) => return Some(Err(error.into())),
             }
         }
     }
 }
 
-/// Reads the private message a live notice announces ([`LiveMessage::is_notice`]): the
-/// proxies carry only `user.<recipient>` and the id, so the text is fetched with the
-/// recipient's login (`session` must speak for them). `Ok(None)` when it is no longer in
-/// the inbox's history.
-pub async fn open_notice(
-    session: &mut crate::Session,
-    notice: &ChatMessage,
-    options: &crate::CallOptions,
-) -> Result<Option<ChatMessage>, crate::CallError> {
-    let op = proto::Op::History {
-        target: notice.to.clone(),
-        since: notice.id.saturating_sub(1),
-    };
-    let answer = session
-        .call(op, proto::Consistency::Linearizable, options)
-        .await?;
-    Ok(match answer.reply {
-        proto::Reply::Messages(messages) => messages.into_iter().find(|m| m.id == notice.id),
-        _ => None,
-    })
+/// Most targets a [`Reader`] keeps a cursor for (as many as a feed may follow).
+pub const MAX_READER_TARGETS: usize = MAX_FOLLOWED_TOPICS;
+
+/// Turns notices into the messages the cluster committed: for each target, the id of the
+/// last message shown, and a `history` read since it when a notice of a newer id comes.
+#[derive(Debug, Default)]
+pub struct Reader {
+    cursors: HashMap<Target, u64>,
 }
 
-/// Whether a delivered message is a private message's notice, to open with
-/// [`open_notice`].
-pub fn is_notice(message: &ChatMessage) -> bool {
-    LiveMessage(message.clone()).is_notice()
+impl Reader {
+    /// A reader that has shown nothing yet.
+    pub fn new() -> Reader {
+        Reader::default()
+    }
+
+    /// The committed messages a notice announces, oldest first: every message of its
+    /// target after the last one this reader returned (from the notice's own id on, the
+    /// first time). Empty for a notice of an id already read, a duplicate, or a forgery.
+    /// `session` reads the history: for `@user` it must hold that user's login.
+    pub async fn read(
+        &mut self,
+        session: &mut crate::Session,
+        notice: &ChatMessage,
+        options: &crate::CallOptions,
+    ) -> Result<Vec<ChatMessage>, crate::CallError> {
+        let since = match self.cursors.get(&notice.to) {
+            Some(&cursor) if notice.id <= cursor => return Ok(Vec::new()),
+            Some(&cursor) => cursor,
+            None => notice.id.saturating_sub(1),
+        };
+        let op = proto::Op::History {
+            target: notice.to.clone(),
+            since,
+        };
+        let answer = session
+            .call(op, proto::Consistency::Linearizable, options)
+            .await?;
+        let proto::Reply::Messages(messages) = answer.reply else {
+            return Ok(Vec::new());
+        };
+        if let Some(last) = messages.last() {
+            if self.cursors.len() >= MAX_READER_TARGETS && !self.cursors.contains_key(&notice.to) {
+                self.cursors.clear();
+            }
+            self.cursors.insert(notice.to.clone(), last.id);
+        }
+        Ok(messages)
+    }
 }
 
 /// One line for people: `[#general] alice: hello` or `[@bob] alice: hi`.
@@ -236,26 +233,6 @@ mod tests {
             slot: 3,
             lamport: 9,
         }
-    }
-
-    #[test]
-    fn a_copy_through_the_other_proxy_is_dropped() {
-        let mut recent = Recent::default();
-        assert!(recent.first_time(&message("hey")));
-        assert!(!recent.first_time(&message("hey")));
-        // The same id in another channel is another message.
-        let mut other = message("hey");
-        other.to = Target::Channel("random".into());
-        assert!(recent.first_time(&other));
-        // Bounded: the oldest are forgotten.
-        for id in 100..100 + MAX_RECENT_MESSAGES as u64 {
-            let mut m = message("x");
-            m.id = id;
-            recent.first_time(&m);
-        }
-        assert_eq!(recent.order.len(), MAX_RECENT_MESSAGES);
-        assert_eq!(recent.seen.len(), MAX_RECENT_MESSAGES);
-        assert!(recent.first_time(&message("hey")), "forgotten");
     }
 
     #[test]

@@ -19,7 +19,7 @@ use tokio::runtime::Handle;
 use crate::args::Endpoints;
 use crate::args::ask_password;
 use crate::exit::Exit;
-use crate::live::{Follower, LiveFeed, format_message, is_notice, open_notice, parse_target};
+use crate::live::{Follower, LiveFeed, Reader, format_message, parse_target};
 use crate::session::{Answer, CallOptions, Connection, Session};
 
 /// What the menu needs to know.
@@ -65,26 +65,25 @@ impl Printer {
     }
 }
 
-/// Prints the feed's messages until its socket closes or the task is aborted. A private
-/// message arrives as a notice and is read with `session` (the user's login).
+/// Prints the committed messages the feed's notices announce until its socket closes or
+/// the task is aborted; they are read with `session` (the user's login, for the inbox).
 async fn print_live(
     mut feed: LiveFeed,
     mut printer: Printer,
     mut session: Session,
     options: CallOptions,
 ) {
+    let mut reader = Reader::new();
     while let Some(next) = feed.next().await {
         match next {
-            Ok(notice) if is_notice(&notice) => {
-                match open_notice(&mut session, &notice, &options).await {
-                    Ok(Some(message)) => {
+            Ok(notice) => match reader.read(&mut session, &notice, &options).await {
+                Ok(messages) => {
+                    for message in messages {
                         printer.print(format!("  << {}", format_message(&message)));
                     }
-                    Ok(None) => {}
-                    Err(error) => tracing::warn!(%error, "cannot read a private message"),
                 }
-            }
-            Ok(message) => printer.print(format!("  << {}", format_message(&message))),
+                Err(error) => tracing::warn!(%error, "cannot read a live message"),
+            },
             Err(error) => tracing::warn!(%error, "skipping a live message"),
         }
     }

@@ -7,11 +7,13 @@
 //! validation; its encoding is the bare message's, so both sides only have to agree on
 //! [`ChatMessage`].
 //!
-//! Subscribing to the proxies' backends takes no key (clients are outside the cluster),
-//! so a private message is never published whole: its delivery is a **notice** — the
-//! recipient's topic, the message id, slot and clock, no author, no text
-//! ([`LiveMessage::for_delivery`]). The recipient's client then reads the message with
-//! `history @me` and its credential.
+//! The proxies' ports take anyone without a key (clients are outside the cluster): a
+//! stranger can read what they carry and publish on them. So no message is published
+//! whole: a delivery is a **notice** — the target's topic, the message id, slot and
+//! clock, no author, no text ([`LiveMessage::for_delivery`]) — and a client reads the
+//! message itself through the cluster (`history`, with the recipient's login for a
+//! private message). A forged notice can make a client read; it cannot make it show
+//! anything the cluster did not commit.
 
 use serde::{Deserialize, Serialize};
 
@@ -27,20 +29,16 @@ use crate::{LimitError, Wire, topic};
 pub struct LiveMessage(pub ChatMessage);
 
 impl LiveMessage {
-    /// What is published for `message`: a channel message whole, a private message as a
-    /// notice without its author and text.
+    /// What is published for `message`: its notice, without its author and text.
     pub fn for_delivery(mut message: ChatMessage) -> LiveMessage {
-        if matches!(message.to, Target::User(_)) {
-            message.from.clear();
-            message.text.clear();
-        }
+        message.from.clear();
+        message.text.clear();
         LiveMessage(message)
     }
 
-    /// Whether this delivery is a private message's notice (read the message with
-    /// `history @recipient` since `id - 1`).
+    /// Whether this delivery is a notice (no author, no text), as nodes publish them.
     pub fn is_notice(&self) -> bool {
-        matches!(self.0.to, Target::User(_)) && self.0.text.is_empty()
+        self.0.from.is_empty() && self.0.text.is_empty()
     }
 
     /// The topic this message is published on.
@@ -106,7 +104,7 @@ mod tests {
     }
 
     #[test]
-    fn a_private_message_is_delivered_as_a_notice_without_author_or_text() {
+    fn a_message_is_delivered_as_a_notice_without_author_or_text() {
         let dm = LiveMessage::for_delivery(message(Target::User("bob".into()), "secret"));
         assert!(dm.is_notice());
         assert_eq!((dm.0.from.as_str(), dm.0.text.as_str()), ("", ""));
@@ -114,8 +112,12 @@ mod tests {
         let frame = crate::encode(&dm).unwrap();
         assert!(!String::from_utf8_lossy(&frame).contains("secret"));
         let channel = LiveMessage::for_delivery(general("hello"));
-        assert!(!channel.is_notice());
-        assert_eq!(channel.0, general("hello"));
+        assert!(channel.is_notice());
+        assert_eq!(
+            (channel.0.id, channel.topic().as_str()),
+            (7, "chan.general")
+        );
+        assert!(!LiveMessage(general("hello")).is_notice());
     }
 
     #[test]

@@ -241,9 +241,11 @@ impl Store {
             None => Password::Unknown,
             Some(User {
                 password_hash: None,
+                ..
             }) => Password::Unset,
             Some(User {
                 password_hash: Some(hash),
+                ..
             }) => Password::Hash(hash),
         }
     }
@@ -388,19 +390,23 @@ impl Store {
         Ok(())
     }
 
+    /// Refuses a credential that already opens another user's session.
+    fn check_credential_free(&self, key: &str, user: &str) -> Result<(), Error> {
+        match self.state.chat_sessions.get(key) {
+            Some(open) if open.user != user => Err(Error::new(
+                ErrorCode::Unauthenticated,
+                "this credential already opens another user's session: draw a new one",
+            )),
+            _ => Ok(()),
+        }
+    }
+
     /// Opens the chat session `key` for `user`, evicting the session opened in the
     /// oldest slot when the table is full. A key already open for another user is
     /// refused (only someone who knows that user's credential could send it).
     fn open_chat_session(&mut self, key: &str, user: &str, slot: Slot) -> Result<(), Error> {
+        self.check_credential_free(key, user)?;
         let sessions = &mut self.state.chat_sessions;
-        if let Some(open) = sessions.get(key)
-            && open.user != user
-        {
-            return Err(Error::new(
-                ErrorCode::Unauthenticated,
-                "this credential already opens another user's session: draw a new one",
-            ));
-        }
         let session = ChatSession {
             user: user.to_owned(),
             slot,
@@ -442,9 +448,12 @@ impl Store {
                 password_hash,
             } => {
                 let key = session.ok_or_else(|| no_credential(op))?;
+                // Checked before anything changes: a refused login leaves no trace.
+                self.check_credential_free(key, user)?;
                 match self.state.users.0.get_mut(user) {
                     Some(User {
                         password_hash: Some(_),
+                        ..
                     }) => {
                         return Err(Error::new(
                             ErrorCode::Unauthenticated,
@@ -455,11 +464,15 @@ impl Store {
                             ),
                         ));
                     }
-                    Some(record) => record.password_hash = Some(password_hash.clone()),
+                    Some(record) => {
+                        record.password_hash = Some(password_hash.clone());
+                        record.claimed_at = slot;
+                    }
                     None => {
                         self.room_for_a_user()?;
                         let record = User {
                             password_hash: Some(password_hash.clone()),
+                            claimed_at: 0,
                         };
                         self.state.users.0.insert(user.clone(), record);
                     }
@@ -643,8 +656,14 @@ impl Store {
                         }
                     }
                 };
-                // Ids increase strictly along the deque: find the first one above `since`.
-                let start = messages.partition_point(|m| m.id <= *since);
+                // A claimed name's inbox starts after its claim (see `User::claimed_at`).
+                let claimed_at = match target {
+                    Target::User(user) => state.users.0.get(user).map_or(0, |u| u.claimed_at),
+                    Target::Channel(_) => 0,
+                };
+                // Ids increase strictly along the deque: find the first one above `since`,
+                // and (slots increase with ids) the first one after the claim.
+                let start = messages.partition_point(|m| m.id <= *since || m.slot <= claimed_at);
                 let mut budget = ReplyBudget::new();
                 let page = messages
                     .range(start..)

@@ -78,6 +78,11 @@ pub(crate) struct User {
     /// The PHC string of the password's Argon2id hash; `None` for a user registered
     /// before passwords, whose next login sets one.
     pub(crate) password_hash: Option<String>,
+    /// For a user from before passwords, the slot whose login set the password: the
+    /// private messages committed up to it are not shown to `history @user` (they were
+    /// sent to whoever held the name before; the first login only claims the name).
+    #[serde(default)]
+    pub(crate) claimed_at: Slot,
 }
 
 /// One open chat session.

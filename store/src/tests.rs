@@ -1178,18 +1178,27 @@ fn a_user_registered_before_passwords_gets_one_at_the_next_login() {
     // Without a password there is nothing to check a login against.
     let open = Op::OpenSession { user: "ann".into() };
     assert_eq!(code(h.run(open.clone())), ErrorCode::Unauthenticated);
+    // A message sent to the name before anyone claims it...
+    h.run(login("bob")).unwrap();
+    assert!(h.run(dm("bob", "ann", "for the old ann")).is_ok());
     // The next login sets it; the one after is refused as a registration.
     assert_eq!(h.run(login("ann")), Ok(Reply::Done));
+    // ...is not shown to whoever claimed the name; later ones are.
+    assert!(messages(h.run(history(user("ann"), 0))).is_empty());
+    assert!(h.run(dm("bob", "ann", "for the new ann")).is_ok());
+    let inbox = messages(h.run(history(user("ann"), 0)));
+    assert_eq!(inbox.len(), 1);
+    assert_eq!(inbox[0].text, "for the new ann");
     assert_eq!(h.store.password("ann"), Password::Hash(TEST_HASH));
     assert_eq!(code(h.run(login("ann"))), ErrorCode::Unauthenticated);
     assert_eq!(h.run(open), Ok(Reply::Done));
     // A password never goes into the log.
     let with_password = Op::Login {
-        user: "bob".into(),
+        user: "carl".into(),
         password: "secret".into(),
     };
     assert_eq!(code(h.run(with_password)), ErrorCode::BadRequest);
-    assert_eq!(h.store.password("bob"), Password::Unknown);
+    assert_eq!(h.store.password("carl"), Password::Unknown);
 }
 
 #[test]
@@ -1275,4 +1284,30 @@ fn registrations_stop_at_max_users() {
         Ok(Reply::Done)
     );
     assert_eq!(h.store.stats().users, 2);
+}
+
+#[test]
+fn a_login_refused_for_its_credential_changes_nothing() {
+    let mut h = Harness::new();
+    h.run(login("ann")).unwrap();
+    let before = h.store.digest();
+    // Ann's credential, used to register bob: refused, and bob does not exist.
+    let stolen = cmd_as(
+        3,
+        1,
+        Op::Register {
+            user: "bob".into(),
+            password_hash: TEST_HASH.into(),
+        },
+        Some(key_of("ann")),
+    );
+    let reply = h.slot(&[stolen]).replies.remove(0);
+    assert_eq!(code(reply.result), ErrorCode::Unauthenticated);
+    assert_eq!(h.store.password("bob"), Password::Unknown);
+    assert_eq!(h.store.stats().users, 1);
+    assert_ne!(
+        h.store.digest(),
+        before,
+        "only the slot and the session table moved"
+    );
 }
