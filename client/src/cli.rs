@@ -20,10 +20,11 @@ use proto::{Consistency, Op, Reply};
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 
-use crate::args::{ChatAuth, Endpoints, Timeouts, ask_password};
+use crate::args::{ChatAuth, Endpoints, Timeouts};
 use crate::exit::Exit;
 use crate::live::{LiveFeed, Reader, format_message, parse_target};
-use crate::session::{Answer, CallError, Connection, Session};
+use crate::login::{LoginError, acting_user, log_in};
+use crate::session::{Answer, CallError, Connection};
 use crate::{menu, status, table};
 
 /// Default status addresses of the nodes (node N serves HTTP on port 7000 + N).
@@ -319,7 +320,15 @@ async fn run_request(cli: &Cli, command: Command, out: &mut dyn Write) -> std::i
     let mut session = connection.session();
     let options = cli.timeouts.call_options();
     if let Op::Login { user, .. } = &op {
-        return match log_in(cli, &mut session, user, true).await {
+        return match log_in(
+            &cli.auth,
+            &cli.timeouts.call_options(),
+            &mut session,
+            user,
+            true,
+        )
+        .await
+        {
             Ok(()) => {
                 let credential = session.credential().unwrap_or_default();
                 match output {
@@ -339,7 +348,14 @@ async fn run_request(cli: &Cli, command: Command, out: &mut dyn Write) -> std::i
         };
     }
     if let Some(user) = acting_user(&op)
-        && let Err(error) = log_in(cli, &mut session, user, false).await
+        && let Err(error) = log_in(
+            &cli.auth,
+            &cli.timeouts.call_options(),
+            &mut session,
+            user,
+            false,
+        )
+        .await
     {
         return report_error(output, out, &error);
     }
@@ -347,59 +363,6 @@ async fn run_request(cli: &Cli, command: Command, out: &mut dyn Write) -> std::i
         Ok(answer) => print_answer(output, out, &op, consistency, &answer),
         Err(error) => report_error(output, out, &error),
     }
-}
-
-/// The user a chat op acts as, whose login it needs.
-pub fn acting_user(op: &Op) -> Option<&str> {
-    match op {
-        Op::Subscribe { user, .. }
-        | Op::Publish { user, .. }
-        | Op::PrivateMessage { from: user, .. }
-        | Op::History {
-            target: Target::User(user),
-            ..
-        } => Some(user),
-        _ => None,
-    }
-}
-
-/// Why a chat command could not log in before it ran.
-#[derive(Debug)]
-pub enum LoginError {
-    /// No password and no credential, and no terminal to ask one on.
-    NoPassword(String),
-    /// The login call failed (a wrong password included).
-    Call(CallError),
-}
-
-/// Gives `session` a login as `user`: the `--credential` given, or a login with the
-/// `--password` given (or asked on the terminal). `fresh`: always log in with a
-/// password (the `login` command), never reuse a credential.
-pub async fn log_in(
-    cli: &Cli,
-    session: &mut Session,
-    user: &str,
-    fresh: bool,
-) -> Result<(), LoginError> {
-    if !fresh && let Some(credential) = &cli.auth.credential {
-        session.use_credential(Some(credential.clone()));
-        return Ok(());
-    }
-    let password = match cli.auth.password.clone().or_else(|| ask_password(user)) {
-        Some(password) => password,
-        None => {
-            return Err(LoginError::NoPassword(format!(
-                "acting as {user} needs a login: give --password (or CHAT_PASSWORD), or \
-                 the --credential (CHAT_CREDENTIAL) a `client login {user}` printed"
-            )));
-        }
-    };
-    let options = cli.timeouts.call_options();
-    session
-        .login(user, &password, &options)
-        .await
-        .map(|_| ())
-        .map_err(LoginError::Call)
 }
 
 fn report_error(
@@ -542,7 +505,15 @@ async fn run_watch(
     for target in &targets {
         if let Target::User(user) = target {
             let mut session = connection.session();
-            if let Err(error) = log_in(cli, &mut session, user, false).await {
+            if let Err(error) = log_in(
+                &cli.auth,
+                &cli.timeouts.call_options(),
+                &mut session,
+                user,
+                false,
+            )
+            .await
+            {
                 return report_error(output, out, &error);
             }
             inboxes.insert(user.clone(), session);

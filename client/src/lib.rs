@@ -4,8 +4,9 @@
 //!
 //! | module | what |
 //! |---|---|
-//! | [`session`] | [`Connection`] (one DEALER to the broker frontend) and [`Session`]s over it: `call(op)` retries with the same `(client_id, seq)` until an answer or the deadline |
-//! | [`live`] | [`LiveFeed`]: a SUB socket on the proxy backend that receives the committed chat messages of followed channels and users |
+//! | [`session`] | [`Connection`] (one DEALER to the broker frontend) and [`Session`]s over it: `call(op)` retries with the same `(client_id, seq)` until an answer or the deadline; `login` opens a chat session whose credential every later call carries |
+//! | [`live`] | [`LiveFeed`]: a SUB socket on the proxy backend that receives the notices of followed channels and users; [`live::Reader`] reads the committed messages they announce |
+//! | [`login`] | who a chat command speaks as: `--credential`, or a login with `--password` |
 //! | [`args`] | the flags shared by the command line, the menu and the `bots`: [`args::Endpoints`], [`args::Timeouts`] |
 //! | [`cli`] | the `client` command line: one-shot commands, `-o json` |
 //! | [`exit`] | [`exit::Exit`]: the exit codes of the command line and the menu |
@@ -37,6 +38,7 @@ pub mod exit;
 #[cfg(feature = "fake-cluster")]
 pub mod fake;
 pub mod live;
+pub mod login;
 pub mod menu;
 pub mod session;
 pub mod status;

@@ -63,6 +63,7 @@ mod snapshot;
 mod state;
 #[cfg(test)]
 mod tests;
+mod users;
 
 use std::collections::BTreeSet;
 use std::fmt;
@@ -78,8 +79,10 @@ pub use config::{
 };
 pub use digest::{DIGEST_BYTES, Digest, DigestParseError};
 pub use snapshot::{SNAPSHOT_FORMAT, SnapshotError};
+pub use users::Password;
+use users::authenticate;
 
-use state::{ChatSession, Session, SessionResult, State, User};
+use state::{Session, SessionResult, State};
 
 /// A position in the Paxos log; slot 1 is the first decided one, 0 means "none".
 pub type Slot = u64;
@@ -136,17 +139,6 @@ pub struct StoreStats {
     pub sessions: usize,
     /// Open chat sessions (logins).
     pub chat_sessions: usize,
-}
-
-/// What the state holds about a user's password (for the node that checks a login).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Password<'a> {
-    /// No such user: a login registers the name.
-    Unknown,
-    /// A user from before passwords: a login sets one.
-    Unset,
-    /// The PHC string of the password's hash, to verify a login against.
-    Hash(&'a str),
 }
 
 /// The replicated state machine. See the crate documentation for its invariants.
@@ -232,21 +224,6 @@ impl Store {
             channels: self.state.channels.len(),
             sessions: self.state.sessions.len(),
             chat_sessions: self.state.chat_sessions.len(),
-        }
-    }
-
-    /// What the applied state holds about `user`'s password.
-    pub fn password(&self, user: &str) -> Password<'_> {
-        match self.state.users.0.get(user) {
-            None => Password::Unknown,
-            Some(User {
-                password_hash: None,
-                ..
-            }) => Password::Unset,
-            Some(User {
-                password_hash: Some(hash),
-                ..
-            }) => Password::Hash(hash),
         }
     }
 
@@ -376,62 +353,6 @@ impl Store {
         );
     }
 
-    /// Whether one more user may register ([`StoreConfig::max_users`]).
-    fn room_for_a_user(&self) -> Result<(), Error> {
-        if self.state.users.0.len() >= self.config.max_users {
-            return Err(Error::new(
-                ErrorCode::TooLarge,
-                format!(
-                    "the cluster holds its limit of {} users (--max-users)",
-                    self.config.max_users
-                ),
-            ));
-        }
-        Ok(())
-    }
-
-    /// Refuses a credential that already opens another user's session.
-    fn check_credential_free(&self, key: &str, user: &str) -> Result<(), Error> {
-        match self.state.chat_sessions.get(key) {
-            Some(open) if open.user != user => Err(Error::new(
-                ErrorCode::Unauthenticated,
-                "this credential already opens another user's session: draw a new one",
-            )),
-            _ => Ok(()),
-        }
-    }
-
-    /// Opens the chat session `key` for `user`, evicting the session opened in the
-    /// oldest slot when the table is full. A key already open for another user is
-    /// refused (only someone who knows that user's credential could send it).
-    fn open_chat_session(&mut self, key: &str, user: &str, slot: Slot) -> Result<(), Error> {
-        self.check_credential_free(key, user)?;
-        let sessions = &mut self.state.chat_sessions;
-        let session = ChatSession {
-            user: user.to_owned(),
-            slot,
-        };
-        match sessions.insert(key.to_owned(), session) {
-            Some(old) => {
-                self.chat_session_order.remove(&(old.slot, key.to_owned()));
-            }
-            None => {
-                if sessions.len() > self.config.max_chat_sessions
-                    && let Some((_, victim)) = self.chat_session_order.pop_first()
-                {
-                    sessions.remove(&victim);
-                }
-            }
-        }
-        self.chat_session_order.insert((slot, key.to_owned()));
-        assert!(
-            sessions.len() == self.chat_session_order.len()
-                && sessions.len() <= self.config.max_chat_sessions,
-            "chat sessions and their eviction order disagree",
-        );
-        Ok(())
-    }
-
     /// Executes one command against the state.
     fn execute(
         &mut self,
@@ -446,51 +367,8 @@ impl Store {
             Op::Register {
                 user,
                 password_hash,
-            } => {
-                let key = session.ok_or_else(|| no_credential(op))?;
-                // Checked before anything changes: a refused login leaves no trace.
-                self.check_credential_free(key, user)?;
-                match self.state.users.0.get_mut(user) {
-                    Some(User {
-                        password_hash: Some(_),
-                        ..
-                    }) => {
-                        return Err(Error::new(
-                            ErrorCode::Unauthenticated,
-                            format!(
-                                "user {} got a password from another login meanwhile: \
-                                 log in again",
-                                quote(user)
-                            ),
-                        ));
-                    }
-                    Some(record) => {
-                        record.password_hash = Some(password_hash.clone());
-                        record.claimed_at = slot;
-                    }
-                    None => {
-                        self.room_for_a_user()?;
-                        let record = User {
-                            password_hash: Some(password_hash.clone()),
-                            claimed_at: 0,
-                        };
-                        self.state.users.0.insert(user.clone(), record);
-                    }
-                }
-                self.open_chat_session(key, user, slot)?;
-                return Ok(Reply::Done);
-            }
-            Op::OpenSession { user } => {
-                let key = session.ok_or_else(|| no_credential(op))?;
-                if !matches!(self.password(user), Password::Hash(_)) {
-                    return Err(Error::new(
-                        ErrorCode::Unauthenticated,
-                        format!("user {} has no password to log in with", quote(user)),
-                    ));
-                }
-                self.open_chat_session(key, user, slot)?;
-                return Ok(Reply::Done);
-            }
+            } => return self.register(slot, user, password_hash, session, op),
+            Op::OpenSession { user } => return self.open_session(slot, user, session, op),
             Op::Subscribe { user, .. }
             | Op::Publish { user, .. }
             | Op::PrivateMessage { from: user, .. } => {
@@ -771,47 +649,6 @@ fn append(
         messages.pop_front();
     }
     id
-}
-
-/// Checks that the command's chat session speaks for `user`.
-fn authenticate(
-    sessions: &std::collections::BTreeMap<String, ChatSession>,
-    session: Option<&str>,
-    user: &str,
-    op: &Op,
-) -> Result<(), Error> {
-    let key = session.ok_or_else(|| no_credential(op))?;
-    match sessions.get(key) {
-        Some(open) if open.user == user => Ok(()),
-        Some(open) => Err(Error::new(
-            ErrorCode::Unauthenticated,
-            format!(
-                "{} as {} refused: this credential is {}'s",
-                op.name(),
-                quote(user),
-                quote(&open.user)
-            ),
-        )),
-        None => Err(Error::new(
-            ErrorCode::Unauthenticated,
-            format!(
-                "{} as {} refused: the credential opens no session (never logged in, or \
-                 evicted by newer logins): log in again",
-                op.name(),
-                quote(user)
-            ),
-        )),
-    }
-}
-
-fn no_credential(op: &Op) -> Error {
-    Error::new(
-        ErrorCode::Unauthenticated,
-        format!(
-            "{} needs a login: the request carries no credential",
-            op.name()
-        ),
-    )
 }
 
 fn require_user(users: &state::Users, user: &str) -> Result<(), Error> {
