@@ -320,15 +320,7 @@ async fn run_request(cli: &Cli, command: Command, out: &mut dyn Write) -> std::i
     let mut session = connection.session();
     let options = cli.timeouts.call_options();
     if let Op::Login { user, .. } = &op {
-        return match log_in(
-            &cli.auth,
-            &cli.timeouts.call_options(),
-            &mut session,
-            user,
-            true,
-        )
-        .await
-        {
+        return match log_in(&cli.auth, &options, &mut session, user, true).await {
             Ok(()) => {
                 let credential = session.credential().unwrap_or_default();
                 match output {
@@ -348,14 +340,7 @@ async fn run_request(cli: &Cli, command: Command, out: &mut dyn Write) -> std::i
         };
     }
     if let Some(user) = acting_user(&op)
-        && let Err(error) = log_in(
-            &cli.auth,
-            &cli.timeouts.call_options(),
-            &mut session,
-            user,
-            false,
-        )
-        .await
+        && let Err(error) = log_in(&cli.auth, &options, &mut session, user, false).await
     {
         return report_error(output, out, &error);
     }
@@ -500,27 +485,19 @@ async fn run_watch(
             return Ok(Exit::Error);
         }
     };
+    let options = cli.timeouts.call_options();
     let mut channels = connection.session();
     let mut inboxes = std::collections::HashMap::new();
     for target in &targets {
         if let Target::User(user) = target {
             let mut session = connection.session();
-            if let Err(error) = log_in(
-                &cli.auth,
-                &cli.timeouts.call_options(),
-                &mut session,
-                user,
-                false,
-            )
-            .await
-            {
+            if let Err(error) = log_in(&cli.auth, &options, &mut session, user, false).await {
                 return report_error(output, out, &error);
             }
             inboxes.insert(user.clone(), session);
         }
     }
     let mut reader = Reader::new();
-    let options = cli.timeouts.call_options();
     for target in &targets {
         if let Err(error) = feed.follow(target).await {
             fail(output, out, "subscribe", &error.to_string())?;
