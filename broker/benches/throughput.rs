@@ -356,21 +356,12 @@ fn bench_keys() -> proto::seal::Keyring {
 /// A node that answers every request at once (opening and sealing as a node does).
 async fn echo_node(backend: String, name: String, stop: CancellationToken) {
     let keys = bench_keys();
-    let socket = Socket::open(
-        Kind::Dealer,
-        Mode::Connect,
-        &backend,
-        Options::default().identity(name.as_bytes().to_vec()),
-    )
-    .await
-    .unwrap();
+    let socket = Socket::open(Kind::Dealer, Mode::Connect, &backend, Options::default())
+        .await
+        .unwrap();
     let (tx, mut rx) = socket.split();
-    let control = |message: &NodeToBroker| {
-        keys.seal(
-            &[broker::CONTROL, name.as_bytes()],
-            &proto::encode(message).unwrap(),
-        )
-    };
+    let control =
+        |message: &NodeToBroker| keys.seal(&[broker::CONTROL], &proto::encode(message).unwrap());
     tx.send(vec![control(&NodeToBroker::Ready { node: name.clone() })])
         .await
         .unwrap();
@@ -386,6 +377,13 @@ async fn echo_node(backend: String, name: String, stop: CancellationToken) {
                     return;
                 }
                 for mut message in batch.drain(..) {
+                    if let [frame] = message.as_slice()
+                        && let Some(nonce) = proto::fabric::parse_broker_challenge(frame)
+                    {
+                        let proof = NodeToBroker::Proof { node: name.clone(), nonce: nonce.to_vec() };
+                        tx.send(vec![control(&proof)]).await.unwrap();
+                        continue;
+                    }
                     let Some(sealed) = message.pop() else { continue };
                     let Ok(body) = keys.open(&[broker::REQUEST, &message[..].concat()], &sealed)
                     else {

@@ -1,17 +1,24 @@
 //! # broker — the round-robin request router of paxos-zmq
 //!
 //! Clients (the `client` CLI, the bots) connect DEALER sockets to the **frontend** ROUTER;
-//! nodes connect DEALER sockets, whose identity is their name (`node-1`), to the
-//! **backend** ROUTER (zguide names). The broker hands each client request to the next
-//! **live** node in round-robin order and returns each reply to the client it names.
+//! nodes connect DEALER sockets to the **backend** ROUTER (zguide names). The broker hands
+//! each client request to the next **live** node in round-robin order and returns each
+//! reply to the client it names.
 //!
 //! ```text
 //! client DEALER  [body]  →  frontend ROUTER [client_id, body]
-//!                           backend ROUTER  [node, client_id, body]  →  node DEALER [client_id, body]
+//!                           backend ROUTER  [route, client_id, body]  →  node DEALER [client_id, body]
 //! client DEALER  [body]  ←  frontend ROUTER [client_id, body]
-//!                           backend ROUTER  [node, client_id, body]  ←  node DEALER [client_id, body]
-//! node control:             backend ROUTER  [node, NodeToBroker]     ←  node DEALER [NodeToBroker]
+//!                           backend ROUTER  [route, client_id, body]  ←  node DEALER [client_id, body]
+//! node control:             backend ROUTER  [route, NodeToBroker]     ←  node DEALER [NodeToBroker]
+//!                           backend ROUTER  [route, challenge]        →  node DEALER [challenge]
 //! ```
+//!
+//! A node's `route` is the routing id the backend ROUTER gave its connection. A READY
+//! (or a heartbeat from a connection the broker does not route to) is answered with a
+//! challenge; the node's sealed proof of it makes that connection the node's route
+//! ([`challenge`]). A stranger who replays a recorded, authentic READY from its own
+//! connection gets a challenge it cannot answer, and no request.
 //!
 //! ## Layout
 //! - [`ring`]: the live nodes and whose turn is next — a plain data structure, time
@@ -44,13 +51,14 @@
 //!   (`unavailable`, `bad_request`) decodes the body, to echo its `seq`. The node decodes
 //!   and validates every request in full.
 
+pub mod challenge;
 pub mod metrics;
 pub mod ring;
 
 use std::time::{Duration, Instant};
 
 use proto::codec::PROTOCOL_VERSION;
-use proto::fabric::{BROKER_PING, NodeToBroker, broker_pong};
+use proto::fabric::{BROKER_PING, NodeToBroker, broker_challenge, broker_pong};
 use proto::limits::{MAX_FRAME_BYTES, MAX_ROUTING_FRAME_BYTES};
 use proto::report::{AuthReport, BrokerReport};
 use proto::seal::{Keyring, SealError};
@@ -60,11 +68,12 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use transport::{Kind, Mode, Multipart, Options, Socket, TransportError};
 
+use crate::challenge::Challenges;
 use crate::metrics::{Malformed, Metrics};
 use crate::ring::{Liveness, Ring};
 use service::RateLimitedLog;
 
-/// Associated data of a node's READY or heartbeat (with the node's identity).
+/// Associated data of a node's READY, heartbeat or proof.
 pub use proto::fabric::BROKER_CONTROL as CONTROL;
 /// Associated data of a node's reply (with the client's routing frame).
 pub use proto::fabric::BROKER_REPLY as REPLY;
@@ -164,9 +173,11 @@ pub struct Stats {
     pub unavailable: u64,
     /// Malformed messages, on either socket.
     pub malformed: u64,
-    /// READY and heartbeat messages taken.
+    /// READY, heartbeat and proof messages taken.
     pub control: u64,
-    /// Nodes that joined the ring (first READY, or back after expiry).
+    /// Challenges sent to backend connections.
+    pub challenges: u64,
+    /// Nodes that joined the ring (first proof, or back after expiry).
     pub joined: u64,
     /// Nodes that left the ring (silent too long).
     pub left: u64,
@@ -228,6 +239,8 @@ impl proto::Wire for SeqOnly {
 #[derive(Debug)]
 pub struct Broker {
     ring: Ring,
+    /// Challenges sent to backend connections, not answered yet.
+    challenges: Challenges,
     stats: Stats,
     malformed_log: RateLimitedLog,
     auth_log: RateLimitedLog,
@@ -243,6 +256,7 @@ impl Broker {
     pub fn new(config: &Config, keys: Keyring) -> Broker {
         Broker {
             ring: Ring::new(config.liveness_timeout),
+            challenges: Challenges::new(config.liveness_timeout),
             stats: Stats::default(),
             malformed_log: RateLimitedLog::new(config.malformed_log_interval),
             auth_log: RateLimitedLog::new(config.malformed_log_interval),
@@ -323,15 +337,16 @@ impl Broker {
             return self.reject_frontend(message, now, kind, reason);
         }
         match self.ring.next(now) {
-            Some(node) => {
+            Some((node, route)) => {
                 self.stats.requests += 1;
                 self.metrics.routed_to(node);
                 // Sealed for the node, bound to the client's routing frame: only a
-                // cluster node reads it, and its reply must name the same client.
-                let node = node.to_vec();
+                // cluster node reads it, and its reply must name the same client. It goes
+                // to the connection that last proved it holds the key.
+                let route = route.to_vec();
                 let sealed = self.keys.seal(&[REQUEST, &message[0]], &message[1]);
                 message[1] = sealed;
-                message.insert(0, node);
+                message.insert(0, route);
                 Outgoing::Backend(message)
             }
             None => {
@@ -387,11 +402,13 @@ impl Broker {
             .map_or(Outgoing::Nothing, Outgoing::Frontend)
     }
 
-    /// A message from a node: a reply `[node, client_id, sealed body]` or a control
-    /// message `[node, sealed NodeToBroker]`. Both must open under the cluster key
-    /// (bound to the client's routing frame, or to the node's identity): a process
-    /// without it cannot join the ring nor answer a client. `peer` is the sender's
-    /// address, for the log.
+    /// A message from a node: a reply `[route, client_id, sealed body]` or a control
+    /// message `[route, sealed NodeToBroker]` (`route`: the routing id the ROUTER gave the
+    /// connection). Both must open under the cluster key (a reply bound to the client's
+    /// routing frame): a process without it cannot join the ring nor answer a client. A
+    /// connection is routed requests only once it answered a challenge ([`challenge`]),
+    /// so a sealed READY replayed from another connection earns nothing. `peer` is the
+    /// sender's address, for the log.
     pub fn on_backend(
         &mut self,
         mut message: Multipart,
@@ -427,7 +444,7 @@ impl Broker {
             }
             2 => {
                 let identity = message[0].clone();
-                match self.keys.open(&[CONTROL, &identity], &message[1]) {
+                match self.keys.open(&[CONTROL], &message[1]) {
                     Ok(body) => {
                         message[1] = body;
                         self.on_control(message, now)
@@ -469,25 +486,37 @@ impl Broker {
                     .map_or(Outgoing::Nothing, Outgoing::BackendAnswer);
             }
         };
-        if control.node().as_bytes() != identity.as_slice() {
-            // Requests are routed by identity: a node whose name and identity differ
-            // would announce one node and receive another's traffic.
-            self.reject_backend(
-                now,
-                Malformed::NameMismatch,
-                &format!(
-                    "node {:?} sent its name as {:?}: set the DEALER identity to the node name",
-                    String::from_utf8_lossy(identity),
-                    control.node()
-                ),
-            );
-            return Outgoing::Nothing;
-        }
         self.stats.control += 1;
         self.metrics.control();
-        let result = match control {
-            NodeToBroker::Ready { .. } => self.ring.ready(identity, now),
-            NodeToBroker::Heartbeat { .. } => self.ring.heartbeat(identity, now),
+        let (route, node) = (identity.as_slice(), control.node().as_bytes());
+        let result = match &control {
+            NodeToBroker::Ready { .. } => return self.challenge(route, node, now),
+            NodeToBroker::Heartbeat { .. } => match self.ring.heartbeat(node, route, now) {
+                Some(liveness) => Ok(liveness),
+                // Not the connection the node proved itself on: it reconnected, this
+                // broker restarted, or a stranger replays a recorded heartbeat.
+                None => return self.challenge(route, node, now),
+            },
+            NodeToBroker::Proof { nonce, .. } => {
+                if self.challenges.answer(route, node, nonce, now) {
+                    self.ring.ready(node, route, now)
+                } else if let Some(liveness) = self.ring.heartbeat(node, route, now) {
+                    // A second answer to a challenge sent twice (a heartbeat crossed the
+                    // first proof), on the route it already proved: a heartbeat.
+                    Ok(liveness)
+                } else {
+                    self.reject_backend(
+                        now,
+                        Malformed::Unproved,
+                        &format!(
+                            "a proof for {:?} that answers no challenge of its connection \
+                             (replayed, or late)",
+                            control.node()
+                        ),
+                    );
+                    return Outgoing::Nothing;
+                }
+            }
         };
         match result {
             Ok(Liveness::Joined) => {
@@ -495,7 +524,7 @@ impl Broker {
                 self.metrics.joined();
                 self.metrics.set_live_nodes(self.ring.live(now).count());
                 tracing::info!(
-                    node = control_name(identity),
+                    node = control.node(),
                     live = self.ring.live(now).count(),
                     "node joined the ring"
                 );
@@ -504,6 +533,15 @@ impl Broker {
             Err(full) => self.reject_backend(now, Malformed::RingFull, &full.to_string()),
         }
         Outgoing::Nothing
+    }
+
+    /// Challenges connection `route`, which says it is `node`: it is routed requests
+    /// only once it answers with a sealed proof.
+    fn challenge(&mut self, route: &[u8], node: &[u8], now: Instant) -> Outgoing {
+        let nonce = self.challenges.issue(route, node, now);
+        self.stats.challenges += 1;
+        self.metrics.challenged();
+        Outgoing::BackendAnswer(vec![route.to_vec(), broker_challenge(&nonce)])
     }
 
     fn reject_backend(&mut self, now: Instant, kind: Malformed, reason: &str) {
@@ -616,23 +654,24 @@ fn answer(to: &[u8], seq: proto::client::Seq, code: ErrorCode, message: &str) ->
     }
 }
 
-/// Binds the frontend and backend ROUTER sockets as [`run`] expects them (the backend
-/// lets a restarted node take over its identity).
+/// Binds the frontend and backend ROUTER sockets as [`run`] expects them. The backend
+/// names each connection itself (nodes set no identity) and never hands a routing id
+/// over to a new connection: a node is reached on the connection that answered its
+/// challenge, which nobody else can take over.
 pub async fn bind(frontend: &str, backend: &str) -> Result<(Socket, Socket), TransportError> {
     let frontend = Socket::open(Kind::Router, Mode::Bind, frontend, Options::default()).await?;
     let backend = Socket::open(
         Kind::Router,
         Mode::Bind,
         backend,
-        Options::default().router_handover().peer_address(),
+        Options::default().peer_address(),
     )
     .await?;
     Ok((frontend, backend))
 }
 
 /// Runs the broker on two bound ROUTER sockets, with its status port on `status`, until
-/// `shutdown` is cancelled; returns the counters. The backend socket should have
-/// `router_handover` set (see [`bind`]).
+/// `shutdown` is cancelled; returns the counters (the sockets as [`bind`] makes them).
 pub async fn run(
     frontend: Socket,
     backend: Socket,
@@ -824,14 +863,39 @@ mod tests {
         Broker::new(&Config::default(), keys())
     }
 
-    /// A control message sealed as the node whose name it carries sends it.
+    /// A control message sealed under the cluster key.
     fn control(message: NodeToBroker) -> Vec<u8> {
-        let identity = message.node().to_owned();
-        sealed_control(&identity, &proto::encode(&message).unwrap())
+        sealed_control(&proto::encode(&message).unwrap())
     }
 
-    fn sealed_control(identity: &str, body: &[u8]) -> Vec<u8> {
-        keys().seal(&[CONTROL, identity.as_bytes()], body)
+    fn sealed_control(body: &[u8]) -> Vec<u8> {
+        keys().seal(&[CONTROL], body)
+    }
+
+    /// The nonce of the challenge `out` sends connection `route`.
+    fn challenge_to(route: &[u8], out: &Outgoing) -> [u8; proto::fabric::CHALLENGE_NONCE_BYTES] {
+        match out {
+            Outgoing::BackendAnswer(m) if m.len() == 2 && m[0] == route => {
+                proto::fabric::parse_broker_challenge(&m[1]).expect("a challenge")
+            }
+            other => panic!("no challenge to {route:?}: {other:?}"),
+        }
+    }
+
+    /// Node `node` joins on connection `route`: READY, the challenge, its proof.
+    fn join(broker: &mut Broker, node: &str, route: &[u8], now: Instant) {
+        let ready = control(NodeToBroker::Ready { node: node.into() });
+        let out = broker.on_backend(vec![route.to_vec(), ready], now, None);
+        let nonce = challenge_to(route, &out);
+        let proof = control(NodeToBroker::Proof {
+            node: node.into(),
+            nonce: nonce.to_vec(),
+        });
+        assert_eq!(
+            broker.on_backend(vec![route.to_vec(), proof], now, None),
+            Outgoing::Nothing
+        );
+        assert!(broker.ring().is_live(node.as_bytes(), now));
     }
 
     fn response(outgoing: &Outgoing) -> Response {
@@ -850,10 +914,7 @@ mod tests {
             broker.on_frontend(ping.clone(), now),
             Outgoing::Frontend(vec![b"c1".to_vec(), broker_pong(0)])
         );
-        let ready = control(NodeToBroker::Ready {
-            node: "node-1".into(),
-        });
-        broker.on_backend(vec![b"node-1".to_vec(), ready], now, None);
+        join(&mut broker, "node-1", b"r1", now);
         assert_eq!(
             broker.on_frontend(ping, now),
             Outgoing::Frontend(vec![b"c1".to_vec(), broker_pong(1)])
@@ -880,47 +941,40 @@ mod tests {
     fn requests_go_to_nodes_and_replies_come_back() {
         let now = Instant::now();
         let mut broker = test_broker();
-        let ready = control(NodeToBroker::Ready {
-            node: "node-1".into(),
-        });
-        assert_eq!(
-            broker.on_backend(vec![b"node-1".to_vec(), ready], now, None),
-            Outgoing::Nothing
-        );
+        join(&mut broker, "node-1", b"r1", now);
         let body = request(1);
         let out = broker.on_frontend(vec![b"c1".to_vec(), body.clone()], now);
         let Outgoing::Backend(forwarded) = out else {
             panic!("{out:?}")
         };
-        assert_eq!(forwarded[..2], [b"node-1".to_vec(), b"c1".to_vec()]);
+        assert_eq!(forwarded[..2], [b"r1".to_vec(), b"c1".to_vec()]);
         // Sealed for the node, bound to the client: it opens with the client's frame only.
         assert_ne!(forwarded[2], body);
         assert_eq!(keys().open(&[REQUEST, b"c1"], &forwarded[2]).unwrap(), body);
         assert!(keys().open(&[REQUEST, b"c2"], &forwarded[2]).is_err());
         let sealed = keys().seal(&[REPLY, b"c1"], b"\x01reply");
-        let reply = vec![b"node-1".to_vec(), b"c1".to_vec(), sealed];
+        let reply = vec![b"r1".to_vec(), b"c1".to_vec(), sealed];
         assert_eq!(
             broker.on_backend(reply, now, None),
             Outgoing::Frontend(vec![b"c1".to_vec(), b"\x01reply".to_vec()])
         );
         let stats = broker.stats();
-        assert_eq!((stats.requests, stats.replies, stats.joined), (1, 1, 1));
+        assert_eq!(
+            (
+                stats.requests,
+                stats.replies,
+                stats.joined,
+                stats.challenges
+            ),
+            (1, 1, 1, 1)
+        );
     }
 
     #[test]
     fn malformed_requests_get_bad_request() {
         let now = Instant::now();
         let mut broker = test_broker();
-        broker.on_backend(
-            vec![
-                b"node-1".to_vec(),
-                control(NodeToBroker::Heartbeat {
-                    node: "node-1".into(),
-                }),
-            ],
-            now,
-            None,
-        );
+        join(&mut broker, "node-1", b"r1", now);
         for message in [
             vec![b"c1".to_vec(), request(5), b"extra".to_vec()],
             vec![b"c1".to_vec(), Vec::new()],
@@ -947,20 +1001,12 @@ mod tests {
         broker.on_frontend(vec![b"c1".to_vec(), b"\x09garbage".to_vec()], now);
         broker.on_frontend(vec![b"c1".to_vec(), b"\x01\xc1".to_vec()], now);
         broker.on_backend(vec![b"n".to_vec(); 4], now, None);
-        broker.on_backend(
-            vec![b"node-1".to_vec(), sealed_control("node-1", b"junk")],
-            now,
-            None,
-        );
-        let named = proto::encode(&NodeToBroker::Ready {
+        broker.on_backend(vec![b"r1".to_vec(), sealed_control(b"junk")], now, None);
+        let unasked = control(NodeToBroker::Proof {
             node: "node-2".into(),
-        })
-        .unwrap();
-        broker.on_backend(
-            vec![b"node-1".to_vec(), sealed_control("node-1", &named)],
-            now,
-            None,
-        );
+            nonce: vec![7; proto::fabric::CHALLENGE_NONCE_BYTES],
+        });
+        broker.on_backend(vec![b"r1".to_vec(), unasked], now, None);
         let mut text = String::new();
         prometheus_client::encoding::text::encode(&mut text, &broker.metrics()).unwrap();
         for (socket, reason) in [
@@ -970,7 +1016,7 @@ mod tests {
             ("frontend", "undecodable"),
             ("backend", "frames"),
             ("backend", "undecodable"),
-            ("backend", "name_mismatch"),
+            ("backend", "unproved"),
         ] {
             let line = format!(
                 "broker_malformed_messages_total{{socket=\"{socket}\",reason=\"{reason}\"}} 1"
@@ -992,24 +1038,58 @@ mod tests {
     }
 
     #[test]
-    fn control_messages_must_name_their_sender() {
+    fn only_the_connection_that_answered_its_challenge_is_routed_requests() {
         let now = Instant::now();
         let mut broker = test_broker();
-        // A node with the key that announces another name than its identity.
-        let ready = proto::encode(&NodeToBroker::Ready {
-            node: "node-2".into(),
-        })
-        .unwrap();
+        join(&mut broker, "node-1", b"r1", now);
+        // A stranger replays node-1's authentic READY, heartbeat, and its proof of an
+        // earlier challenge, from its own connection: it gets challenges, never the route.
+        let ready = control(NodeToBroker::Ready {
+            node: "node-1".into(),
+        });
+        let heartbeat = control(NodeToBroker::Heartbeat {
+            node: "node-1".into(),
+        });
+        let nonce = challenge_to(
+            b"r1",
+            &broker.on_backend(vec![b"r1".to_vec(), ready.clone()], now, None),
+        );
+        let proof = control(NodeToBroker::Proof {
+            node: "node-1".into(),
+            nonce: nonce.to_vec(),
+        });
         assert_eq!(
-            broker.on_backend(
-                vec![b"node-1".to_vec(), sealed_control("node-1", &ready)],
-                now,
-                None
-            ),
+            broker.on_backend(vec![b"r1".to_vec(), proof.clone()], now, None),
             Outgoing::Nothing
         );
-        assert!(broker.ring().is_empty());
-        assert_eq!(broker.stats().malformed, 1);
+        for body in [ready, heartbeat.clone()] {
+            let out = broker.on_backend(vec![b"evil".to_vec(), body], now, None);
+            challenge_to(b"evil", &out);
+        }
+        assert_eq!(
+            broker.on_backend(vec![b"evil".to_vec(), proof.clone()], now, None),
+            Outgoing::Nothing
+        );
+        // Sent again on its own connection, it is only a heartbeat there.
+        assert_eq!(
+            broker.on_backend(vec![b"r1".to_vec(), proof], now, None),
+            Outgoing::Nothing
+        );
+        for _ in 0..5 {
+            let out = broker.on_frontend(vec![b"c1".to_vec(), request(1)], now);
+            assert!(
+                matches!(out, Outgoing::Backend(ref m) if m[0] == b"r1"),
+                "{out:?}"
+            );
+        }
+        // The stranger's heartbeats do not keep node-1 live once the node falls silent.
+        let later = now + Config::default().liveness_timeout + Duration::from_millis(1);
+        broker.on_backend(vec![b"evil".to_vec(), heartbeat.clone()], later, None);
+        assert!(!broker.ring().is_live(b"node-1", later));
+        // Its own heartbeat on its route does, as long as it is live.
+        broker.on_backend(vec![b"r1".to_vec(), heartbeat], now, None);
+        assert_eq!(broker.stats().malformed, 1, "the stranger's replayed proof");
+        assert_eq!(broker.stats().joined, 1);
     }
 
     #[test]
@@ -1022,7 +1102,7 @@ mod tests {
         .unwrap();
         // In clear, and sealed under another key: refused with a reason, never in the ring.
         let other = Keyring::parse(&"cd".repeat(32)).unwrap();
-        let foreign = other.seal(&[CONTROL, b"node-9"], &ready);
+        let foreign = other.seal(&[CONTROL], &ready);
         for body in [ready.clone(), foreign] {
             let out = broker.on_backend(vec![b"node-9".to_vec(), body], now, Some("10.0.0.9"));
             let error = response(&out).result.unwrap_err();
@@ -1030,16 +1110,7 @@ mod tests {
         }
         assert!(broker.ring().is_empty());
         // A real node joins; a forged reply to one of its clients is dropped.
-        broker.on_backend(
-            vec![
-                b"node-1".to_vec(),
-                control(NodeToBroker::Ready {
-                    node: "node-1".into(),
-                }),
-            ],
-            now,
-            None,
-        );
+        join(&mut broker, "node-1", b"node-1", now);
         let Outgoing::Backend(request) = broker.on_frontend(vec![b"c1".to_vec(), request(1)], now)
         else {
             panic!("routed")
@@ -1099,7 +1170,7 @@ mod tests {
     }
 
     #[test]
-    fn expired_nodes_get_nothing_and_return_on_heartbeat() {
+    fn expired_nodes_get_nothing_and_return_on_a_proof() {
         let t0 = Instant::now();
         let config = Config::default();
         let mut broker = Broker::new(&config, keys());
@@ -1109,8 +1180,8 @@ mod tests {
                 control(NodeToBroker::Heartbeat { node: n.into() }),
             ]
         };
-        broker.on_backend(hb("node-1"), t0, None);
-        broker.on_backend(hb("node-2"), t0, None);
+        join(&mut broker, "node-1", b"node-1", t0);
+        join(&mut broker, "node-2", b"node-2", t0);
         let t1 = t0 + config.liveness_timeout + Duration::from_millis(1);
         broker.on_backend(hb("node-1"), t1, None);
         for _ in 0..10 {
@@ -1122,7 +1193,9 @@ mod tests {
         }
         broker.expire(t1);
         assert_eq!(broker.stats().left, 1);
-        broker.on_backend(hb("node-2"), t1, None);
+        // Its heartbeat after expiry earns a challenge; its proof brings it back.
+        challenge_to(b"node-2", &broker.on_backend(hb("node-2"), t1, None));
+        join(&mut broker, "node-2", b"node-2", t1);
         let targets: Vec<Vec<u8>> = (0..4)
             .map(
                 |_| match broker.on_frontend(vec![b"c".to_vec(), request(1)], t1) {
@@ -1167,8 +1240,7 @@ mod tests {
         let empty = broker.report(&about, t0);
         assert!(empty.live_nodes.is_empty() && !is_ready(&empty));
         for node in ["node-1", "node-2"] {
-            let ready = control(NodeToBroker::Ready { node: node.into() });
-            broker.on_backend(vec![node.as_bytes().to_vec(), ready], t0, None);
+            join(&mut broker, node, node.as_bytes(), t0);
         }
         broker.on_frontend(vec![b"c1".to_vec(), request(1)], t0);
         let report = broker.report(&about, t0 + Duration::from_millis(250));

@@ -61,8 +61,9 @@ pub enum Malformed {
     Version,
     /// A body (request or control message) that does not decode.
     Undecodable,
-    /// A control message whose node name is not its sender's identity.
-    NameMismatch,
+    /// A proof that answers no challenge of its connection: replayed, late, or for
+    /// another connection.
+    Unproved,
     /// A new node while [`MAX_NODES`] live nodes are in the ring.
     RingFull,
 }
@@ -77,7 +78,7 @@ impl Malformed {
             Malformed::Oversize => "oversize",
             Malformed::Version => "version",
             Malformed::Undecodable => "undecodable",
-            Malformed::NameMismatch => "name_mismatch",
+            Malformed::Unproved => "unproved",
             Malformed::RingFull => "ring_full",
         }
     }
@@ -120,6 +121,7 @@ pub struct Metrics {
     unavailable: Counter,
     malformed: Family<MalformedLabels, Counter>,
     control: Counter,
+    challenges: Counter,
     joins: Counter,
     leaves: Counter,
     live_nodes: Gauge,
@@ -140,6 +142,7 @@ impl Metrics {
         let unavailable = Counter::default();
         let malformed = Family::<MalformedLabels, Counter>::default();
         let control = Counter::default();
+        let challenges = Counter::default();
         let joins = Counter::default();
         let leaves = Counter::default();
         let live_nodes = Gauge::default();
@@ -167,8 +170,13 @@ impl Metrics {
         );
         registry.register(
             "control_messages",
-            "READY and heartbeat messages from nodes",
+            "READY, heartbeat and proof messages from nodes",
             control.clone(),
+        );
+        registry.register(
+            "challenges",
+            "Challenges sent to backend connections before routing to them",
+            challenges.clone(),
         );
         registry.register(
             "ring_joins",
@@ -190,6 +198,7 @@ impl Metrics {
             unavailable,
             malformed,
             control,
+            challenges,
             joins,
             leaves,
             live_nodes,
@@ -250,6 +259,10 @@ impl Metrics {
 
     pub(crate) fn control(&self) {
         self.control.inc();
+    }
+
+    pub(crate) fn challenged(&self) {
+        self.challenges.inc();
     }
 
     pub(crate) fn joined(&self) {

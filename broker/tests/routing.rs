@@ -224,7 +224,7 @@ async fn with_no_live_node_the_client_gets_unavailable_at_once() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_restarted_node_takes_over_its_identity() {
+async fn a_restarted_node_is_routed_on_its_new_connection() {
     let broker = TestBroker::start(Backend::default(), config(Duration::from_secs(1))).await;
     let mut client = broker.client().await;
     let node = broker.node("node-1", HEARTBEAT).await;
@@ -232,7 +232,8 @@ async fn a_restarted_node_takes_over_its_identity() {
         client.call().await.result.is_ok()
     })
     .await;
-    // Restart: a new socket with the same identity, before the old connection timed out.
+    // Restart: a new connection, before the old one timed out; it proves itself and is
+    // the node's route from then on.
     node.stop().await;
     let restarted = broker.node("node-1", HEARTBEAT).await;
     wait_until("the restarted node serves", async || {
@@ -295,4 +296,60 @@ async fn health_answers_when_a_broker_runs_and_fails_when_none_does() {
         .unwrap_err();
     assert!(matches!(error, broker::HealthError::Timeout(_)), "{error}");
     assert!(start.elapsed() < DEADLINE);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_authentic_ready_replayed_from_another_connection_earns_no_request() {
+    let broker = TestBroker::start(Backend::default(), config(Duration::from_secs(1))).await;
+    let mut client = broker.client().await;
+    let node = broker.node("node-1", HEARTBEAT).await;
+    wait_until("the node serves", async || {
+        client.call().await.result.is_ok()
+    })
+    .await;
+    // A stranger replays sealed READY and heartbeat frames of node-1 (as recorded on the
+    // wire) from its own connection, under node-1's name as its identity too.
+    let stranger = transport::Socket::open(
+        transport::Kind::Dealer,
+        transport::Mode::Connect,
+        &broker.backend,
+        transport::Options::default().identity(b"node-1".to_vec()),
+    )
+    .await
+    .unwrap();
+    let (tx, mut rx) = stranger.split();
+    let keys = common::keys();
+    let recorded = |message: &proto::fabric::NodeToBroker| {
+        keys.seal(&[broker::CONTROL], &proto::encode(message).unwrap())
+    };
+    let node_1 = "node-1".to_owned();
+    let ready = recorded(&proto::fabric::NodeToBroker::Ready {
+        node: node_1.clone(),
+    });
+    let heartbeat = recorded(&proto::fabric::NodeToBroker::Heartbeat { node: node_1 });
+    let (mut challenges, mut requests) = (0, 0);
+    for round in 0..20 {
+        let body = if round == 0 { &ready } else { &heartbeat };
+        tx.send(vec![body.clone()]).await.unwrap();
+        assert!(client.call().await.result.is_ok());
+        while let Ok(Some(message)) =
+            tokio::time::timeout(Duration::from_millis(20), rx.recv()).await
+        {
+            match message.as_slice() {
+                [frame] if proto::fabric::parse_broker_challenge(frame).is_some() => {
+                    challenges += 1
+                }
+                _ => requests += 1,
+            }
+        }
+    }
+    assert_eq!(requests, 0, "the stranger was handed requests");
+    assert!(challenges >= 10, "{challenges} challenges");
+    assert!(
+        node.received() >= 21,
+        "a request did not reach the real node-1"
+    );
+    node.stop().await;
+    let stats = broker.stop().await;
+    assert_eq!(stats.joined, 1, "{stats:?}");
 }

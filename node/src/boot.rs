@@ -20,7 +20,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use paxos::Persisted;
 use proto::ErrorCode;
-use proto::fabric::{RefReply, RefRequest};
+use proto::fabric::{RefReply, RefRequest, Stamp};
 use store::Store;
 use tokio_util::sync::CancellationToken;
 use transport::{Receiver, Sender};
@@ -144,15 +144,18 @@ async fn register(
     seal: &Seal,
     shutdown: &CancellationToken,
 ) -> Result<Option<Identity>, NodeError> {
-    let register = RefRequest::Register {
-        node: config.name(),
-        status_addr: config.status_addr().to_string(),
-    };
-    let request = reference::seal_request(seal, &register)
-        .ok_or_else(|| NodeError::Internal("cannot encode a registration".to_owned()))?;
     let mut warned = false;
     loop {
-        let _ = sender.try_send(vec![request.clone()]);
+        // A new stamp for every try: the reference takes each request at most once, and
+        // refuses one not newer than the last it took (a replay).
+        let register = RefRequest::Register {
+            node: config.name(),
+            status_addr: config.status_addr().to_string(),
+            stamp: Stamp::next_of_process(),
+        };
+        let request = reference::seal_request(seal, &register)
+            .ok_or_else(|| NodeError::Internal("cannot encode a registration".to_owned()))?;
+        let _ = sender.try_send(vec![request]);
         let deadline = Instant::now() + REGISTER_RETRY;
         loop {
             let remaining = deadline.saturating_duration_since(Instant::now());

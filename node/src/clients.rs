@@ -1,7 +1,9 @@
 //! The node's side of the brokers: client requests in, answers out.
 //!
-//! The node has a DEALER (identity = its name) on every broker's backend, announces
-//! READY and heartbeats on each, so that every broker keeps it in its round-robin ring;
+//! The node has a DEALER on every broker's backend, announces READY and heartbeats on
+//! each, and answers each broker's challenge with a sealed proof (the broker routes to a
+//! connection only once it proved it holds the cluster key: see the broker's
+//! `challenge` module), so that every broker keeps it in its round-robin ring;
 //! an answer goes back through the broker its request came from ([`Route`]). A client
 //! whose broker died sends the request again through another one, with the same
 //! `(client_id, seq)`: the table then points at the new route. A request
@@ -14,7 +16,9 @@
 use std::time::Instant;
 
 use proto::client::Command;
-use proto::fabric::{BROKER_CONTROL, BROKER_REPLY, BROKER_REQUEST, NodeToBroker};
+use proto::fabric::{
+    BROKER_CONTROL, BROKER_REPLY, BROKER_REQUEST, NodeToBroker, parse_broker_challenge,
+};
 use proto::limits::MAX_ROUTING_FRAMES;
 use proto::{Error, ErrorCode, LimitError, Reply, Request, Response};
 use transport::{Multipart, Sender};
@@ -140,18 +144,21 @@ impl Clients {
         } else {
             NodeToBroker::Heartbeat { node }
         };
-        match proto::encode(&message) {
-            Ok(body) => {
-                // Bound to this node's name, its DEALER identity at the broker: a sealed
-                // READY replayed under another identity does not open.
-                let sealed = self
-                    .seal
-                    .seal(&[BROKER_CONTROL, self.name.as_bytes()], &body);
-                for broker in 0..self.brokers.len() {
-                    self.send(broker, vec![sealed.clone()]);
-                }
+        if let Some(sealed) = self.control(&message) {
+            for broker in 0..self.brokers.len() {
+                self.send(broker, vec![sealed.clone()]);
             }
-            Err(e) => tracing::error!(error = %e, "cannot encode a broker message"),
+        }
+    }
+
+    /// A control message for the brokers, sealed.
+    fn control(&self, message: &NodeToBroker) -> Option<Vec<u8>> {
+        match proto::encode(message) {
+            Ok(body) => Some(self.seal.seal(&[BROKER_CONTROL], &body)),
+            Err(e) => {
+                tracing::error!(error = %e, "cannot encode a broker message");
+                None
+            }
         }
     }
 
@@ -163,6 +170,20 @@ impl Clients {
         frames: Multipart,
         applied_slot: u64,
     ) -> Option<Incoming> {
+        if let [frame] = frames.as_slice()
+            && let Some(nonce) = parse_broker_challenge(frame)
+        {
+            // The broker asks this connection to prove it holds the key before it routes
+            // requests to it.
+            let proof = NodeToBroker::Proof {
+                node: self.name.clone(),
+                nonce: nonce.to_vec(),
+            };
+            if let Some(sealed) = self.control(&proof) {
+                self.send(broker, vec![sealed]);
+            }
+            return None;
+        }
         match decode(broker, frames, &self.seal) {
             Ok(incoming) => Some(incoming),
             Err(Refused::Layout) => {
@@ -419,28 +440,45 @@ mod tests {
             transport::Kind::Dealer,
             transport::Mode::Connect,
             endpoint,
-            transport::Options::default().identity(b"node-1".to_vec()),
+            transport::Options::default(),
         )
         .await
         .unwrap();
         let (to_broker, _keep) = dealer.split();
-        let (_router_tx, mut inbox) = router.split();
+        let (router_tx, mut inbox) = router.split();
         let mut clients = Clients::new(vec![to_broker], "node-1".into(), 8, seal(), Metrics::new());
         clients.announce(true);
         let ready = inbox.recv().await.unwrap();
-        assert_eq!(ready[0], b"node-1");
-        let body = seal()
-            .open(
-                Source::Broker,
-                &"t",
-                &[BROKER_CONTROL, b"node-1"],
-                &ready[1],
-            )
-            .unwrap();
+        let open = |frame: &[u8]| {
+            let body = seal()
+                .open(Source::Broker, &"t", &[BROKER_CONTROL], frame)
+                .unwrap();
+            proto::decode::<NodeToBroker>(&body).unwrap()
+        };
         assert_eq!(
-            proto::decode::<NodeToBroker>(&body).unwrap(),
+            open(&ready[1]),
             NodeToBroker::Ready {
                 node: "node-1".into()
+            }
+        );
+        // The broker's challenge is answered with a sealed proof of its nonce.
+        let nonce = [9u8; proto::fabric::CHALLENGE_NONCE_BYTES];
+        router_tx
+            .send(vec![
+                ready[0].clone(),
+                proto::fabric::broker_challenge(&nonce),
+            ])
+            .await
+            .unwrap();
+        let (_, mut from_broker) = (0, _keep);
+        let challenge = from_broker.recv().await.unwrap();
+        assert!(clients.receive(0, challenge, 0).is_none());
+        let proof = inbox.recv().await.unwrap();
+        assert_eq!(
+            open(&proof[1]),
+            NodeToBroker::Proof {
+                node: "node-1".into(),
+                nonce: nonce.to_vec()
             }
         );
         let route = Route {

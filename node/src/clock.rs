@@ -151,7 +151,13 @@ pub struct ClockSync {
     collect: Duration,
     /// The round this node runs as leader, and when it ends.
     round: Option<(Berkeley, Instant)>,
+    /// The number of the last round this node started. Rounds start from the process's
+    /// start time in µs, so a restarted leader's rounds are newer than its earlier ones.
     rounds: u64,
+    /// The newest round whose correction this node took, by leader: an `Adjust` of an
+    /// older or the same round (a sealed frame recorded on the proxy and replayed) is not
+    /// applied again. At most [`MAX_MEMBERS`] leaders are remembered.
+    adjusted: BTreeMap<String, u64>,
 }
 
 impl ClockSync {
@@ -164,7 +170,8 @@ impl ClockSync {
             offset_ms: 0,
             collect,
             round: None,
-            rounds: 0,
+            rounds: proto::fabric::Stamp::next_of_process().boot_us,
+            adjusted: BTreeMap::new(),
         }
     }
 
@@ -210,6 +217,30 @@ impl ClockSync {
         })
     }
 
+    /// Whether `round` of `leader` is newer than every round of it taken so far;
+    /// remembers it if so.
+    fn take_round(&mut self, leader: &str, round: u64) -> bool {
+        if self
+            .adjusted
+            .get(leader)
+            .is_some_and(|newest| round <= *newest)
+        {
+            return false;
+        }
+        if !self.adjusted.contains_key(leader)
+            && self.adjusted.len() >= MAX_MEMBERS
+            && let Some(oldest) = self
+                .adjusted
+                .iter()
+                .min_by_key(|(_, round)| **round)
+                .map(|(leader, _)| leader.clone())
+        {
+            self.adjusted.remove(&oldest);
+        }
+        self.adjusted.insert(leader.to_owned(), round);
+        true
+    }
+
     fn adjust(&mut self, correction_ms: i64) {
         self.offset_ms += correction_ms;
         if correction_ms != 0 {
@@ -245,9 +276,10 @@ impl ClockSync {
                 }
                 None
             }
-            ClockMessage::Adjust { corrections, .. } => {
+            ClockMessage::Adjust { round, corrections } => {
                 if leader == Some(sender)
                     && let Some((_, correction)) = corrections.iter().find(|(n, _)| *n == self.name)
+                    && self.take_round(sender, round)
                 {
                     self.adjust(*correction);
                 }
@@ -291,9 +323,29 @@ mod tests {
         // Only the leader it follows sets the follower's clock.
         follower.on_message("node-2", adjust.clone(), Some("node-3"), 10_000);
         assert_eq!(follower.offset_ms(), 0);
-        follower.on_message("node-3", adjust, Some("node-3"), 10_000);
+        follower.on_message("node-3", adjust.clone(), Some("node-3"), 10_000);
         assert_eq!(follower.offset_ms(), -200);
         assert_eq!(follower.now_ms(10_000), leader.now_ms(10_000));
+        // The same Adjust again (recorded on the proxy and replayed): not applied twice.
+        follower.on_message("node-3", adjust.clone(), Some("node-3"), 10_000);
+        assert_eq!(follower.offset_ms(), -200);
+        // Nor an older round's, once a newer one was taken.
+        let ClockMessage::Adjust { round, corrections } = adjust else {
+            panic!("an adjust")
+        };
+        let older = ClockMessage::Adjust {
+            round: round - 1,
+            corrections: corrections.clone(),
+        };
+        follower.on_message("node-3", older, Some("node-3"), 10_000);
+        assert_eq!(follower.offset_ms(), -200);
+        // A newer round of the same leader is taken.
+        let newer = ClockMessage::Adjust {
+            round: round + 1,
+            corrections,
+        };
+        follower.on_message("node-3", newer, Some("node-3"), 10_000);
+        assert_eq!(follower.offset_ms(), -400);
     }
 
     #[test]

@@ -224,7 +224,7 @@ impl Driver {
                 }
                 self.note_clock();
             }
-            Some(Inbound::Members(_) | Inbound::Probe(_)) | None => {}
+            Some(Inbound::Members { .. } | Inbound::Probe(_)) | None => {}
         }
     }
 

@@ -79,7 +79,12 @@ pub(crate) enum Inbound {
         message: ClockMessage,
     },
     /// The reference's membership: names by rank.
-    Members(Vec<(Rank, String)>),
+    Members {
+        /// The reference's epoch when it published them.
+        epoch: u64,
+        /// Their names, by rank.
+        members: Vec<(Rank, String)>,
+    },
     /// One of this node's own proxy probes, back.
     Probe(Vec<u8>),
 }
@@ -115,7 +120,10 @@ pub(crate) fn decode(
             .ok_or(UNSEALED)?;
         let event = proto::decode::<MembershipEvent>(&body).map_err(|_| "bad_membership")?;
         let members = event.members.into_iter().map(|m| (m.rank, m.node));
-        return Ok(Some(Inbound::Members(members.collect())));
+        return Ok(Some(Inbound::Members {
+            epoch: event.epoch,
+            members: members.collect(),
+        }));
     }
     let [topic, sender, sealed] = frames else {
         return Err("bad_layout");
@@ -173,8 +181,29 @@ pub(crate) struct Peers {
     identity_path: PathBuf,
     /// [`paxos_topics`] of this node.
     topics: Vec<Vec<u8>>,
+    /// The newest membership epoch taken: an older event (a replay) names nobody.
+    membership: MembershipEpoch,
     seal: Seal,
     metrics: Metrics,
+}
+
+/// The newest membership epoch a node took. The reference publishes each epoch again
+/// periodically, so an equal epoch is taken (it says the same); an older one is a replay
+/// of a sealed event recorded on the proxy, and changes nothing. (A reference that lost
+/// its registry file starts its epochs again from 1: its events are ignored until they
+/// pass the last one taken, and names are still learned from the peers' own frames.)
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct MembershipEpoch(Option<u64>);
+
+impl MembershipEpoch {
+    /// Whether an event of `epoch` is current; remembers it if so.
+    pub(crate) fn take(&mut self, epoch: u64) -> bool {
+        if self.0.is_some_and(|newest| epoch < newest) {
+            return false;
+        }
+        self.0 = Some(epoch);
+        true
+    }
 }
 
 impl Peers {
@@ -200,6 +229,7 @@ impl Peers {
             identity,
             identity_path,
             topics,
+            membership: MembershipEpoch::default(),
             seal,
             metrics,
         }
@@ -251,7 +281,11 @@ impl Peers {
     /// Envelopes and clock messages are returned for the driver to route.
     pub(crate) fn receive(&mut self, frames: &[Vec<u8>]) -> Option<Inbound> {
         match decode(frames, &self.name, &self.topics, &self.seal) {
-            Ok(Some(Inbound::Members(members))) => {
+            Ok(Some(Inbound::Members { epoch, members })) => {
+                if !self.membership.take(epoch) {
+                    self.metrics.drop("stale_membership");
+                    return None;
+                }
                 for (rank, name) in members {
                     self.learn_name(rank, &name);
                 }
@@ -542,7 +576,21 @@ mod tests {
         let frames = vec![topic.to_vec(), sealed];
         assert_eq!(
             decode(&frames, "node-1", &[]),
-            Ok(Some(Inbound::Members(vec![(2, "node-2".to_owned())])))
+            Ok(Some(Inbound::Members {
+                epoch: 1,
+                members: vec![(2, "node-2".to_owned())]
+            }))
         );
+    }
+
+    #[test]
+    fn an_older_membership_epoch_is_a_replay_and_names_nobody() {
+        let mut newest = MembershipEpoch::default();
+        assert!(newest.take(5));
+        assert!(newest.take(5), "the same epoch, published again");
+        assert!(newest.take(7));
+        assert!(!newest.take(6), "a recorded event, replayed");
+        assert!(!newest.take(1));
+        assert!(newest.take(8));
     }
 }

@@ -10,7 +10,7 @@
 use std::time::{Duration, Instant};
 
 use paxos::Rank;
-use proto::fabric::{REFERENCE_REPLY, REFERENCE_REQUEST, RefReply, RefRequest};
+use proto::fabric::{REFERENCE_REPLY, REFERENCE_REQUEST, RefReply, RefRequest, Stamp};
 use transport::Sender;
 
 use crate::auth::{Seal, Source};
@@ -119,6 +119,7 @@ impl ReferenceLink {
         self.send(&RefRequest::Register {
             node: self.name.clone(),
             status_addr: self.status_addr.clone(),
+            stamp: Stamp::next_of_process(),
         });
     }
 
@@ -135,6 +136,7 @@ impl ReferenceLink {
         if self.registered {
             self.send(&RefRequest::Heartbeat {
                 node: self.name.clone(),
+                stamp: Stamp::next_of_process(),
             });
         } else {
             self.register();

@@ -51,7 +51,9 @@ impl Sockets {
             Socket::open(Kind::Sub, Mode::Connect, &config.proxy_backend, sub_options).await?;
         let mut brokers = Vec::new();
         for endpoint in transport::endpoints(&config.broker) {
-            let options = Options::default().identity(name.clone());
+            // No identity: the broker's ROUTER names the connection, and routes to it once
+            // it answered a challenge (a name anyone could claim would be taken over).
+            let options = Options::default();
             brokers.push(Socket::open(Kind::Dealer, Mode::Connect, endpoint, options).await?);
         }
         let reference = Socket::open(

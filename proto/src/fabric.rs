@@ -9,19 +9,34 @@ use crate::limits::{MAX_MEMBERS, MAX_NAME_BYTES};
 
 /// Sent by a node on its DEALER to the broker backend, as a single body frame (replies to
 /// clients carry a routing frame in front, so the broker tells them apart by frame count).
+///
+/// A broker routes requests for a node only to the connection that answered a
+/// [`broker_challenge`] with a [`NodeToBroker::Proof`] sealed under the cluster key: a
+/// READY or heartbeat, even an authentic one replayed by a stranger from its own
+/// connection, only earns that connection a challenge it cannot answer.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum NodeToBroker {
-    /// The node is up and takes requests. Sent at start and after reconnecting.
+    /// The node is up and takes requests. Sent at start; the broker answers with a
+    /// challenge.
     Ready {
         /// Node name, e.g. `node-1`.
         node: String,
     },
-    /// The node is still alive. A heartbeat from an unknown node counts as READY, so a
-    /// restarted broker learns its nodes without their help.
+    /// The node is still alive. From the connection the broker routes to, it keeps the
+    /// node live; from any other (the node reconnected, or the broker restarted and
+    /// knows no route), the broker answers with a challenge.
     Heartbeat {
         /// Node name.
         node: String,
+    },
+    /// The answer to a [`broker_challenge`]: the broker routes to this connection from
+    /// now on.
+    Proof {
+        /// Node name.
+        node: String,
+        /// The challenge's nonce, as the broker sent it.
+        nonce: Vec<u8>,
     },
 }
 
@@ -29,13 +44,77 @@ impl NodeToBroker {
     /// The node's name.
     pub fn node(&self) -> &str {
         match self {
-            NodeToBroker::Ready { node } | NodeToBroker::Heartbeat { node } => node,
+            NodeToBroker::Ready { node }
+            | NodeToBroker::Heartbeat { node }
+            | NodeToBroker::Proof { node, .. } => node,
         }
     }
 
-    /// Checks the name against the limits.
+    /// Checks the name and the nonce against the limits.
     pub fn validate(&self) -> Result<(), LimitError> {
+        if let NodeToBroker::Proof { nonce, .. } = self
+            && nonce.len() != CHALLENGE_NONCE_BYTES
+        {
+            return Err(LimitError::TooLong {
+                field: "nonce",
+                len: nonce.len(),
+                max: CHALLENGE_NONCE_BYTES,
+            });
+        }
         check_node_name(self.node())
+    }
+}
+
+/// The first bytes of a broker's challenge to a node's connection ([`broker_challenge`]).
+/// Its first byte, 0, is never a protocol version.
+pub const BROKER_CHALLENGE: &[u8] = b"\0challenge";
+/// Random bytes in a challenge.
+pub const CHALLENGE_NONCE_BYTES: usize = 16;
+
+/// A broker's challenge to one backend connection: [`BROKER_CHALLENGE`] and a fresh nonce,
+/// one frame, in clear (it proves nothing by itself; the sealed answer does).
+pub fn broker_challenge(nonce: &[u8; CHALLENGE_NONCE_BYTES]) -> Vec<u8> {
+    let mut frame = BROKER_CHALLENGE.to_vec();
+    frame.extend_from_slice(nonce);
+    frame
+}
+
+/// The nonce of a [`broker_challenge`] frame; `None` for any other frame.
+pub fn parse_broker_challenge(frame: &[u8]) -> Option<[u8; CHALLENGE_NONCE_BYTES]> {
+    frame.strip_prefix(BROKER_CHALLENGE)?.try_into().ok()
+}
+
+/// Orders the sealed requests one node sends the reference, so that the reference takes
+/// each at most once: a replayed request is not newer than the last one it took from that
+/// node. `boot_us` is when the sender started (Unix µs), so a restarted node's requests
+/// are newer than its previous run's; `seq` counts its requests within a run.
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
+)]
+pub struct Stamp {
+    /// When the sender started, in Unix microseconds.
+    pub boot_us: u64,
+    /// Its requests so far in this run.
+    pub seq: u64,
+}
+
+impl Stamp {
+    /// The next stamp of this process: its start time, then a counter shared by every
+    /// caller in it (several nodes in one test process still each send increasing stamps).
+    pub fn next_of_process() -> Stamp {
+        use std::sync::OnceLock;
+        use std::sync::atomic::{AtomicU64, Ordering};
+        static BOOT_US: OnceLock<u64> = OnceLock::new();
+        static SEQ: AtomicU64 = AtomicU64::new(0);
+        let boot_us = *BOOT_US.get_or_init(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX))
+        });
+        Stamp {
+            boot_us,
+            seq: SEQ.fetch_add(1, Ordering::Relaxed) + 1,
+        }
     }
 }
 
@@ -67,8 +146,7 @@ pub fn parse_broker_pong(frame: &[u8]) -> Option<u8> {
 pub const BROKER_REQUEST: &[u8] = b"broker request";
 /// Associated data of a node's reply through the broker (with the client's routing frames).
 pub const BROKER_REPLY: &[u8] = b"broker reply";
-/// Associated data of a node's READY or heartbeat to the broker (with the node's name,
-/// its DEALER identity).
+/// Associated data of a node's READY, heartbeat or proof to the broker.
 pub const BROKER_CONTROL: &[u8] = b"broker control";
 /// Associated data of a node's frame on the proxy (with its topic and sender frames):
 /// Paxos envelopes, clock messages and proxy probes.
@@ -93,11 +171,17 @@ pub enum RefRequest {
         /// Where the node serves `/status`, for tools.
         #[serde(default)]
         status_addr: String,
+        /// Newer than every request the reference took from this node before.
+        #[serde(default)]
+        stamp: Stamp,
     },
     /// Still alive.
     Heartbeat {
         /// Node name.
         node: String,
+        /// Newer than every request the reference took from this node before.
+        #[serde(default)]
+        stamp: Stamp,
     },
     /// Ask for the member list.
     Members,
@@ -107,7 +191,9 @@ impl RefRequest {
     /// Checks names against the limits.
     pub fn validate(&self) -> Result<(), LimitError> {
         match self {
-            RefRequest::Register { node, status_addr } => {
+            RefRequest::Register {
+                node, status_addr, ..
+            } => {
                 check_node_name(node)?;
                 if status_addr.len() > 256 {
                     return Err(LimitError::TooLong {
@@ -118,7 +204,7 @@ impl RefRequest {
                 }
                 Ok(())
             }
-            RefRequest::Heartbeat { node } => check_node_name(node),
+            RefRequest::Heartbeat { node, .. } => check_node_name(node),
             RefRequest::Members => Ok(()),
         }
     }
@@ -224,5 +310,40 @@ mod tests {
         assert_eq!(parse_broker_pong(&[1, 2, 3]), None);
         // A ping is never a versioned body frame.
         assert_ne!(BROKER_PING[0], crate::codec::PROTOCOL_VERSION);
+    }
+
+    #[test]
+    fn a_challenge_parses_back_and_nothing_else_does() {
+        let nonce = [7u8; CHALLENGE_NONCE_BYTES];
+        assert_eq!(
+            parse_broker_challenge(&broker_challenge(&nonce)),
+            Some(nonce)
+        );
+        assert_eq!(parse_broker_challenge(BROKER_CHALLENGE), None);
+        assert_eq!(parse_broker_challenge(&broker_pong(1)), None);
+        let mut long = broker_challenge(&nonce);
+        long.push(0);
+        assert_eq!(parse_broker_challenge(&long), None);
+        assert_ne!(BROKER_CHALLENGE[0], crate::codec::PROTOCOL_VERSION);
+        // A proof with a nonce of the wrong size is refused.
+        let proof = NodeToBroker::Proof {
+            node: "node-1".into(),
+            nonce: vec![1; 3],
+        };
+        assert!(proof.validate().is_err());
+    }
+
+    #[test]
+    fn stamps_of_a_process_increase_and_a_later_start_is_newer() {
+        let (a, b) = (Stamp::next_of_process(), Stamp::next_of_process());
+        assert!(b > a);
+        let restarted = Stamp {
+            boot_us: a.boot_us + 1,
+            seq: 1,
+        };
+        assert!(
+            restarted > b,
+            "a restart's first stamp beats the run before it"
+        );
     }
 }

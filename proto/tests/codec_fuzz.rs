@@ -80,6 +80,7 @@ fn valid_frames() -> Vec<Vec<u8>> {
         })
         .unwrap(),
         encode(&RefRequest::Register {
+            stamp: proto::fabric::Stamp::next_of_process(),
             node: "node-2".into(),
             status_addr: "127.0.0.1:7002".into(),
         })

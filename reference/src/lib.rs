@@ -58,7 +58,9 @@ pub mod store;
 
 use std::time::{Duration, Instant};
 
-use proto::fabric::{MEMBERSHIP_EVENT, REFERENCE_REPLY, REFERENCE_REQUEST, RefReply, RefRequest};
+use proto::fabric::{
+    MEMBERSHIP_EVENT, REFERENCE_REPLY, REFERENCE_REQUEST, RefReply, RefRequest, Stamp,
+};
 use proto::limits::MAX_ROUTING_FRAME_BYTES;
 use proto::report::{AuthReport, ReferenceReport};
 use proto::seal::Keyring;
@@ -433,16 +435,34 @@ impl Reference {
         self.stats.requests += 1;
         self.metrics.requests.inc();
         let answer = match request {
-            RefRequest::Register { node, status_addr } => self.register(node, &status_addr, now),
-            RefRequest::Heartbeat { node } => Answer::Now(RefReply::HeartbeatAck {
-                known: self.registry.heartbeat(&node, now),
-            }),
+            RefRequest::Register {
+                node,
+                status_addr,
+                stamp,
+            } => self.register(node, &status_addr, stamp, now),
+            RefRequest::Heartbeat { node, stamp } => {
+                match self.registry.heartbeat(&node, stamp, now) {
+                    Ok(known) => Answer::Now(RefReply::HeartbeatAck { known }),
+                    Err(e) => self.stale(&node, &e, now),
+                }
+            }
             RefRequest::Members => Answer::Members,
         };
         pending(answer, true)
     }
 
-    fn register(&mut self, node: String, status_addr: &str, now: Now) -> Answer {
+    /// A replayed registration or heartbeat: counted, logged (rate-limited), refused.
+    fn stale(&mut self, node: &str, error: &RegistryError, now: Now) -> Answer {
+        self.metrics.stale.inc();
+        self.malformed_log
+            .warn(now.instant, "request", &format!("{error} ({node})"));
+        Answer::Now(RefReply::Error(Error::new(
+            ErrorCode::BadRequest,
+            error.to_string(),
+        )))
+    }
+
+    fn register(&mut self, node: String, status_addr: &str, stamp: Stamp, now: Now) -> Answer {
         if let Some(reason) = &self.save_error
             && !self.registry.is_saved(&node)
         {
@@ -452,7 +472,7 @@ impl Reference {
             tracing::debug!(node, "registration refused: the registry is not saved");
             return Answer::Now(not_saved(reason));
         }
-        match self.registry.register(&node, status_addr, now) {
+        match self.registry.register(&node, status_addr, stamp, now) {
             Ok(rank) => {
                 tracing::debug!(node, rank, "registered");
                 Answer::Registered(node)
@@ -465,6 +485,7 @@ impl Reference {
                     e.to_string(),
                 )))
             }
+            Err(e @ RegistryError::Stale) => self.stale(&node, &e, now),
             Err(e @ RegistryError::Invalid(_)) => {
                 self.metrics.refused(Refused::Invalid);
                 Answer::Now(RefReply::Error(Error::new(
@@ -789,6 +810,7 @@ mod tests {
             keys(),
         );
         let register = RefRequest::Register {
+            stamp: proto::fabric::Stamp::next_of_process(),
             node: "node-1".into(),
             status_addr: "127.0.0.1:7001".into(),
         };
@@ -802,6 +824,7 @@ mod tests {
         assert_eq!(
             answer(reference.on_request(
                 request(&RefRequest::Heartbeat {
+                    stamp: proto::fabric::Stamp::next_of_process(),
                     node: "node-1".into()
                 }),
                 now
@@ -811,6 +834,7 @@ mod tests {
         assert_eq!(
             answer(reference.on_request(
                 request(&RefRequest::Heartbeat {
+                    stamp: proto::fabric::Stamp::next_of_process(),
                     node: "node-2".into()
                 }),
                 now
@@ -828,6 +852,7 @@ mod tests {
 
     fn register(node: &str) -> RefRequest {
         RefRequest::Register {
+            stamp: proto::fabric::Stamp::next_of_process(),
             node: node.into(),
             status_addr: String::new(),
         }
@@ -894,6 +919,7 @@ mod tests {
         };
         assert_eq!(rank, 1);
         let heartbeat = RefRequest::Heartbeat {
+            stamp: proto::fabric::Stamp::next_of_process(),
             node: "node-1".into(),
         };
         assert_eq!(

@@ -88,6 +88,9 @@ pub struct Metrics {
     pub events: Counter,
     /// Requests that do not open under the cluster key, by reason.
     pub auth_rejected: Family<AuthLabels, Counter>,
+    /// Sealed registrations and heartbeats not newer than one already taken from their
+    /// node (replayed): they change nothing.
+    pub stale: Counter,
 }
 
 impl Default for Metrics {
@@ -113,12 +116,19 @@ impl Metrics {
             save_failures: Counter::default(),
             events: Counter::default(),
             auth_rejected: Family::default(),
+            stale: Counter::default(),
         };
         registry.register("members", "Names that hold a rank", metrics.members.clone());
         registry.register(
             "members_alive",
             "Members alive now (heard within the expiry timeout)",
             metrics.members_alive.clone(),
+        );
+        registry.register(
+            "stale_requests",
+            "Registrations and heartbeats not newer than one already taken from their node \
+             (replayed): they change nothing",
+            metrics.stale.clone(),
         );
         registry.register(
             "expirations",

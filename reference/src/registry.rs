@@ -21,7 +21,7 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use proto::fabric::{Member, MembershipEvent, check_node_name};
+use proto::fabric::{Member, MembershipEvent, Stamp, check_node_name};
 use proto::report::MemberReport;
 use serde::{Deserialize, Serialize};
 
@@ -77,6 +77,13 @@ pub enum RegistryError {
     /// The name or the status address breaks a limit.
     #[error("invalid registration: {0}")]
     Invalid(#[from] proto::LimitError),
+    /// Not newer than a request already taken from that node: replayed (or the node's
+    /// clock went back further than the time between its two starts).
+    #[error(
+        "a stale request: not newer than one already taken from this node (replayed, or \
+         its clock went back across a restart)"
+    )]
+    Stale,
 }
 
 /// What survives a restart: names, their ranks and status addresses, and the epoch.
@@ -154,6 +161,9 @@ struct Entry {
     alive: bool,
     /// Whether the name and its rank are on disk (restored, or saved since).
     saved: bool,
+    /// The newest request taken from it in this run of the reference: an older or equal
+    /// one is a replay and changes nothing.
+    stamp: Stamp,
 }
 
 /// Names, ranks and liveness of the cluster's members.
@@ -191,6 +201,7 @@ impl Registry {
                     last_heartbeat: None,
                     alive: false,
                     saved: true,
+                    stamp: Stamp::default(),
                 };
                 (m.node.clone(), entry)
             })
@@ -246,10 +257,13 @@ impl Registry {
 
     /// Registers `node` (or registers it again) and returns its rank: the rank it always
     /// had, or the smallest free one for a new name. The member is alive from `now`.
+    /// `stamp` must be newer than every request taken from `node` before
+    /// ([`RegistryError::Stale`] otherwise: a replay changes nothing).
     pub fn register(
         &mut self,
         node: &str,
         status_addr: &str,
+        stamp: Stamp,
         now: Now,
     ) -> Result<Rank, RegistryError> {
         check_node_name(node)?;
@@ -262,6 +276,10 @@ impl Registry {
         }
         let timeout = self.expiry_timeout;
         if let Some(entry) = self.members.get_mut(node) {
+            if stamp <= entry.stamp {
+                return Err(RegistryError::Stale);
+            }
+            entry.stamp = stamp;
             let rank = entry.rank;
             // Gone, whether or not `expire` has flagged it yet: coming back is a change.
             let returned = !(entry.alive && is_fresh(entry, now, timeout));
@@ -285,6 +303,7 @@ impl Registry {
                 last_heartbeat: Some((now.instant, now.unix_ms)),
                 alive: true,
                 saved: false,
+                stamp,
             },
         );
         self.changed();
@@ -340,15 +359,19 @@ impl Registry {
 
     /// A heartbeat from `node`. Returns whether it is a current (alive) member; `false`
     /// asks it to register again: it is unknown, or it was gone (expired, or this
-    /// reference restarted since it registered). A heartbeat never revives a member.
-    pub fn heartbeat(&mut self, node: &str, now: Now) -> bool {
+    /// reference restarted since it registered). A heartbeat never revives a member, and
+    /// one whose `stamp` is not newer than the last request taken from `node` (a replay)
+    /// changes nothing ([`RegistryError::Stale`]).
+    pub fn heartbeat(&mut self, node: &str, stamp: Stamp, now: Now) -> Result<bool, RegistryError> {
         let timeout = self.expiry_timeout;
         match self.members.get_mut(node) {
+            Some(entry) if stamp <= entry.stamp => Err(RegistryError::Stale),
             Some(entry) if entry.alive && is_fresh(entry, now, timeout) => {
+                entry.stamp = stamp;
                 entry.last_heartbeat = Some((now.instant, now.unix_ms));
-                true
+                Ok(true)
             }
-            _ => false,
+            _ => Ok(false),
         }
     }
 
@@ -424,6 +447,11 @@ fn is_fresh(entry: &Entry, now: Now, timeout: Duration) -> bool {
 mod tests {
     use super::*;
 
+    /// A stamp newer than every one before it.
+    fn next() -> Stamp {
+        Stamp::next_of_process()
+    }
+
     const TIMEOUT: Duration = Duration::from_secs(5);
 
     fn ms(n: u64) -> Duration {
@@ -442,8 +470,10 @@ mod tests {
     fn the_report_says_how_long_ago_each_member_spoke() {
         let t0 = Now::system();
         let mut registry = Registry::new(TIMEOUT);
-        registry.register("node-2", "", t0).unwrap();
-        registry.register("node-1", "", t0.after(ms(1000))).unwrap();
+        registry.register("node-2", "", next(), t0).unwrap();
+        registry
+            .register("node-1", "", next(), t0.after(ms(1000)))
+            .unwrap();
         let report = registry.report(t0.after(ms(5500)));
         let seen: Vec<_> = report
             .iter()
@@ -469,12 +499,12 @@ mod tests {
     fn a_new_name_is_unsaved_until_saved_and_can_be_taken_back() {
         let t0 = Now::system();
         let mut registry = Registry::new(TIMEOUT);
-        assert_eq!(registry.register("node-1", "", t0), Ok(1));
+        assert_eq!(registry.register("node-1", "", next(), t0), Ok(1));
         assert!(!registry.is_saved("node-1"));
         registry.mark_saved(&registry.persisted());
         assert!(registry.is_saved("node-1"));
-        assert_eq!(registry.register("node-2", "", t0), Ok(2));
-        assert_eq!(registry.register("node-3", "", t0), Ok(3));
+        assert_eq!(registry.register("node-2", "", next(), t0), Ok(2));
+        assert_eq!(registry.register("node-3", "", next(), t0), Ok(3));
         // The save of node-2 and node-3 failed: they are taken back, node-1 stays.
         let epoch = registry.epoch();
         assert_eq!(registry.forget_unsaved(), ["node-2", "node-3"]);
@@ -482,7 +512,7 @@ mod tests {
         assert_eq!(alive(&registry, t0), vec![("node-1".into(), 1, true)]);
         assert!(registry.forget_unsaved().is_empty());
         // Their ranks were never on disk, so never given: the next name takes rank 2.
-        assert_eq!(registry.register("node-9", "", t0), Ok(2));
+        assert_eq!(registry.register("node-9", "", next(), t0), Ok(2));
         // A restored registry is all on disk.
         registry.mark_saved(&registry.persisted());
         let restored = Registry::restore(&registry.persisted(), TIMEOUT).unwrap();
@@ -494,21 +524,24 @@ mod tests {
     fn new_names_get_the_next_free_rank_and_keep_it() {
         let t0 = Now::system();
         let mut registry = Registry::new(TIMEOUT);
-        assert_eq!(registry.register("node-1", "", t0), Ok(1));
-        assert_eq!(registry.register("node-2", "", t0), Ok(2));
-        assert_eq!(registry.register("node-3", "", t0), Ok(3));
-        assert_eq!(registry.register("node-2", "", t0.after(ms(10))), Ok(2));
-        assert_eq!(registry.register("node-9", "", t0), Ok(4));
+        assert_eq!(registry.register("node-1", "", next(), t0), Ok(1));
+        assert_eq!(registry.register("node-2", "", next(), t0), Ok(2));
+        assert_eq!(registry.register("node-3", "", next(), t0), Ok(3));
+        assert_eq!(
+            registry.register("node-2", "", next(), t0.after(ms(10))),
+            Ok(2)
+        );
+        assert_eq!(registry.register("node-9", "", next(), t0), Ok(4));
     }
 
     #[test]
     fn an_expired_member_is_reported_as_gone_but_keeps_its_rank() {
         let t0 = Now::system();
         let mut registry = Registry::new(TIMEOUT);
-        registry.register("node-1", "", t0).unwrap();
-        registry.register("node-2", "", t0).unwrap();
+        registry.register("node-1", "", next(), t0).unwrap();
+        registry.register("node-2", "", next(), t0).unwrap();
         let t1 = t0.after(ms(4000));
-        assert!(registry.heartbeat("node-1", t1));
+        assert!(registry.heartbeat("node-1", next(), t1).unwrap());
         assert_eq!(registry.expire(t1), 0, "nobody is silent for 5 s yet");
         let t2 = t0.after(ms(5001));
         // Reported gone as soon as the timeout passed, before `expire` ran.
@@ -521,9 +554,9 @@ mod tests {
         assert_eq!(registry.epoch(), epoch + 1);
         assert_eq!(registry.expire(t2), 0, "gone once, not again");
         // A newcomer does not get the gone member's rank.
-        assert_eq!(registry.register("node-3", "", t2), Ok(3));
+        assert_eq!(registry.register("node-3", "", next(), t2), Ok(3));
         // The gone member comes back with its rank.
-        assert_eq!(registry.register("node-2", "", t2), Ok(2));
+        assert_eq!(registry.register("node-2", "", next(), t2), Ok(2));
         assert!(alive(&registry, t2).iter().all(|(_, _, alive)| *alive));
     }
 
@@ -531,31 +564,42 @@ mod tests {
     fn heartbeats_keep_members_alive_and_never_revive_them() {
         let t0 = Now::system();
         let mut registry = Registry::new(TIMEOUT);
-        assert!(!registry.heartbeat("stranger", t0), "unknown");
-        registry.register("node-1", "", t0).unwrap();
+        assert!(
+            !registry.heartbeat("stranger", next(), t0).unwrap(),
+            "unknown"
+        );
+        registry.register("node-1", "", next(), t0).unwrap();
         let mut now = t0;
         for _ in 0..10 {
             now = now.after(ms(3000));
-            assert!(registry.heartbeat("node-1", now));
+            assert!(registry.heartbeat("node-1", next(), now).unwrap());
             assert_eq!(registry.expire(now), 0);
         }
         let late = now.after(ms(6000));
         assert!(
-            !registry.heartbeat("node-1", late),
+            !registry.heartbeat("node-1", next(), late).unwrap(),
             "silent too long: register again"
         );
         registry.expire(late);
-        assert!(!registry.heartbeat("node-1", late));
-        assert_eq!(registry.register("node-1", "", late), Ok(1));
-        assert!(registry.heartbeat("node-1", late.after(ms(1))));
+        assert!(!registry.heartbeat("node-1", next(), late).unwrap());
+        assert_eq!(registry.register("node-1", "", next(), late), Ok(1));
+        assert!(
+            registry
+                .heartbeat("node-1", next(), late.after(ms(1)))
+                .unwrap()
+        );
     }
 
     #[test]
     fn members_report_heartbeat_times() {
         let t0 = Now::system();
         let mut registry = Registry::new(TIMEOUT);
-        registry.register("node-1", "127.0.0.1:7001", t0).unwrap();
-        registry.heartbeat("node-1", t0.after(ms(1500)));
+        registry
+            .register("node-1", "127.0.0.1:7001", next(), t0)
+            .unwrap();
+        registry
+            .heartbeat("node-1", next(), t0.after(ms(1500)))
+            .unwrap();
         let members = registry.members(t0.after(ms(1600)));
         assert_eq!(members.len(), 1);
         assert_eq!(members[0].last_heartbeat_unix_ms, t0.unix_ms + 1500);
@@ -569,22 +613,22 @@ mod tests {
         let mut registry = Registry::new(TIMEOUT);
         for i in 0..MAX_MEMBERS {
             assert_eq!(
-                registry.register(&format!("n{i}"), "", t0),
+                registry.register(&format!("n{i}"), "", next(), t0),
                 Ok(i as Rank + 1)
             );
         }
         assert_eq!(
-            registry.register("one-too-many", "", t0),
+            registry.register("one-too-many", "", next(), t0),
             Err(RegistryError::Full)
         );
         // Gone members still hold their ranks.
         let late = t0.after(ms(60_000));
         registry.expire(late);
         assert_eq!(
-            registry.register("one-too-many", "", late),
+            registry.register("one-too-many", "", next(), late),
             Err(RegistryError::Full)
         );
-        assert_eq!(registry.register("n7", "", late), Ok(8));
+        assert_eq!(registry.register("n7", "", next(), late), Ok(8));
     }
 
     #[test]
@@ -594,13 +638,17 @@ mod tests {
         for name in ["", "has space", "slash/y", &"x".repeat(65)] {
             assert!(
                 matches!(
-                    registry.register(name, "", t0),
+                    registry.register(name, "", next(), t0),
                     Err(RegistryError::Invalid(_))
                 ),
                 "{name:?}"
             );
         }
-        assert!(registry.register("ok", &"a".repeat(257), t0).is_err());
+        assert!(
+            registry
+                .register("ok", &"a".repeat(257), next(), t0)
+                .is_err()
+        );
         assert!(registry.members(t0).is_empty());
     }
 
@@ -609,17 +657,17 @@ mod tests {
         let t0 = Now::system();
         let mut registry = Registry::new(TIMEOUT);
         assert!(!registry.take_dirty());
-        registry.register("node-1", "a", t0).unwrap();
+        registry.register("node-1", "a", next(), t0).unwrap();
         assert_eq!(registry.epoch(), 1);
         assert!(registry.take_dirty());
         assert!(!registry.take_dirty(), "cleared");
         // Registering again unchanged, and heartbeats, change nothing.
-        registry.register("node-1", "a", t0).unwrap();
-        registry.heartbeat("node-1", t0);
+        registry.register("node-1", "a", next(), t0).unwrap();
+        registry.heartbeat("node-1", next(), t0).unwrap();
         assert_eq!(registry.epoch(), 1);
         assert!(!registry.take_dirty());
         // A new status address is a change.
-        registry.register("node-1", "b", t0).unwrap();
+        registry.register("node-1", "b", next(), t0).unwrap();
         assert_eq!(registry.epoch(), 2);
         assert!(registry.take_dirty());
         assert_eq!(registry.event(t0).epoch, 2);
@@ -629,10 +677,12 @@ mod tests {
     fn coming_back_before_expire_ran_is_still_a_change() {
         let t0 = Now::system();
         let mut registry = Registry::new(TIMEOUT);
-        registry.register("node-1", "", t0).unwrap();
+        registry.register("node-1", "", next(), t0).unwrap();
         let epoch = registry.epoch();
         // Silent past the timeout, registering again before anyone called `expire`.
-        registry.register("node-1", "", t0.after(ms(6000))).unwrap();
+        registry
+            .register("node-1", "", next(), t0.after(ms(6000)))
+            .unwrap();
         assert_eq!(registry.epoch(), epoch + 1);
     }
 
@@ -641,7 +691,7 @@ mod tests {
         let t0 = Now::system();
         let mut before = Registry::new(TIMEOUT);
         for name in ["node-1", "node-2", "node-3"] {
-            before.register(name, "", t0).unwrap();
+            before.register(name, "", next(), t0).unwrap();
         }
         before.expire(t0.after(ms(10_000)));
         let persisted = before.persisted();
@@ -650,10 +700,10 @@ mod tests {
         assert!(after.epoch() > before.epoch());
         // Nobody is alive until they register again; heartbeats are told to register.
         assert!(after.members(t1).iter().all(|m| !m.alive));
-        assert!(!after.heartbeat("node-2", t1));
-        assert_eq!(after.register("node-2", "", t1), Ok(2));
-        assert_eq!(after.register("node-4", "", t1), Ok(4));
-        assert_eq!(after.register("node-1", "", t1), Ok(1));
+        assert!(!after.heartbeat("node-2", next(), t1).unwrap());
+        assert_eq!(after.register("node-2", "", next(), t1), Ok(2));
+        assert_eq!(after.register("node-4", "", next(), t1), Ok(4));
+        assert_eq!(after.register("node-1", "", next(), t1), Ok(1));
     }
 
     #[test]
@@ -683,5 +733,39 @@ mod tests {
             assert!(Registry::restore(&bad, TIMEOUT).is_err(), "{bad:?}");
         }
         assert!(Registry::restore(&state(vec![member("a", 3), member("b", 1)]), TIMEOUT).is_ok());
+    }
+
+    #[test]
+    fn a_replayed_registration_or_heartbeat_changes_nothing() {
+        let t0 = Now::system();
+        let mut registry = Registry::new(TIMEOUT);
+        let (first, second) = (next(), next());
+        assert_eq!(registry.register("node-1", "a:1", first, t0), Ok(1));
+        assert_eq!(registry.heartbeat("node-1", second, t0), Ok(true));
+        // A recorded registration (with an old address) and heartbeat, replayed: refused.
+        assert_eq!(
+            registry.register("node-1", "old:1", first, t0),
+            Err(RegistryError::Stale)
+        );
+        assert_eq!(
+            registry.heartbeat("node-1", second, t0),
+            Err(RegistryError::Stale)
+        );
+        assert_eq!(registry.members(t0)[0].status_addr, "a:1");
+        // Once node-1 falls silent, replays do not keep it alive nor bring it back.
+        let late = t0.after(TIMEOUT + ms(1));
+        registry.expire(late);
+        assert_eq!(
+            registry.heartbeat("node-1", second, late),
+            Err(RegistryError::Stale)
+        );
+        assert_eq!(
+            registry.register("node-1", "a:1", first, late),
+            Err(RegistryError::Stale)
+        );
+        assert!(!registry.members(late)[0].alive);
+        // The node itself, with a newer stamp, comes back.
+        assert_eq!(registry.register("node-1", "a:1", next(), late), Ok(1));
+        assert!(registry.members(late)[0].alive);
     }
 }

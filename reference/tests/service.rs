@@ -186,6 +186,7 @@ impl NodeClient {
     async fn register(&mut self, node: &str) -> u32 {
         match self
             .ask(&RefRequest::Register {
+                stamp: proto::fabric::Stamp::next_of_process(),
                 node: node.into(),
                 status_addr: format!("127.0.0.1:7{node}"),
             })
@@ -204,7 +205,13 @@ impl NodeClient {
     }
 
     async fn heartbeat(&mut self, node: &str) -> bool {
-        match self.ask(&RefRequest::Heartbeat { node: node.into() }).await {
+        match self
+            .ask(&RefRequest::Heartbeat {
+                stamp: proto::fabric::Stamp::next_of_process(),
+                node: node.into(),
+            })
+            .await
+        {
             RefReply::HeartbeatAck { known } => known,
             other => panic!("{other:?}"),
         }
@@ -394,10 +401,12 @@ async fn the_reference_survives_hostile_peers_with_flat_memory() {
     }
     let valid = vec![
         sealed(&RefRequest::Register {
+            stamp: proto::fabric::Stamp::next_of_process(),
             node: "node-x".into(),
             status_addr: String::new(),
         }),
         sealed(&RefRequest::Heartbeat {
+            stamp: proto::fabric::Stamp::next_of_process(),
             node: "node-1".into(),
         }),
         sealed(&RefRequest::Members),
@@ -506,6 +515,7 @@ async fn the_status_port_shows_members_and_epoch() {
     }
     let refused = node
         .ask(&RefRequest::Register {
+            stamp: proto::fabric::Stamp::next_of_process(),
             node: "one-too-many".into(),
             status_addr: String::new(),
         })
@@ -574,6 +584,7 @@ async fn a_full_disk_refuses_new_names_and_serves_the_rest_until_saving_works_ag
     // A new name: its rank cannot be put on disk, so it is refused, and the reason says so.
     let refused = node
         .ask(&RefRequest::Register {
+            stamp: proto::fabric::Stamp::next_of_process(),
             node: "node-2".into(),
             status_addr: String::new(),
         })
@@ -610,6 +621,7 @@ async fn a_full_disk_refuses_new_names_and_serves_the_rest_until_saving_works_ag
     // Still refused while the disk is full (retries keep failing in the background).
     let again = node
         .ask(&RefRequest::Register {
+            stamp: proto::fabric::Stamp::next_of_process(),
             node: "node-3".into(),
             status_addr: String::new(),
         })

@@ -521,6 +521,15 @@ impl Cluster {
         serde_json::from_str(&body).ok()
     }
 
+    /// A `GET` of `path` on fabric process `name`'s status port (`/metrics`), if it
+    /// answers 200.
+    pub fn fabric_get(&self, name: &str, path: &str) -> Option<String> {
+        let port = *self.fabric_ports.get(name)?;
+        let addr = SocketAddr::from(([127, 0, 0, 1], port));
+        let (code, body) = node::http_get(addr, path, Duration::from_secs(2)).ok()?;
+        (code == 200).then_some(body)
+    }
+
     /// The log of the latest run of process `name` (`node-1`, `broker`, ...).
     pub fn log(&self, name: &str) -> String {
         let count = self.starts.get(name).copied().unwrap_or(1);

@@ -7,6 +7,9 @@
 //!   on the proxies in the names and ranks of the real nodes ([`forgeries`]), in clear
 //!   and sealed under a key of its own ([`sealed_under`]);
 //! - announcing READY and heartbeats on a broker's backend as a node ([`pose_as_node`]);
+//! - replaying a real node's authentic, sealed READY, heartbeat and proof frames (as a
+//!   recording of the wire would hold them) from its own connection ([`replay_as_node`]),
+//!   and its registration and heartbeat at the reference ([`replay_to_reference`]);
 //! - registering at the reference ([`register`]);
 //! - reading every topic on the proxies ([`Listener`], [`examine`]).
 
@@ -285,7 +288,7 @@ pub async fn pose_as_node(
         let body = if first { &ready } else { &heartbeat };
         first = false;
         sender.send(vec![body.clone()]).await?;
-        let sealed = keys.seal(&[BROKER_CONTROL, IMPOSTOR.as_bytes()], body);
+        let sealed = keys.seal(&[BROKER_CONTROL], body);
         sender.send(vec![sealed]).await?;
         let deadline = tokio::time::Instant::now() + Duration::from_millis(100);
         while let Ok(Some(message)) = tokio::time::timeout_at(deadline, receiver.recv()).await {
@@ -299,6 +302,61 @@ pub async fn pose_as_node(
     Ok(handed)
 }
 
+/// Sends `recorded` (authentic sealed control frames of a real node, recorded on the wire)
+/// to a broker's backend from a connection of its own, whose identity is `identity`, over
+/// and over until `stop`; returns how many client requests the broker handed it (its
+/// challenges, one frame each, are not requests: it cannot answer them).
+pub async fn replay_as_node(
+    broker_backend: &str,
+    identity: &str,
+    recorded: Vec<Vec<u8>>,
+    stop: Arc<AtomicBool>,
+) -> Result<u64, TransportError> {
+    let dealer = Socket::open(
+        Kind::Dealer,
+        Mode::Connect,
+        broker_backend,
+        Options::default().identity(identity.as_bytes().to_vec()),
+    )
+    .await?;
+    let (sender, mut receiver) = dealer.split();
+    let mut handed = 0;
+    while !stop.load(Ordering::Relaxed) {
+        for body in &recorded {
+            sender.send(vec![body.clone()]).await?;
+        }
+        let deadline = tokio::time::Instant::now() + Duration::from_millis(100);
+        while let Ok(Some(message)) = tokio::time::timeout_at(deadline, receiver.recv()).await {
+            if message.len() > 1 {
+                handed += 1;
+            }
+        }
+    }
+    Ok(handed)
+}
+
+/// Sends `recorded` (authentic sealed requests of a real node, recorded on the wire) to
+/// the reference from a connection of its own; the answers' bodies, in order (`None`
+/// where none came within 5 s).
+pub async fn replay_to_reference(
+    reference: &str,
+    recorded: &[Vec<u8>],
+) -> Result<Vec<Option<Vec<u8>>>, TransportError> {
+    let dealer = Socket::open(Kind::Dealer, Mode::Connect, reference, Options::default()).await?;
+    let (sender, mut receiver) = dealer.split();
+    let mut answers = Vec::new();
+    for body in recorded {
+        sender.send(vec![body.clone()]).await?;
+        let answer = tokio::time::timeout(Duration::from_secs(5), receiver.recv())
+            .await
+            .ok()
+            .flatten()
+            .and_then(|mut frames| frames.pop());
+        answers.push(answer);
+    }
+    Ok(answers)
+}
+
 /// Asks the reference for a rank as [`IMPOSTOR`], in clear and sealed under `keys`: its
 /// answers (`None` where it gave none within 5 s).
 pub async fn register(
@@ -308,6 +366,7 @@ pub async fn register(
     let dealer = Socket::open(Kind::Dealer, Mode::Connect, reference, Options::default()).await?;
     let (sender, mut receiver) = dealer.split();
     let register = proto::encode(&RefRequest::Register {
+        stamp: proto::fabric::Stamp::next_of_process(),
         node: IMPOSTOR.to_owned(),
         status_addr: String::new(),
     })

@@ -7,7 +7,10 @@
 //! - it announces READY (and heartbeats) on the broker's backend as `node-9`;
 //! - it registers at the reference;
 //! - it subscribes to every topic and reads what crosses the proxy;
-//! - it flips a bit of an authentic frame, and replays authentic frames as they were.
+//! - it flips a bit of an authentic frame, and replays authentic frames as they were:
+//!   Accepts on the proxy, and a real node's READY, heartbeat and proof on the broker's
+//!   backend (under that node's name) and its registration and heartbeat at the
+//!   reference, as a recording of the wire would hold them.
 //!
 //! Nothing is applied, no client request reaches it, no rank is given, it reads nothing
 //! of the data, and the cluster keeps writing: no acknowledged write is lost, the
@@ -25,6 +28,9 @@ use e2e::stranger::{
     own_bodies, sealed_under,
 };
 use e2e::{Client, Cluster, ClusterOptions, Load, bin_dir, lost_writes, runtime, wait_for};
+use proto::fabric::{
+    BROKER_CONTROL, NodeToBroker, REFERENCE_REPLY, REFERENCE_REQUEST, RefReply, RefRequest, Stamp,
+};
 use proto::seal::Keyring;
 use proto::topic;
 use transport::Multipart;
@@ -109,6 +115,32 @@ fn a_stranger_without_the_key_gets_in_nowhere() {
         runtime.spawn(async move { stranger::pose_as_node(&backend, &keys, stop).await })
     };
 
+    // It replays node-1's authentic control frames on the broker's backend from its own
+    // connection, under node-1's name: READY, heartbeat, and a proof of a challenge.
+    let cluster_keys =
+        Keyring::parse(&std::fs::read_to_string(cluster.key_file()).unwrap()).unwrap();
+    let recorded: Vec<Vec<u8>> = [
+        NodeToBroker::Ready {
+            node: "node-1".into(),
+        },
+        NodeToBroker::Heartbeat {
+            node: "node-1".into(),
+        },
+        NodeToBroker::Proof {
+            node: "node-1".into(),
+            nonce: vec![3; proto::fabric::CHALLENGE_NONCE_BYTES],
+        },
+    ]
+    .iter()
+    .map(|m| cluster_keys.seal(&[BROKER_CONTROL], &proto::encode(m).unwrap()))
+    .collect();
+    let replayer = {
+        let (backend, stop) = (endpoints.brokers[0].backend.clone(), stop.clone());
+        runtime.spawn(
+            async move { stranger::replay_as_node(&backend, "node-1", recorded, stop).await },
+        )
+    };
+
     // It publishes forgeries on the proxy for 3 s, in clear and under its own key.
     let clear = forgeries(&victims(&cluster));
     let foreign = sealed_under(&keys, &clear);
@@ -129,6 +161,41 @@ fn a_stranger_without_the_key_gets_in_nowhere() {
         .unwrap();
     println!("the reference answered the stranger: {answers:?}");
     assert!(answers.iter().all(is_refusal), "{answers:?}");
+
+    // It replays node-1's registration (with another status address) and heartbeat as
+    // recorded earlier in the run: refused as stale, node-1's entry unchanged.
+    let early = Stamp { boot_us: 1, seq: 1 };
+    let replays: Vec<Vec<u8>> = [
+        RefRequest::Register {
+            node: "node-1".into(),
+            status_addr: "10.9.9.9:1".into(),
+            stamp: early,
+        },
+        RefRequest::Heartbeat {
+            node: "node-1".into(),
+            stamp: early,
+        },
+    ]
+    .iter()
+    .map(|r| cluster_keys.seal(&[REFERENCE_REQUEST], &proto::encode(r).unwrap()))
+    .collect();
+    let answers = runtime
+        .block_on(stranger::replay_to_reference(
+            &endpoints.reference,
+            &replays,
+        ))
+        .unwrap();
+    for answer in &answers {
+        let body = cluster_keys
+            .open(&[REFERENCE_REPLY], answer.as_deref().expect("an answer"))
+            .unwrap();
+        let reply: RefReply = proto::decode(&body).unwrap();
+        println!("the reference answered a replay: {reply:?}");
+        assert!(
+            matches!(&reply, RefReply::Error(e) if e.message.contains("stale")),
+            "{reply:?}"
+        );
+    }
 
     // A bit flipped in authentic frames, then authentic frames replayed as they were.
     let authentic: Vec<Multipart> = {
@@ -188,6 +255,7 @@ fn a_stranger_without_the_key_gets_in_nowhere() {
     stop.store(true, Ordering::Relaxed);
     listener.stop();
     let handed = runtime.block_on(impostor).unwrap().unwrap();
+    let handed_to_replayer = runtime.block_on(replayer).unwrap().unwrap();
     let unknown = load.unknown.load(Ordering::Relaxed);
     let acked = load.stop(&runtime);
     println!(
@@ -210,8 +278,13 @@ fn a_stranger_without_the_key_gets_in_nowhere() {
         assert!(status.lamport < FORGED_LAMPORT, "{status:?}");
     }
 
-    // The broker handed the impostor nothing, and does not count it live.
+    // The broker handed the impostor nothing, nor the replayer of node-1's frames, and
+    // does not count the impostor live.
     assert_eq!(handed, 0, "a stranger was handed requests");
+    assert_eq!(
+        handed_to_replayer, 0,
+        "a replay of node-1's READY was handed requests"
+    );
     let broker = cluster.fabric_status("broker-1").unwrap();
     println!("broker auth: {}", broker["auth"]);
     assert!(
@@ -220,10 +293,25 @@ fn a_stranger_without_the_key_gets_in_nowhere() {
     );
     assert!(broker["auth"]["rejected"].as_u64().unwrap() > 0, "{broker}");
 
-    // The reference gave it no rank.
+    // The reference gave it no rank, and counted the replays as stale.
     let reference = cluster.fabric_status("reference").unwrap();
     println!("reference auth: {}", reference["auth"]);
     assert!(!reference["members"].to_string().contains("node-9"));
+    let metrics = cluster.fabric_get("reference", "/metrics").unwrap();
+    let stale = counter(&metrics, "reference_stale_requests_total", &[]);
+    assert!(stale >= 2.0, "{stale} stale requests counted");
+    // The broker challenged the replayer and counted its proof as unproved.
+    let metrics = cluster.fabric_get("broker-1", "/metrics").unwrap();
+    let unproved = counter(
+        &metrics,
+        "broker_malformed_messages_total",
+        &["reason=\"unproved\""],
+    );
+    println!(
+        "broker: {} challenges, {unproved} unproved proofs",
+        counter(&metrics, "broker_challenges_total", &[])
+    );
+    assert!(unproved > 0.0, "{metrics}");
     assert!(reference["auth"]["rejected"].as_u64().unwrap() >= 2);
 
     // It read nothing: every body it saw but its own is sealed, and none holds the data.

@@ -49,7 +49,7 @@ impl TestBroker {
             Kind::Router,
             Mode::Bind,
             "tcp://127.0.0.1:0",
-            Options::default().router_handover(),
+            Options::default().peer_address(),
         )
         .await
         .unwrap();
@@ -120,7 +120,7 @@ impl StandInNode {
             Kind::Dealer,
             Mode::Connect,
             backend,
-            Options::default().identity(name.as_bytes().to_vec()),
+            Options::default(),
         )
         .await
         .unwrap();
@@ -176,12 +176,8 @@ async fn serve(
 ) {
     let (tx, mut rx) = socket.split();
     let keys = keys();
-    let control = |message: &NodeToBroker| {
-        keys.seal(
-            &[broker::CONTROL, name.as_bytes()],
-            &proto::encode(message).unwrap(),
-        )
-    };
+    let control =
+        |message: &NodeToBroker| keys.seal(&[broker::CONTROL], &proto::encode(message).unwrap());
     let ready = control(&NodeToBroker::Ready { node: name.clone() });
     *last_heartbeat.lock().unwrap() = Some(Instant::now());
     tx.send(vec![ready]).await.unwrap();
@@ -198,6 +194,13 @@ async fn serve(
             }
             message = rx.recv() => {
                 let Some(message) = message else { return };
+                if let [frame] = message.as_slice()
+                    && let Some(nonce) = proto::fabric::parse_broker_challenge(frame)
+                {
+                    let proof = NodeToBroker::Proof { node: name.clone(), nonce: nonce.to_vec() };
+                    tx.send(vec![control(&proof)]).await.unwrap();
+                    continue;
+                }
                 let [client, body] = message.as_slice() else { continue };
                 let Ok(body) = keys.open(&[broker::REQUEST, client], body) else { continue };
                 let Ok(request) = proto::decode::<Request>(&body) else { continue };
