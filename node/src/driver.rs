@@ -194,8 +194,8 @@ impl Driver {
                 }
             }
             Event::Reference(frames) => {
-                for (rank, name) in self.rooms.reference.receive(&frames, now) {
-                    self.rooms.peers.learn_name(rank, &name);
+                for (rank, name, status_addr) in self.rooms.reference.receive(&frames, now) {
+                    self.rooms.peers.learn_member(rank, &name, &status_addr);
                 }
             }
             Event::Login(checked) => match self.rooms.logins.finish(checked, now) {
@@ -417,6 +417,7 @@ impl Driver {
             clock_offset_ms: self.rooms.clock.offset_ms(),
             proxy: self.rooms.peers.proxy().to_owned(),
             auth: self.rooms.peers.auth_report(),
+            status_addrs: self.rooms.peers.status_addrs().clone(),
         };
         let peers = &self.rooms.peers;
         self.rooms

@@ -42,6 +42,20 @@ pub struct PeerReport {
     pub alive: bool,
     /// The decided prefix it last reported.
     pub decided_slot: u64,
+    /// Where it serves `/status`, as the reference said (the web console asks it there).
+    #[serde(default)]
+    pub status_addr: Option<String>,
+}
+
+/// A chat channel as the web console shows it: public, like its history.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChannelReport {
+    /// Channel name.
+    pub name: String,
+    /// How many users subscribe to it.
+    pub subscribers: usize,
+    /// Its latest messages, oldest first.
+    pub messages: Vec<proto::client::ChatMessage>,
 }
 
 /// The `/status` document.
@@ -99,6 +113,11 @@ pub struct StatusReport {
     /// The cluster key held (its ids), and the frames refused for not opening under it.
     #[serde(default)]
     pub auth: proto::report::AuthReport,
+    /// The chat channels with the latest messages (at most
+    /// [`crate::report::REPORT_CHANNELS`], each with its last
+    /// [`crate::report::REPORT_MESSAGES_PER_CHANNEL`] messages).
+    #[serde(default)]
+    pub channels: Vec<ChannelReport>,
 }
 
 /// A `/status` query to the driver loop.
@@ -247,6 +266,7 @@ mod tests {
             ready: true,
             peers: vec![],
             auth: proto::report::AuthReport::default(),
+            channels: vec![],
         }
     }
 

@@ -46,6 +46,77 @@ pub struct LoginLabels {
     pub result: &'static str,
 }
 
+/// Labels of the per-kind Paxos message counter.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ProtocolLabels {
+    /// `in` (from a peer) or `out` (published).
+    pub direction: &'static str,
+    /// [`proto::paxos::Message::name`].
+    pub kind: &'static str,
+}
+
+/// The kinds of Paxos messages counted apart (every [`proto::paxos::Message::name`]).
+pub const PROTOCOL_KINDS: [&str; 12] = [
+    "prepare",
+    "promise",
+    "accept",
+    "accepted",
+    "decide",
+    "nack",
+    "heartbeat",
+    "forward",
+    "fetch",
+    "decided",
+    "fetch_snapshot",
+    "snapshot_chunk",
+];
+
+/// Paxos messages by direction and kind: each series created once, so counting one on
+/// the hot path is an atomic add, not a map lookup.
+#[derive(Debug, Clone)]
+pub struct ProtocolCounters {
+    inbound: Vec<Counter>,
+    outbound: Vec<Counter>,
+}
+
+impl ProtocolCounters {
+    fn new(family: &Family<ProtocolLabels, Counter>) -> ProtocolCounters {
+        let series = |direction| {
+            PROTOCOL_KINDS
+                .iter()
+                .map(|kind| {
+                    family
+                        .get_or_create(&ProtocolLabels { direction, kind })
+                        .clone()
+                })
+                .collect()
+        };
+        ProtocolCounters {
+            inbound: series("in"),
+            outbound: series("out"),
+        }
+    }
+
+    fn index(message: &proto::paxos::Message) -> Option<usize> {
+        let name = message.name();
+        PROTOCOL_KINDS.iter().position(|kind| *kind == name)
+    }
+
+    /// Counts a message received from a peer.
+    pub fn received(&self, message: &proto::paxos::Message) {
+        if let Some(counter) = Self::index(message).and_then(|i| self.inbound.get(i)) {
+            counter.inc();
+        }
+    }
+
+    /// Counts a message published.
+    pub fn sent(&self, message: &proto::paxos::Message) {
+        if let Some(counter) = Self::index(message).and_then(|i| self.outbound.get(i)) {
+            counter.inc();
+        }
+    }
+}
+
 fn latency_histogram() -> Histogram {
     // 50 µs .. ~1.6 s
     Histogram::new(exponential_buckets(0.000_05, 2.0, 16))
@@ -95,6 +166,8 @@ pub struct Metrics {
     pub messages_in: Counter,
     /// Paxos messages published.
     pub messages_out: Counter,
+    /// Paxos messages by direction and kind.
+    pub protocol: ProtocolCounters,
     /// Clock offset applied by Berkeley synchronisation, in milliseconds.
     pub clock_offset_ms: Gauge,
     /// Times this node moved to another proxy because its probes stopped coming back.
@@ -133,6 +206,8 @@ impl Metrics {
         let auth_rejected = Family::<AuthLabels, Counter>::default();
         let messages_in = Counter::default();
         let messages_out = Counter::default();
+        let protocol_family = Family::<ProtocolLabels, Counter>::default();
+        let protocol = ProtocolCounters::new(&protocol_family);
         let clock_offset_ms = Gauge::default();
         let proxy_switches = Counter::default();
         let logins = Family::<LoginLabels, Counter>::default();
@@ -222,6 +297,11 @@ impl Metrics {
             messages_out.clone(),
         );
         registry.register(
+            "protocol_messages",
+            "Paxos messages by direction (in, out) and kind (prepare, promise, accept, ...)",
+            protocol_family,
+        );
+        registry.register(
             "clock_offset_ms",
             "Clock offset from Berkeley synchronisation, in milliseconds",
             clock_offset_ms.clone(),
@@ -253,6 +333,7 @@ impl Metrics {
             auth_rejected,
             messages_in,
             messages_out,
+            protocol,
             clock_offset_ms,
             proxy_switches,
             logins,

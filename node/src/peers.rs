@@ -17,6 +17,7 @@
 //!
 //! The choice of proxy to publish through, and its probes, live in [`crate::proxies`].
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Instant;
 
@@ -82,8 +83,8 @@ pub(crate) enum Inbound {
     Members {
         /// The reference's epoch when it published them.
         epoch: u64,
-        /// Their names, by rank.
-        members: Vec<(Rank, String)>,
+        /// Their ranks, names and status addresses.
+        members: Vec<(Rank, String, String)>,
     },
     /// One of this node's own proxy probes, back.
     Probe(Vec<u8>),
@@ -119,7 +120,10 @@ pub(crate) fn decode(
             )
             .ok_or(UNSEALED)?;
         let event = proto::decode::<MembershipEvent>(&body).map_err(|_| "bad_membership")?;
-        let members = event.members.into_iter().map(|m| (m.rank, m.node));
+        let members = event
+            .members
+            .into_iter()
+            .map(|m| (m.rank, m.node, m.status_addr));
         return Ok(Some(Inbound::Members {
             epoch: event.epoch,
             members: members.collect(),
@@ -183,6 +187,8 @@ pub(crate) struct Peers {
     topics: Vec<Vec<u8>>,
     /// The newest membership epoch taken: an older event (a replay) names nobody.
     membership: MembershipEpoch,
+    /// Where the other members serve `/status`, by rank (at most `cluster_size`).
+    status_addrs: BTreeMap<Rank, String>,
     seal: Seal,
     metrics: Metrics,
 }
@@ -230,6 +236,7 @@ impl Peers {
             identity_path,
             topics,
             membership: MembershipEpoch::default(),
+            status_addrs: BTreeMap::new(),
             seal,
             metrics,
         }
@@ -286,8 +293,8 @@ impl Peers {
                     self.metrics.drop("stale_membership");
                     return None;
                 }
-                for (rank, name) in members {
-                    self.learn_name(rank, &name);
+                for (rank, name, status_addr) in members {
+                    self.learn_member(rank, &name, &status_addr);
                 }
                 None
             }
@@ -297,6 +304,7 @@ impl Peers {
             }
             Ok(Some(Inbound::Paxos { sender, envelope })) => {
                 self.metrics.messages_in.inc();
+                self.metrics.protocol.received(&envelope.message);
                 self.learn_name(envelope.from, &sender);
                 Some(Inbound::Paxos { sender, envelope })
             }
@@ -306,6 +314,21 @@ impl Peers {
                 None
             }
         }
+    }
+
+    /// Remembers member `rank`: its name ([`Peers::learn_name`]) and where it serves
+    /// `/status` (for the web console's view of the cluster), as the reference says.
+    pub(crate) fn learn_member(&mut self, rank: Rank, name: &str, status_addr: &str) {
+        self.learn_name(rank, name);
+        if rank == self.rank || rank == 0 || rank > self.cluster_size || status_addr.is_empty() {
+            return;
+        }
+        self.status_addrs.insert(rank, status_addr.to_owned());
+    }
+
+    /// Where the other members serve `/status`, by rank (as far as the reference said).
+    pub(crate) fn status_addrs(&self) -> &BTreeMap<Rank, String> {
+        &self.status_addrs
     }
 
     /// Remembers that `rank` is called `name` (a member other than this node), and saves
@@ -336,6 +359,7 @@ impl Peers {
         match proto::encode(envelope) {
             Ok(body) => {
                 self.metrics.messages_out.inc();
+                self.metrics.protocol.sent(&envelope.message);
                 self.publish_sealed(topic, &body);
             }
             Err(e) => {
@@ -578,7 +602,7 @@ mod tests {
             decode(&frames, "node-1", &[]),
             Ok(Some(Inbound::Members {
                 epoch: 1,
-                members: vec![(2, "node-2".to_owned())]
+                members: vec![(2, "node-2".to_owned(), String::new())]
             }))
         );
     }

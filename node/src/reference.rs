@@ -143,8 +143,13 @@ impl ReferenceLink {
         }
     }
 
-    /// Takes a frame set from the reference; returns the members' names it reports.
-    pub(crate) fn receive(&mut self, frames: &[Vec<u8>], now: Instant) -> Vec<(Rank, String)> {
+    /// Takes a frame set from the reference; returns the members it reports: rank, name
+    /// and status address.
+    pub(crate) fn receive(
+        &mut self,
+        frames: &[Vec<u8>],
+        now: Instant,
+    ) -> Vec<(Rank, String, String)> {
         let reply = match open_reply(&self.seal, frames) {
             Ok(reply) => reply,
             Err(BadReply::Malformed) => {
@@ -196,7 +201,10 @@ impl ReferenceLink {
                 Vec::new()
             }
         };
-        members.into_iter().map(|m| (m.rank, m.node)).collect()
+        members
+            .into_iter()
+            .map(|m| (m.rank, m.node, m.status_addr))
+            .collect()
     }
 
     fn send(&mut self, request: &RefRequest) {
@@ -280,12 +288,15 @@ mod tests {
         let members = vec![Member {
             node: "node-1".to_owned(),
             rank: 1,
-            status_addr: String::new(),
+            status_addr: "127.0.0.1:7001".to_owned(),
             last_heartbeat_unix_ms: 0,
             alive: true,
         }];
         let names = link.receive(&reply(&RefReply::Registered { rank: 2, members }), start);
-        assert_eq!(names, vec![(1, "node-1".to_owned())]);
+        assert_eq!(
+            names,
+            vec![(1, "node-1".to_owned(), "127.0.0.1:7001".to_owned())]
+        );
         assert!(link.registered());
         link.beat(start + Duration::from_secs(1));
         assert!(matches!(

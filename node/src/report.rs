@@ -7,10 +7,14 @@
 use paxos::{Rank, Slot, Status};
 use store::{Digest, Store};
 
-use crate::http::{PeerReport, StatusReport};
+use crate::http::{ChannelReport, PeerReport, StatusReport};
 
 /// A replica this many slots behind the best peer it hears is not ready (`/readyz`).
 pub const READY_MAX_LAG_SLOTS: u64 = 64;
+/// Chat channels in a report: those with the latest messages.
+pub const REPORT_CHANNELS: usize = 12;
+/// Latest messages per channel in a report.
+pub const REPORT_MESSAGES_PER_CHANNEL: usize = 3;
 
 /// What the other rooms contribute to a report.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -29,6 +33,8 @@ pub(crate) struct Facts {
     pub(crate) proxy: String,
     /// The cluster key held, and the frames that did not open under it.
     pub(crate) auth: proto::report::AuthReport,
+    /// Where the other members serve `/status`, by rank.
+    pub(crate) status_addrs: std::collections::BTreeMap<Rank, String>,
 }
 
 /// Builds reports for one node.
@@ -78,6 +84,7 @@ impl Reporter {
             .map(|p| PeerReport {
                 rank: p.rank,
                 node: name_of(p.rank).map(str::to_owned),
+                status_addr: facts.status_addrs.get(&p.rank).cloned(),
                 last_heartbeat_ms_ago: p.silent_ticks.map(|t| u64::from(t) * self.tick_ms),
                 alive: p.silent_ticks.is_some_and(|t| t <= timeout),
                 decided_slot: p.decided_upto,
@@ -118,6 +125,15 @@ impl Reporter {
             ready,
             peers,
             auth: facts.auth,
+            channels: store
+                .recent_channels(REPORT_CHANNELS, REPORT_MESSAGES_PER_CHANNEL)
+                .into_iter()
+                .map(|(name, subscribers, messages)| ChannelReport {
+                    name,
+                    subscribers,
+                    messages,
+                })
+                .collect(),
         }
     }
 }

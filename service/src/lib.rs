@@ -9,6 +9,7 @@
 //! - [`parse_duration`]: `150ms`, `2s`, `1m` for duration flags.
 //! - [`RateLimitedLog`]: a warning logged at most once per interval (malformed input at
 //!   line rate must not flood the log).
+//! - [`recent`]: the last log lines kept in memory, for the node's web console.
 //!
 //! ## The binaries' skeleton ([`program`])
 //! Every `main` is the same few steps around a different `run`, so they are written once:
@@ -43,6 +44,7 @@ pub mod http;
 pub mod keyfile;
 pub mod program;
 mod ratelimit;
+pub mod recent;
 pub use program::{Flavor, HealthLabels, Program, exit_code, report_health};
 pub use ratelimit::RateLimitedLog;
 
@@ -66,18 +68,28 @@ pub struct LogArgs {
     pub log_format: LogFormat,
 }
 
-/// Installs the global `tracing` subscriber: `RUST_LOG` filter (default `info`), stderr.
+/// Installs the global `tracing` subscriber: `RUST_LOG` filter (default `info`), stderr,
+/// and the last lines kept in memory for a web console ([`recent`]).
 pub fn init_logging(args: &LogArgs) {
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+    let text = (args.log_format == LogFormat::Text)
+        .then(|| tracing_subscriber::fmt::layer().with_writer(std::io::stderr));
+    let json = (args.log_format == LogFormat::Json).then(|| {
+        tracing_subscriber::fmt::layer()
+            .json()
+            .flatten_event(true)
+            .with_writer(std::io::stderr)
+    });
     // A second install (tests calling `main`-like code twice) is harmless: ignore it.
-    let _ = match args.log_format {
-        LogFormat::Text => builder.try_init(),
-        LogFormat::Json => builder.json().flatten_event(true).try_init(),
-    };
+    let _ = tracing_subscriber::registry()
+        .with(filter)
+        .with(text)
+        .with(json)
+        .with(recent::RecentLines)
+        .try_init();
 }
 
 /// A token cancelled on the first SIGINT or SIGTERM. A second signal exits the process

@@ -227,6 +227,30 @@ impl Store {
         }
     }
 
+    /// The `channels` channels with the latest messages, newest first, each with its
+    /// subscriber count and its last `per_channel` messages (oldest first): what a web
+    /// console shows. Channels are public (anyone may read their history); private
+    /// messages are never part of it.
+    pub fn recent_channels(
+        &self,
+        channels: usize,
+        per_channel: usize,
+    ) -> Vec<(String, usize, Vec<ChatMessage>)> {
+        let mut active: Vec<(&String, &state::Channel)> = self.state.channels.iter().collect();
+        active.sort_by_key(|(_, channel)| {
+            std::cmp::Reverse(channel.messages.back().map_or(0, |m| m.slot))
+        });
+        active
+            .into_iter()
+            .take(channels)
+            .map(|(name, channel)| {
+                let skip = channel.messages.len().saturating_sub(per_channel);
+                let latest = channel.messages.iter().skip(skip).cloned().collect();
+                (name.clone(), channel.subscribers.len(), latest)
+            })
+            .collect()
+    }
+
     /// The value of `key` in the applied state.
     pub fn get(&self, key: &str) -> Option<&str> {
         self.state.keys.get(key).map(String::as_str)
