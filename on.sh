@@ -168,13 +168,14 @@ for i in $(seq 1 "$FABRIC"); do
     row "broker-$i" "$(fabric_endpoint "broker-$i" frontend) (clients) / :$(fabric_port "broker-$i" backend)"
     row "proxy-$i" "$(fabric_endpoint "proxy-$i" frontend) (pub) / :$(fabric_port "proxy-$i" backend) (sub)"
 done
-for n in $(seq 1 "$NODES"); do row "node-$n" "http://127.0.0.1:$((7000 + n))/status"; done
+for n in $(seq 1 "$NODES"); do row "node-$n" "http://127.0.0.1:$((7000 + n))/ (console; /status, /metrics)"; done
 if (( BOTS )); then row bot-1 "load: 100 ops/s, 4 clients"; row bot-2 "chat: 2 bots"; fi
 if [[ -f "$RUN/prometheus.pid" ]]; then row prometheus "http://$PROMETHEUS_ADDR (dashboards: monitoring/grafana)"; fi
 
 cat <<TXT
 
 Leader: $leader. Try:
+  open http://127.0.0.1:7001/       the web console of node-1 (every node serves one)
   ./status.sh                       consistency report (add --watch to follow it)
   cat data/node-1/store.json        a replica's state (written within seconds of the start, then every 30 s while it changes)
   target/release/client put greeting hello && target/release/client get greeting

@@ -3,7 +3,8 @@
 #   1. unit and property tests of every crate, the seeded Paxos fault simulator,
 #      both ZeroMQ backends of the transport;
 #   2. end-to-end tests over real processes on loopback (kill -9, SIGSTOP, crash points,
-#      corrupt WALs, the on/off/status scripts), and Prometheus scraping a live cluster;
+#      corrupt WALs, the on/off/status scripts), Prometheus scraping a live cluster, and
+#      the nodes' web console in headless Chromium;
 #   3. the docker-compose tests when a Docker engine answers (skipped, and said so, when not).
 # Usage: ./test.sh [--quick]   (--quick: step 1 only)
 set -euo pipefail
@@ -30,6 +31,9 @@ tests/ops.sh
 
 step "Prometheus for real: the shipped config and every dashboard expression"
 tests/monitoring.sh
+
+step "the web console in a real browser (headless Chromium)"
+tests/console.sh
 
 if [[ -x tests/docker.sh ]]; then
     step "docker-compose tests"

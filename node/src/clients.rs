@@ -111,6 +111,9 @@ pub(crate) fn decode(
 pub(crate) struct Clients {
     /// One per broker, in `--broker` order.
     brokers: Vec<Sender>,
+    /// Each broker's endpoint and when a request last came through it (the console
+    /// shows a broker that went quiet).
+    heard: Vec<(String, Option<Instant>)>,
     name: String,
     pending: PendingRequests,
     seal: Seal,
@@ -121,14 +124,16 @@ impl Clients {
     /// The clients of node `name`, reached through `brokers`; at most
     /// `max_pending_requests` wait at once.
     pub(crate) fn new(
-        brokers: Vec<Sender>,
+        brokers: Vec<(String, Sender)>,
         name: String,
         max_pending_requests: usize,
         seal: Seal,
         metrics: Metrics,
     ) -> Clients {
+        let (endpoints, brokers): (Vec<String>, Vec<Sender>) = brokers.into_iter().unzip();
         Clients {
             brokers,
+            heard: endpoints.into_iter().map(|e| (e, None)).collect(),
             name,
             pending: PendingRequests::with_limit(max_pending_requests),
             seal,
@@ -185,7 +190,12 @@ impl Clients {
             return None;
         }
         match decode(broker, frames, &self.seal) {
-            Ok(incoming) => Some(incoming),
+            Ok(incoming) => {
+                if let Some((_, heard)) = self.heard.get_mut(broker) {
+                    *heard = Some(Instant::now());
+                }
+                Some(incoming)
+            }
             Err(Refused::Layout) => {
                 self.metrics.drop("bad_client_layout");
                 None
@@ -308,6 +318,18 @@ impl Clients {
     }
 
     /// Requests waiting.
+    /// Each broker's endpoint and the milliseconds since a request last came through it
+    /// (`None`: none since start).
+    pub(crate) fn brokers_heard(&self, now: Instant) -> Vec<(String, Option<u64>)> {
+        self.heard
+            .iter()
+            .map(|(endpoint, heard)| {
+                let ago = heard.map(|t| now.saturating_duration_since(t).as_millis() as u64);
+                (endpoint.clone(), ago)
+            })
+            .collect()
+    }
+
     pub(crate) fn len(&self) -> usize {
         self.pending.len()
     }
@@ -446,7 +468,13 @@ mod tests {
         .unwrap();
         let (to_broker, _keep) = dealer.split();
         let (router_tx, mut inbox) = router.split();
-        let mut clients = Clients::new(vec![to_broker], "node-1".into(), 8, seal(), Metrics::new());
+        let mut clients = Clients::new(
+            vec![(endpoint.to_owned(), to_broker)],
+            "node-1".into(),
+            8,
+            seal(),
+            Metrics::new(),
+        );
         clients.announce(true);
         let ready = inbox.recv().await.unwrap();
         let open = |frame: &[u8]| {

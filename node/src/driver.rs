@@ -418,6 +418,8 @@ impl Driver {
             proxy: self.rooms.peers.proxy().to_owned(),
             auth: self.rooms.peers.auth_report(),
             status_addrs: self.rooms.peers.status_addrs().clone(),
+            proxies: self.rooms.peers.proxies().to_vec(),
+            brokers: self.rooms.clients.brokers_heard(now),
         };
         let peers = &self.rooms.peers;
         self.rooms

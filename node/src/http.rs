@@ -1,6 +1,7 @@
 //! The status port: `/status` (JSON), `/metrics` (Prometheus text), `/livez` and
-//! `/readyz`, served with axum; and [`http_get`], the tiny client the `health`
-//! subcommand and the end-to-end tests use.
+//! `/readyz`, and the web console ([`crate::console`]: `/`, `/cluster`, `/logs`), served
+//! with axum; and [`http_get`], the tiny client the `health` subcommand, the console's
+//! `/cluster` and the end-to-end tests use.
 //!
 //! The handlers never touch the replica: `/status` and `/readyz` ask the driver loop for
 //! a [`StatusReport`] over a bounded channel, so the report is one consistent view taken
@@ -45,6 +46,16 @@ pub struct PeerReport {
     /// Where it serves `/status`, as the reference said (the web console asks it there).
     #[serde(default)]
     pub status_addr: Option<String>,
+}
+
+/// A broker as this node sees it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BrokerLink {
+    /// Its backend endpoint.
+    pub endpoint: String,
+    /// Milliseconds since a client request last came through it; `None` if none since
+    /// start.
+    pub last_request_ms_ago: Option<u64>,
 }
 
 /// A chat channel as the web console shows it: public, like its history.
@@ -113,6 +124,12 @@ pub struct StatusReport {
     /// The cluster key held (its ids), and the frames refused for not opening under it.
     #[serde(default)]
     pub auth: proto::report::AuthReport,
+    /// Every proxy's endpoint (`proxy` is the one in use).
+    #[serde(default)]
+    pub proxies: Vec<String>,
+    /// The brokers, and when each last brought a request.
+    #[serde(default)]
+    pub brokers: Vec<BrokerLink>,
     /// The chat channels with the latest messages (at most
     /// [`crate::report::REPORT_CHANNELS`], each with its last
     /// [`crate::report::REPORT_MESSAGES_PER_CHANNEL`] messages).
@@ -123,13 +140,15 @@ pub struct StatusReport {
 /// A `/status` query to the driver loop.
 pub type StatusQuery = oneshot::Sender<StatusReport>;
 
+/// What the handlers share: the way to the driver loop, and the metrics.
 #[derive(Clone)]
-struct AppState {
+pub(crate) struct AppState {
     queries: mpsc::Sender<StatusQuery>,
     metrics: Metrics,
 }
 
-async fn ask(state: &AppState) -> Option<StatusReport> {
+/// This node's report, from the driver loop (`None`: busy, or stopping).
+pub(crate) async fn ask(state: &AppState) -> Option<StatusReport> {
     let (reply, answer) = oneshot::channel();
     state.queries.try_send(reply).ok()?;
     tokio::time::timeout(STATUS_TIMEOUT, answer)
@@ -180,6 +199,7 @@ pub async fn serve(
         .route("/readyz", get(readyz))
         .route("/livez", get(livez))
         .route("/metrics", get(self::metrics))
+        .merge(crate::console::routes())
         .with_state(AppState { queries, metrics });
     axum::serve(listener, app)
         .with_graceful_shutdown(async move { shutdown.cancelled().await })
@@ -266,6 +286,8 @@ mod tests {
             ready: true,
             peers: vec![],
             auth: proto::report::AuthReport::default(),
+            proxies: vec![],
+            brokers: vec![],
             channels: vec![],
         }
     }

@@ -74,6 +74,7 @@ pub mod boot;
 pub mod clients;
 pub mod clock;
 pub mod config;
+pub mod console;
 pub mod crash;
 pub mod disk;
 pub mod driver;
@@ -219,7 +220,10 @@ pub async fn run(
             metrics.clone(),
         ),
         clients: Clients::new(
-            broker_tx,
+            transport::endpoints(&config.broker)
+                .map(str::to_owned)
+                .zip(broker_tx)
+                .collect(),
             name.clone(),
             pending::MAX_PENDING_REQUESTS,
             seal.clone(),

@@ -243,6 +243,11 @@ impl Peers {
     }
 
     /// The proxy this node publishes through.
+    /// Every proxy's endpoint, in `--proxy` order.
+    pub(crate) fn proxies(&self) -> &[String] {
+        &self.proxies
+    }
+
     pub(crate) fn proxy(&self) -> &str {
         &self.proxies[self.choice.active()]
     }

@@ -7,7 +7,7 @@
 use paxos::{Rank, Slot, Status};
 use store::{Digest, Store};
 
-use crate::http::{ChannelReport, PeerReport, StatusReport};
+use crate::http::{BrokerLink, ChannelReport, PeerReport, StatusReport};
 
 /// A replica this many slots behind the best peer it hears is not ready (`/readyz`).
 pub const READY_MAX_LAG_SLOTS: u64 = 64;
@@ -35,6 +35,10 @@ pub(crate) struct Facts {
     pub(crate) auth: proto::report::AuthReport,
     /// Where the other members serve `/status`, by rank.
     pub(crate) status_addrs: std::collections::BTreeMap<Rank, String>,
+    /// Every proxy's endpoint.
+    pub(crate) proxies: Vec<String>,
+    /// Every broker's endpoint, and the milliseconds since a request came through it.
+    pub(crate) brokers: Vec<(String, Option<u64>)>,
 }
 
 /// Builds reports for one node.
@@ -125,6 +129,15 @@ impl Reporter {
             ready,
             peers,
             auth: facts.auth,
+            proxies: facts.proxies,
+            brokers: facts
+                .brokers
+                .into_iter()
+                .map(|(endpoint, last_request_ms_ago)| BrokerLink {
+                    endpoint,
+                    last_request_ms_ago,
+                })
+                .collect(),
             channels: store
                 .recent_channels(REPORT_CHANNELS, REPORT_MESSAGES_PER_CHANNEL)
                 .into_iter()
