@@ -160,9 +160,9 @@ if (( MONITORING )); then
     fi
 fi
 
-printf '\n%-10s %-8s %-46s %s\n' PROCESS PID ADDRESS LOG
+printf '\n%-10s %-8s %-52s %s\n' PROCESS PID ADDRESS LOG
 LOG_DIR="${LOGS#"$ROOT"/}"
-row() { printf '%-10s %-8s %-46s %s\n' "$1" "$(pid_of "$1" || echo -)" "$2" "$LOG_DIR/$1.log"; }
+row() { printf '%-10s %-8s %-52s %s\n' "$1" "$(pid_of "$1" || echo -)" "$2" "$LOG_DIR/$1.log"; }
 row reference "tcp://127.0.0.1:5559, http://127.0.0.1:$(fabric_port reference status)"
 for i in $(seq 1 "$FABRIC"); do
     row "broker-$i" "$(fabric_endpoint "broker-$i" frontend) (clients) / :$(fabric_port "broker-$i" backend)"
