@@ -177,7 +177,7 @@ cat <<TXT
 Leader: $leader. Try:
   open http://127.0.0.1:7001/       the web console of node-1 (every node serves one)
   ./status.sh                       consistency report (add --watch to follow it)
-  cat data/node-1/store.json        a replica's state (written within seconds of the start, then every 30 s while it changes)
+  cat data/node-1/store.json        a replica's state (written within seconds of the start, then every 5 s while it changes)
   target/release/client put greeting hello && target/release/client get greeting
   target/release/client             the interactive chat client
   ./off.sh --kill $leader           kill -9 the leader, then ./status.sh

@@ -109,7 +109,7 @@ pub struct Config {
     pub snapshot_every_slots: u64,
     /// ... or this long after the last one, if anything was applied since (and the first
     /// one as soon as a slot is applied, when the node starts without a store.json).
-    #[arg(long, env = "SNAPSHOT_INTERVAL", default_value = "30s", value_parser = duration)]
+    #[arg(long, env = "SNAPSHOT_INTERVAL", default_value = "5s", value_parser = duration)]
     pub snapshot_interval: Duration,
     /// A WAL segment past this size is closed and a new one begun.
     #[arg(long, env = "WAL_SEGMENT_BYTES", default_value_t = DEFAULT_SEGMENT_BYTES)]
