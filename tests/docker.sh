@@ -131,6 +131,17 @@ status=0; chat history @docker-ana --password guess 2> /dev/null || status=$?
 chat history @docker-ana --password ana-pw | grep -q "ana's secret" || fail "ana cannot read her own inbox"
 echo "chat users: eve's credential and a wrong password refused (exit 4); ana reads her inbox"
 
+echo "--- the web console: node-1's page, and every node's /status asked inside the network"
+http_get 127.0.0.1 7001 / | grep -q "paxos-zmq console" || fail "node-1 serves no console at /"
+http_get 127.0.0.1 7001 /cluster | python3 -c '
+import json, sys
+view = json.load(sys.stdin)
+nodes = sorted([view["this"]["node"]] + [p["status"]["node"] for p in view["peers"] if p["status"]])
+errors = [p["error"] for p in view["peers"] if p["error"]]
+assert nodes == ["node-1", "node-2", "node-3"], f"the console sees {nodes}; errors: {errors}"
+print("the console of node-1 sees", ", ".join(nodes))
+' || fail "node-1's console does not see every node"
+
 echo "--- graceful stop of the nodes (SIGTERM to PID 1 flushes store.json)"
 docker_compose stop -t 20 node1 node2 node3
 digests="$(python3 -c '

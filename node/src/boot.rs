@@ -150,7 +150,7 @@ async fn register(
         // refuses one not newer than the last it took (a replay).
         let register = RefRequest::Register {
             node: config.name(),
-            status_addr: config.status_addr().to_string(),
+            status_addr: config.advertised_status_addr(),
             stamp: Stamp::next_of_process(),
         };
         let request = reference::seal_request(seal, &register)

@@ -67,6 +67,11 @@ pub struct Config {
     /// [default: 127.0.0.1:7000+id].
     #[arg(long, env = "STATUS_ADDR")]
     pub status_addr: Option<SocketAddr>,
+    /// Where the other nodes reach this node's status port (the web console asks them
+    /// there), as registered with the reference, e.g. `node1:7001` in a container
+    /// [default: the status address, or `node-N:port` when it binds 0.0.0.0].
+    #[arg(long, env = "ADVERTISE_STATUS_ADDR")]
+    pub advertise_status_addr: Option<String>,
     /// Number of Paxos members: ranks 1..=N, and a quorum is a majority of N. Fixed:
     /// the reference's membership only tells who is alive and their names.
     #[arg(long, env = "CLUSTER_SIZE", default_value_t = 3)]
@@ -206,6 +211,21 @@ impl Config {
         })
     }
 
+    /// Where the other nodes (and their web consoles) reach this node's status port, as
+    /// registered with the reference: `--advertise-status-addr`, else the status address,
+    /// or `node-N:port` when it binds every interface (`0.0.0.0`).
+    pub fn advertised_status_addr(&self) -> String {
+        if let Some(advertised) = &self.advertise_status_addr {
+            return advertised.clone();
+        }
+        let addr = self.status_addr();
+        if addr.ip().is_unspecified() {
+            format!("{}:{}", self.name(), addr.port())
+        } else {
+            addr.to_string()
+        }
+    }
+
     /// The store's bounds.
     pub fn store_config(&self) -> store::StoreConfig {
         store::StoreConfig {
@@ -335,6 +355,10 @@ mod tests {
         assert_eq!(cli.config.status_addr().port(), 7002);
         assert_eq!(cli.config.node_dir(), PathBuf::from("data/node-2"));
         assert_eq!(cli.config.paxos_config(2, 0).quorum(), 2);
+        assert_eq!(cli.config.advertised_status_addr(), "127.0.0.1:7002");
+        let containers =
+            Cli::try_parse_from(["node", "--id", "3", "--status-addr", "0.0.0.0:7003"]).unwrap();
+        assert_eq!(containers.config.advertised_status_addr(), "node-3:7003");
     }
 
     #[test]

@@ -234,7 +234,7 @@ pub async fn run(
             reference_tx,
             name.clone(),
             rank,
-            config.status_addr().to_string(),
+            config.advertised_status_addr(),
             config.reference_heartbeat,
             seal.clone(),
             metrics.clone(),
