@@ -73,7 +73,8 @@ load=$!
 sleep 3
 docker network disconnect paxos-zmq "$(container "$leader")"
 sleep 8
-docker network connect paxos-zmq "$(container "$leader")"
+# Back under its service's name too (node3 for node-3): peers' consoles ask it there.
+docker network connect --alias "node${leader#node-}" paxos-zmq "$(container "$leader")"
 sleep 3
 for name in broker-1 proxy-1 "$victim"; do
     ./off.sh --docker --kill "$name"

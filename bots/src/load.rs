@@ -248,6 +248,9 @@ pub struct LoadReport {
     pub retried: u64,
     /// Attempts sent again at once because their broker went down (dead or paused).
     pub failovers: u64,
+    /// `overloaded` answers: a node's table of waiting requests was full (the attempt took
+    /// no effect and was retried; counted apart from errors and timeouts).
+    pub overloaded: u64,
     /// The history file and how many operations it holds.
     pub history: Option<(PathBuf, u64)>,
 }
@@ -318,6 +321,10 @@ impl LoadReport {
         ]);
         rows.push(vec!["retried".into(), self.retried.to_string()]);
         rows.push(vec!["broker failovers".into(), self.failovers.to_string()]);
+        rows.push(vec![
+            "overloaded answers (retried)".into(),
+            self.overloaded.to_string(),
+        ]);
         rows.push(vec!["get not found".into(), self.not_found.to_string()]);
         rows.push(vec!["cas mismatch".into(), self.cas_mismatch.to_string()]);
         rows.push(vec!["errors".into(), self.error_count().to_string()]);
@@ -352,6 +359,7 @@ impl LoadReport {
             "cas_mismatch": self.cas_mismatch,
             "retried": self.retried,
             "failovers": self.failovers,
+            "overloaded": self.overloaded,
             "by_op": self.by_op,
             "clients": self.clients,
             "mix": self.mix,
@@ -759,6 +767,7 @@ pub async fn run_load(
     let key_prefix = run.config.key_prefix.clone();
     drop(run);
     let failovers = connections.iter().map(|c| c.stats().failovers).sum();
+    let overloaded = connections.iter().map(|c| c.stats().overloaded).sum();
     let history = match recorder {
         Some(recorder) => {
             let path = recorder.path().to_owned();
@@ -794,6 +803,7 @@ pub async fn run_load(
         cas_mismatch: total.cas_mismatch,
         retried: total.retried,
         failovers,
+        overloaded,
         history,
     })
 }

@@ -222,6 +222,9 @@ pub struct ConnectionStats {
     pub bad_frames: u64,
     /// Attempts sent again at once because their broker went down.
     pub failovers: u64,
+    /// `overloaded` answers (a node's table of waiting requests was full; the attempt
+    /// took no effect and was retried).
+    pub overloaded: u64,
 }
 
 /// What the reader task and the callers share.
@@ -233,6 +236,7 @@ struct Shared {
     stray_replies: AtomicU64,
     bad_frames: AtomicU64,
     failovers: AtomicU64,
+    overloaded: AtomicU64,
 }
 
 impl Shared {
@@ -322,6 +326,7 @@ impl Connection {
             stray_replies: AtomicU64::new(0),
             bad_frames: AtomicU64::new(0),
             failovers: AtomicU64::new(0),
+            overloaded: AtomicU64::new(0),
         });
         let stop = CancellationToken::new();
         let opened = Instant::now();
@@ -389,6 +394,7 @@ impl Connection {
             stray_replies: shared.stray_replies.load(Ordering::Relaxed),
             bad_frames: shared.bad_frames.load(Ordering::Relaxed),
             failovers: shared.failovers.load(Ordering::Relaxed),
+            overloaded: shared.overloaded.load(Ordering::Relaxed),
         }
     }
 }
@@ -639,6 +645,9 @@ impl Session {
                         });
                     }
                     Err(error) if is_retryable(error.code) => {
+                        if error.code == ErrorCode::Overloaded {
+                            shared.overloaded.fetch_add(1, Ordering::Relaxed);
+                        }
                         if !error.code.certainly_not_applied() {
                             unanswered = true;
                         }

@@ -63,8 +63,8 @@ pub struct Config {
     /// Folder of every node's state; this node uses `<data-dir>/node-<id>`.
     #[arg(long, env = "DATA_DIR", default_value = "data")]
     pub data_dir: PathBuf,
-    /// Where `/status`, `/metrics`, `/livez` and `/readyz` are served
-    /// [default: 127.0.0.1:7000+id].
+    /// Where the web console (`/`), `/status`, `/metrics`, `/livez` and `/readyz` are
+    /// served [default: 127.0.0.1:7000+id].
     #[arg(long, env = "STATUS_ADDR")]
     pub status_addr: Option<SocketAddr>,
     /// Where the other nodes reach this node's status port (the web console asks them
@@ -150,6 +150,10 @@ pub struct Config {
     /// evicted beyond it and its credential stops working.
     #[arg(long, env = "MAX_CHAT_SESSIONS", default_value_t = store::DEFAULT_MAX_CHAT_SESSIONS)]
     pub max_chat_sessions: usize,
+    /// Client requests waiting here for their command at once; a request beyond it is
+    /// answered `overloaded` at once (it took no effect: the client may retry).
+    #[arg(long, env = "MAX_PENDING_REQUESTS", default_value_t = crate::pending::MAX_PENDING_REQUESTS)]
+    pub max_pending_requests: usize,
     /// Registered chat users (same on every node); a registration beyond it is refused.
     #[arg(long, env = "MAX_USERS", default_value_t = store::DEFAULT_MAX_USERS)]
     pub max_users: usize,
@@ -281,6 +285,15 @@ impl Config {
                 "window-slots",
                 self.window_slots.to_string(),
                 format!("1..={MAX_WINDOW_SLOTS}"),
+            ));
+        }
+        if self.max_pending_requests == 0
+            || self.max_pending_requests > crate::pending::MAX_PENDING_REQUESTS
+        {
+            return Err(range(
+                "max-pending-requests",
+                self.max_pending_requests.to_string(),
+                format!("1..={}", crate::pending::MAX_PENDING_REQUESTS),
             ));
         }
         if self.snapshot_every_slots == 0 {

@@ -225,7 +225,7 @@ pub async fn run(
                 .zip(broker_tx)
                 .collect(),
             name.clone(),
-            pending::MAX_PENDING_REQUESTS,
+            config.max_pending_requests,
             seal.clone(),
             metrics.clone(),
         ),
