@@ -14,6 +14,10 @@ pub const DEFAULT_MAX_USERS: usize = 100_000;
 pub const MAX_USERS_LIMIT: usize = 10_000_000;
 /// Default for [`StoreConfig::max_chat_sessions`].
 pub const DEFAULT_MAX_CHAT_SESSIONS: usize = 10_000;
+/// Open chat sessions of one user: a login beyond it closes that user's oldest session
+/// (never another user's), so that nobody can evict everyone else by logging in again and
+/// again.
+pub const MAX_CHAT_SESSIONS_PER_USER: usize = 16;
 /// Largest accepted [`StoreConfig::max_chat_sessions`].
 pub const MAX_CHAT_SESSIONS_LIMIT: usize = 1_000_000;
 /// Largest accepted value of the two history bounds: a sanity cap so that a typo in a

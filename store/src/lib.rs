@@ -54,7 +54,8 @@
 //! `dm` and `history @user` act only for the user of the command's session
 //! ([`ErrorCode::Unauthenticated`] otherwise). At most
 //! [`StoreConfig::max_chat_sessions`] sessions are open; beyond it the one opened in the
-//! oldest slot is evicted, the same one on every replica. A user from a state written
+//! oldest slot is evicted, the same one on every replica; and at most
+//! [`MAX_CHAT_SESSIONS_PER_USER`] per user (its own oldest goes first). A user from a state written
 //! before passwords has none: the next `login` of that name sets it.
 
 mod config;
@@ -74,8 +75,8 @@ use proto::{Error, ErrorCode, LimitError};
 
 pub use config::{
     ConfigError, DEFAULT_HISTORY_PER_CHANNEL, DEFAULT_HISTORY_PER_USER, DEFAULT_MAX_CHAT_SESSIONS,
-    DEFAULT_MAX_SESSIONS, DEFAULT_MAX_USERS, MAX_CHAT_SESSIONS_LIMIT, MAX_HISTORY_LIMIT,
-    MAX_SESSIONS_LIMIT, MAX_USERS_LIMIT, StoreConfig,
+    DEFAULT_MAX_SESSIONS, DEFAULT_MAX_USERS, MAX_CHAT_SESSIONS_LIMIT, MAX_CHAT_SESSIONS_PER_USER,
+    MAX_HISTORY_LIMIT, MAX_SESSIONS_LIMIT, MAX_USERS_LIMIT, StoreConfig,
 };
 pub use digest::{DIGEST_BYTES, Digest, DigestParseError};
 pub use snapshot::{SNAPSHOT_FORMAT, SnapshotError};

@@ -1242,6 +1242,36 @@ fn chat_sessions_are_bounded_and_the_oldest_is_evicted_everywhere() {
 }
 
 #[test]
+fn one_user_logging_in_again_and_again_evicts_only_its_own_sessions() {
+    let config = StoreConfig {
+        max_chat_sessions: 20,
+        ..StoreConfig::default()
+    };
+    let mut h = Harness::with(config);
+    h.run(login("ann")).unwrap();
+    h.run(login("mallory")).unwrap();
+    h.run(create("c")).unwrap();
+    // Mallory opens many more sessions than one user may hold.
+    for i in 0..(MAX_CHAT_SESSIONS_PER_USER as u64 * 3) {
+        let open = cmd_as(
+            100 + i,
+            1,
+            Op::OpenSession {
+                user: "mallory".into(),
+            },
+            Some(format!("{:064x}", 1000 + i)),
+        );
+        h.slot(&[open]);
+    }
+    assert_eq!(
+        h.store.stats().chat_sessions,
+        MAX_CHAT_SESSIONS_PER_USER + 1,
+        "mallory's own oldest sessions went"
+    );
+    assert!(h.run(publish("ann", "c", "still here")).is_ok());
+}
+
+#[test]
 fn a_store_json_written_before_passwords_loads_with_password_less_users() {
     let bytes = include_bytes!("../tests/data/store-before-passwords.json");
     let (node, store) = Store::from_json(bytes, StoreConfig::default()).unwrap();

@@ -8,6 +8,7 @@ use std::collections::BTreeMap;
 use proto::client::Op;
 use proto::{Error, ErrorCode, Reply};
 
+use crate::config::MAX_CHAT_SESSIONS_PER_USER;
 use crate::state::{ChatSession, User};
 use crate::{Slot, Store, quote};
 
@@ -142,7 +143,21 @@ impl Store {
                 self.chat_session_order.remove(&(old.slot, key.to_owned()));
             }
             None => {
-                if sessions.len() > self.config.max_chat_sessions
+                // One user cannot push everyone else's sessions out by logging in again
+                // and again: past MAX_CHAT_SESSIONS_PER_USER, its own oldest one goes.
+                let own: Vec<(Slot, String)> = self
+                    .chat_session_order
+                    .iter()
+                    .filter(|(_, k)| sessions.get(k).is_some_and(|s| s.user == user))
+                    .take(MAX_CHAT_SESSIONS_PER_USER)
+                    .cloned()
+                    .collect();
+                if own.len() >= MAX_CHAT_SESSIONS_PER_USER
+                    && let Some(oldest) = own.into_iter().next()
+                {
+                    self.chat_session_order.remove(&oldest);
+                    sessions.remove(&oldest.1);
+                } else if sessions.len() > self.config.max_chat_sessions
                     && let Some((_, victim)) = self.chat_session_order.pop_first()
                 {
                     sessions.remove(&victim);
