@@ -378,9 +378,13 @@ function renderMetrics(samples, t) {
     const perSecond = (direction) => rate('paxos_protocol_messages_total', (l) => l.kind === kind && l.direction === direction);
     const inbound = perSecond('in');
     const outbound = perSecond('out');
+    const count = (direction) => total(samples, 'paxos_protocol_messages_total', (l) => l.kind === kind && l.direction === direction);
     const tr = el('tr');
     tr.dataset.kind = kind;
-    tr.append(el('td', kind), el('td', formatNumber(inbound)), el('td', formatNumber(outbound)));
+    tr.append(
+      el('td', kind), el('td', formatNumber(inbound)), el('td', formatNumber(outbound)),
+      el('td', formatNumber(count('in'))), el('td', formatNumber(count('out'))),
+    );
     body.append(tr);
   }
 }
