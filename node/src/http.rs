@@ -201,6 +201,9 @@ pub async fn serve(
         .route("/metrics", get(self::metrics))
         .merge(crate::console::routes())
         .with_state(AppState { queries, metrics });
+    // Bounded like the fabric's status ports: at most MAX_CONNECTIONS at once, idle ones
+    // closed (an open console holds one or two).
+    let listener = service::http::limited(listener, service::http::Limits::default());
     axum::serve(listener, app)
         .with_graceful_shutdown(async move { shutdown.cancelled().await })
         .await

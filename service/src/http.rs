@@ -226,11 +226,7 @@ pub async fn serve<R: Serialize + Send + 'static>(
         .route("/livez", route_get(livez))
         .route("/metrics", route_get(metrics::<R>))
         .with_state(port);
-    let listener = LimitedListener {
-        inner: listener,
-        permits: Arc::new(Semaphore::new(limits.max_connections.max(1))),
-        idle_timeout: limits.idle_timeout,
-    };
+    let listener = limited(listener, limits);
     let stopping = shutdown.clone();
     let server = axum::serve(listener, app)
         .with_graceful_shutdown(async move { stopping.cancelled().await })
@@ -280,8 +276,19 @@ impl Server {
     }
 }
 
-/// A listener that serves at most a number of connections at once and closes idle ones.
-struct LimitedListener {
+/// `listener`, serving at most `limits.max_connections` at once and closing connections
+/// idle for `limits.idle_timeout` (for any axum server: the node's status port uses it).
+pub fn limited(listener: TcpListener, limits: Limits) -> LimitedListener {
+    LimitedListener {
+        inner: listener,
+        permits: Arc::new(Semaphore::new(limits.max_connections.max(1))),
+        idle_timeout: limits.idle_timeout,
+    }
+}
+
+/// A listener that serves at most a number of connections at once and closes idle ones
+/// (made by [`limited`]).
+pub struct LimitedListener {
     inner: TcpListener,
     permits: Arc<Semaphore>,
     idle_timeout: Duration,
@@ -325,7 +332,7 @@ impl axum::serve::Listener for LimitedListener {
 
 /// A connection that holds one of the listener's slots, and fails once it has been idle
 /// for the timeout (hyper then closes it and the slot is free again).
-struct LimitedStream {
+pub struct LimitedStream {
     stream: TcpStream,
     idle: Pin<Box<Sleep>>,
     idle_timeout: Duration,
