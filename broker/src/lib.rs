@@ -1087,7 +1087,12 @@ mod tests {
         broker.on_backend(vec![b"evil".to_vec(), heartbeat.clone()], later, None);
         assert!(!broker.ring().is_live(b"node-1", later));
         // Its own heartbeat on its route does, as long as it is live.
-        broker.on_backend(vec![b"r1".to_vec(), heartbeat], now, None);
+        let soon = now + Duration::from_millis(900);
+        assert_eq!(
+            broker.on_backend(vec![b"r1".to_vec(), heartbeat], soon, None),
+            Outgoing::Nothing
+        );
+        assert!(broker.ring().is_live(b"node-1", later));
         assert_eq!(broker.stats().malformed, 1, "the stranger's replayed proof");
         assert_eq!(broker.stats().joined, 1);
     }

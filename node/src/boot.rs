@@ -189,6 +189,19 @@ async fn register(
                     tracing::warn!(%error, "the reference cannot register this node yet");
                     continue;
                 }
+                Ok(RefReply::Error(error))
+                    if error.message.starts_with(proto::fabric::STALE_REQUEST) =>
+                {
+                    // The reference took a newer registration of this name before: this
+                    // machine's clock is behind the previous start of this node. It passes
+                    // in time; say so and ask again.
+                    tracing::error!(
+                        %error,
+                        "the reference refuses this registration as stale: this node's \
+                         clock is behind its previous start; retrying"
+                    );
+                    continue;
+                }
                 Ok(RefReply::Error(error)) => return Err(NodeError::Refused(error.to_string())),
                 Err(BadReply::Unsealed {
                     refusal: Some(refusal),

@@ -317,7 +317,6 @@ impl Clients {
         self.pending.commands().cloned().collect()
     }
 
-    /// Requests waiting.
     /// Each broker's endpoint and the milliseconds since a request last came through it
     /// (`None`: none since start).
     pub(crate) fn brokers_heard(&self, now: Instant) -> Vec<(String, Option<u64>)> {
@@ -330,6 +329,7 @@ impl Clients {
             .collect()
     }
 
+    /// Requests waiting.
     pub(crate) fn len(&self) -> usize {
         self.pending.len()
     }

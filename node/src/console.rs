@@ -8,7 +8,7 @@
 //! |---|---|
 //! | `/` , `/console.css`, `/console.js` | the page |
 //! | `/cluster` | this node's `/status`, and every peer's, asked by this node at the address the reference gave (so a browser that reaches one node sees them all, in Docker too) |
-//! | `/logs?after=N` | the node's log lines after line `N` ([`service::recent`]) |
+//! | `/logs?after=N` | `{next_seq, lines}`: the node's log lines after line `N` ([`service::recent`]) |
 //! | `/metrics` | the Prometheus text, which the page turns into rates and percentiles |
 //!
 //! It stays cheap: a poll costs the node one status report, at most `cluster_size - 1`
@@ -29,6 +29,17 @@ use crate::http::{AppState, StatusReport, ask, http_get};
 
 /// How long `/cluster` waits for a peer's `/status`.
 pub const PEER_TIMEOUT: Duration = Duration::from_millis(800);
+/// How long one round of asking the peers serves every `/cluster` (a page polls every
+/// 2 s; several pages, or a flood, share a round instead of each starting one).
+pub const PEER_VIEW_TTL: Duration = Duration::from_secs(1);
+/// How long a round of asking the peers may take in all (name lookups included).
+pub const PEER_ROUND_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// The last round of asking the peers. One round at a time: the lock is held while it
+/// runs, so at most `cluster_size - 1` blocking threads ask peers at once, whatever the
+/// number of pages or requests.
+#[derive(Debug, Default)]
+pub(crate) struct PeerViews(tokio::sync::Mutex<Option<(std::time::Instant, Vec<PeerView>)>>);
 /// How many samples the page keeps (five minutes at one per two seconds); said here so
 /// the docs and the page agree.
 pub const HISTORY: usize = 150;
@@ -76,8 +87,8 @@ async fn script() -> Response {
 }
 
 /// A peer as `/cluster` shows it.
-#[derive(Debug, Serialize)]
-struct PeerView {
+#[derive(Debug, Clone, Serialize)]
+pub(crate) struct PeerView {
     rank: u32,
     node: Option<String>,
     status_addr: Option<String>,
@@ -98,38 +109,57 @@ async fn cluster(State(state): State<AppState>) -> Response {
     let Some(this) = ask(&state).await else {
         return (axum::http::StatusCode::SERVICE_UNAVAILABLE, "busy\n").into_response();
     };
-    // Every peer is asked at once (each on a blocking thread), then gathered in order.
+    let mut last = state.peer_views.0.lock().await;
+    let fresh = last
+        .as_ref()
+        .filter(|(at, _)| at.elapsed() < PEER_VIEW_TTL)
+        .map(|(_, views)| views.clone());
+    let peers = match fresh {
+        Some(views) => views,
+        None => {
+            let views = ask_peers(&this).await;
+            *last = Some((std::time::Instant::now(), views.clone()));
+            views
+        }
+    };
+    drop(last);
+    axum::Json(ClusterView { this, peers }).into_response()
+}
+
+/// Asks every peer's `/status` at once (each on a blocking thread), within
+/// [`PEER_ROUND_TIMEOUT`] in all; a peer that did not answer in time says so.
+async fn ask_peers(this: &StatusReport) -> Vec<PeerView> {
     let asks: Vec<_> = this
         .peers
         .iter()
         .map(|peer| {
             let addr = peer.status_addr.clone();
-            let (rank, node) = (peer.rank, peer.node.clone());
-            tokio::spawn(async move {
-                let (status, error) = match &addr {
-                    None => (None, Some("no status address known yet".to_owned())),
-                    Some(addr) => match peer_status(addr.clone()).await {
-                        Ok(status) => (Some(status), None),
-                        Err(e) => (None, Some(e)),
-                    },
-                };
-                PeerView {
-                    rank,
-                    node,
-                    status_addr: addr,
-                    status,
-                    error,
-                }
-            })
+            let view = PeerView {
+                rank: peer.rank,
+                node: peer.node.clone(),
+                status_addr: addr.clone(),
+                status: None,
+                error: None,
+            };
+            let task = addr.map(|addr| tokio::spawn(peer_status(addr)));
+            (view, task)
         })
         .collect();
-    let mut peers = Vec::with_capacity(asks.len());
-    for ask in asks {
-        if let Ok(view) = ask.await {
-            peers.push(view);
+    let deadline = tokio::time::Instant::now() + PEER_ROUND_TIMEOUT;
+    let mut views = Vec::with_capacity(asks.len());
+    for (mut view, task) in asks {
+        match task {
+            None => view.error = Some("no status address known yet".to_owned()),
+            Some(task) => match tokio::time::timeout_at(deadline, task).await {
+                Ok(Ok(Ok(status))) => view.status = Some(status),
+                Ok(Ok(Err(e))) => view.error = Some(e),
+                Ok(Err(e)) => view.error = Some(e.to_string()),
+                Err(_) => view.error = Some("no answer in time".to_owned()),
+            },
         }
+        views.push(view);
     }
-    axum::Json(ClusterView { this, peers }).into_response()
+    views
 }
 
 /// A peer's `/status`, asked on a blocking thread (the tiny client is blocking).
@@ -157,5 +187,14 @@ async fn logs(RawQuery(query): RawQuery) -> Response {
         .find_map(|pair| pair.strip_prefix("after="))
         .and_then(|n| n.parse::<u64>().ok())
         .unwrap_or(0);
-    axum::Json(service::recent::lines_after(after)).into_response()
+    #[derive(Serialize)]
+    struct Logs {
+        /// The number the next line will get (lower than what the page has seen: the
+        /// node restarted, and the page starts again from 0).
+        next_seq: u64,
+        lines: Vec<service::recent::LogLine>,
+    }
+    let lines = service::recent::lines_after(after);
+    let next_seq = service::recent::next_seq();
+    axum::Json(Logs { next_seq, lines }).into_response()
 }

@@ -145,6 +145,8 @@ pub type StatusQuery = oneshot::Sender<StatusReport>;
 pub(crate) struct AppState {
     queries: mpsc::Sender<StatusQuery>,
     metrics: Metrics,
+    /// The console's last round of asking the peers (`/cluster`).
+    pub(crate) peer_views: std::sync::Arc<crate::console::PeerViews>,
 }
 
 /// This node's report, from the driver loop (`None`: busy, or stopping).
@@ -200,7 +202,11 @@ pub async fn serve(
         .route("/livez", get(livez))
         .route("/metrics", get(self::metrics))
         .merge(crate::console::routes())
-        .with_state(AppState { queries, metrics });
+        .with_state(AppState {
+            queries,
+            metrics,
+            peer_views: Default::default(),
+        });
     // Bounded like the fabric's status ports: at most MAX_CONNECTIONS at once, idle ones
     // closed (an open console holds one or two).
     let listener = service::http::limited(listener, service::http::Limits::default());

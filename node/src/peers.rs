@@ -242,12 +242,12 @@ impl Peers {
         }
     }
 
-    /// The proxy this node publishes through.
     /// Every proxy's endpoint, in `--proxy` order.
     pub(crate) fn proxies(&self) -> &[String] {
         &self.proxies
     }
 
+    /// The proxy this node publishes through.
     pub(crate) fn proxy(&self) -> &str {
         &self.proxies[self.choice.active()]
     }

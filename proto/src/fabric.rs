@@ -84,6 +84,11 @@ pub fn parse_broker_challenge(frame: &[u8]) -> Option<[u8; CHALLENGE_NONCE_BYTES
     frame.strip_prefix(BROKER_CHALLENGE)?.try_into().ok()
 }
 
+/// How the reference's refusal of a request not newer than the last it took from that
+/// node begins (a node at start retries on it instead of stopping: its clock may be
+/// behind its previous start).
+pub const STALE_REQUEST: &str = "a stale request";
+
 /// Orders the sealed requests one node sends the reference, so that the reference takes
 /// each at most once: a replayed request is not newer than the last one it took from that
 /// node. `boot_us` is when the sender started (Unix µs), so a restarted node's requests

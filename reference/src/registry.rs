@@ -107,6 +107,11 @@ pub struct PersistedMember {
     /// Where it serves `/status`.
     #[serde(default)]
     pub status_addr: String,
+    /// The stamp of its last registration taken: after a restart of the reference, a
+    /// recorded older registration is still refused (and heartbeats never revive a
+    /// member, so recorded heartbeats do nothing until it registers again).
+    #[serde(default)]
+    pub stamp: Stamp,
 }
 
 impl Persisted {
@@ -201,7 +206,7 @@ impl Registry {
                     last_heartbeat: None,
                     alive: false,
                     saved: true,
-                    stamp: Stamp::default(),
+                    stamp: m.stamp,
                 };
                 (m.node.clone(), entry)
             })
@@ -224,6 +229,7 @@ impl Registry {
                 node: node.clone(),
                 rank: e.rank,
                 status_addr: e.status_addr.clone(),
+                stamp: e.stamp,
             })
             .collect();
         members.sort_by_key(|m| m.rank);
@@ -280,6 +286,9 @@ impl Registry {
                 return Err(RegistryError::Stale);
             }
             entry.stamp = stamp;
+            // Saved before the node hears its rank: a restarted reference still refuses
+            // a recording of this registration.
+            self.dirty = true;
             let rank = entry.rank;
             // Gone, whether or not `expire` has flagged it yet: coming back is a change.
             let returned = !(entry.alive && is_fresh(entry, now, timeout));
@@ -661,8 +670,14 @@ mod tests {
         assert_eq!(registry.epoch(), 1);
         assert!(registry.take_dirty());
         assert!(!registry.take_dirty(), "cleared");
-        // Registering again unchanged, and heartbeats, change nothing.
+        // Registering again unchanged changes no epoch (its stamp is saved); heartbeats
+        // change nothing.
         registry.register("node-1", "a", next(), t0).unwrap();
+        assert_eq!(registry.epoch(), 1);
+        assert!(
+            registry.take_dirty(),
+            "the new registration's stamp is to be saved"
+        );
         registry.heartbeat("node-1", next(), t0).unwrap();
         assert_eq!(registry.epoch(), 1);
         assert!(!registry.take_dirty());
@@ -712,6 +727,7 @@ mod tests {
             node: node.into(),
             rank,
             status_addr: String::new(),
+            stamp: Stamp::default(),
         };
         let state = |members| Persisted {
             format: PERSISTED_FORMAT,
@@ -767,5 +783,34 @@ mod tests {
         // The node itself, with a newer stamp, comes back.
         assert_eq!(registry.register("node-1", "a:1", next(), late), Ok(1));
         assert!(registry.members(late)[0].alive);
+    }
+
+    #[test]
+    fn the_stale_refusal_says_so_in_the_words_nodes_recognise() {
+        assert!(
+            RegistryError::Stale
+                .to_string()
+                .starts_with(proto::fabric::STALE_REQUEST)
+        );
+    }
+
+    #[test]
+    fn after_a_restart_a_recorded_registration_is_still_refused() {
+        let t0 = Now::system();
+        let mut before = Registry::new(TIMEOUT);
+        let (old, taken) = (next(), next());
+        assert_eq!(before.register("node-1", "a:1", old, t0), Ok(1));
+        before.take_dirty();
+        assert_eq!(before.register("node-1", "a:1", taken, t0), Ok(1));
+        assert!(before.take_dirty(), "a registration's stamp is saved");
+        let mut after = Registry::restore(&before.persisted(), TIMEOUT).unwrap();
+        assert_eq!(
+            after.register("node-1", "old:1", old, t0),
+            Err(RegistryError::Stale)
+        );
+        // A recorded heartbeat does not bring it back either.
+        assert_eq!(after.heartbeat("node-1", next(), t0), Ok(false));
+        assert!(!after.members(t0)[0].alive);
+        assert_eq!(after.register("node-1", "a:1", next(), t0), Ok(1));
     }
 }

@@ -143,6 +143,7 @@ mod tests {
                 node: "node-1".into(),
                 rank: 1,
                 status_addr: "127.0.0.1:7001".into(),
+                stamp: proto::fabric::Stamp::default(),
             }],
         };
         store.save(&persisted).unwrap();

@@ -67,6 +67,12 @@ pub fn lines_after(after: u64) -> Vec<LogLine> {
         .collect()
 }
 
+/// The `seq` the next line will get: a reader that has seen a higher one is reading a
+/// process that restarted since.
+pub fn next_seq() -> u64 {
+    recent().lock().map_or(1, |recent| recent.next_seq)
+}
+
 /// Keeps a line (the layer calls it; tests too).
 pub fn keep(level: &'static str, target: &str, text: String) {
     let unix_ms = std::time::SystemTime::now()
@@ -176,6 +182,7 @@ mod tests {
         assert_eq!(last.level, "WARN");
         assert!(last.text.len() <= MAX_LINE_BYTES && last.text.ends_with('…'));
         assert!(lines_after(last.seq).is_empty());
+        assert_eq!(next_seq(), last.seq + 1);
         assert_eq!(lines_after(last.seq - 1).len(), 1);
     }
 }

@@ -237,10 +237,16 @@ impl Store {
         channels: usize,
         per_channel: usize,
     ) -> Vec<(String, usize, Vec<ChatMessage>)> {
-        let mut active: Vec<(&String, &state::Channel)> = self.state.channels.iter().collect();
-        active.sort_by_key(|(_, channel)| {
+        let newest_first = |(_, channel): &(&String, &state::Channel)| {
             std::cmp::Reverse(channel.messages.back().map_or(0, |m| m.slot))
-        });
+        };
+        let mut active: Vec<(&String, &state::Channel)> = self.state.channels.iter().collect();
+        // Only the first `channels` are sorted: a status page must not sort them all.
+        if channels < active.len() {
+            active.select_nth_unstable_by_key(channels, newest_first);
+            active.truncate(channels);
+        }
+        active.sort_by_key(newest_first);
         active
             .into_iter()
             .take(channels)

@@ -1242,6 +1242,27 @@ fn chat_sessions_are_bounded_and_the_oldest_is_evicted_everywhere() {
 }
 
 #[test]
+fn the_channels_with_the_latest_messages_come_first_with_their_last_messages() {
+    let mut h = Harness::new();
+    h.run(login("ann")).unwrap();
+    for i in 0..20 {
+        h.run(create(&format!("c{i}"))).unwrap();
+    }
+    for round in 0..3 {
+        for i in [4, 17, 9, 12] {
+            h.run(publish("ann", &format!("c{i}"), &format!("m{round}")))
+                .unwrap();
+        }
+    }
+    let recent = h.store.recent_channels(3, 2);
+    let names: Vec<&str> = recent.iter().map(|(n, _, _)| n.as_str()).collect();
+    assert_eq!(names, ["c12", "c9", "c17"]);
+    let texts: Vec<&str> = recent[0].2.iter().map(|m| m.text.as_str()).collect();
+    assert_eq!(texts, ["m1", "m2"]);
+    assert_eq!(h.store.recent_channels(50, 1).len(), 20);
+}
+
+#[test]
 fn one_user_logging_in_again_and_again_evicts_only_its_own_sessions() {
     let config = StoreConfig {
         max_chat_sessions: 20,

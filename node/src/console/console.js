@@ -390,7 +390,14 @@ function renderMetrics(samples, t) {
 }
 
 // ---- the log
-function renderLogs(lines) {
+function renderLogs(logs) {
+  if (logs.next_seq <= lastLogSeq) {
+    // The node restarted: its lines are numbered from 1 again.
+    lastLogSeq = 0;
+    logLines.length = 0;
+    addEvent('the node restarted: its log starts again');
+  }
+  const lines = logs.lines;
   if (lines.length === 0) return;
   for (const line of lines) {
     logLines.push(line);
