@@ -129,11 +129,13 @@ status=0; chat history @docker-ana --credential "$eve" 2> /dev/null || status=$?
 [[ "$status" == 4 ]] || fail "reading ana's inbox with eve's credential: exit $status, not 4"
 status=0; chat history @docker-ana --password guess 2> /dev/null || status=$?
 [[ "$status" == 4 ]] || fail "a wrong password for ana: exit $status, not 4"
-chat history @docker-ana --password ana-pw | grep -q "ana's secret" || fail "ana cannot read her own inbox"
+inbox="$(chat history @docker-ana --password ana-pw)" || fail "ana cannot read her own inbox"
+grep -q "ana's secret" <<<"$inbox" || fail "ana's inbox lacks her message"
 echo "chat users: eve's credential and a wrong password refused (exit 4); ana reads her inbox"
 
 echo "--- the web console: node-1's page, and every node's /status asked inside the network"
-http_get 127.0.0.1 7001 / | grep -q "paxos-zmq console" || fail "node-1 serves no console at /"
+page="$(http_get 127.0.0.1 7001 /)"
+grep -q "paxos-zmq console" <<<"$page" || fail "node-1 serves no console at /"
 http_get 127.0.0.1 7001 /cluster | python3 -c '
 import json, sys
 view = json.load(sys.stdin)

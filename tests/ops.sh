@@ -19,7 +19,10 @@ json_field() { python3 -c "import json,sys; d=json.load(sys.stdin); print($1)"; 
 
 echo "--- ./on.sh (data in $DATA_DIR)"
 ./on.sh || fail "on.sh failed"
-./on.sh | grep -q "already running" || fail "a second ./on.sh did not say the cluster runs"
+# Captured first: `grep -q` stops reading at the first match, and ./on.sh's later lines
+# would then die of SIGPIPE (a failure under pipefail).
+again="$(./on.sh)" || fail "a second ./on.sh failed"
+grep -q "already running" <<<"$again" || fail "a second ./on.sh did not say the cluster runs"
 # store.json shows the state within seconds of the start, not after a long interval.
 for _ in $(seq 1 20); do
     [[ -s "$DATA_DIR/node-1/store.json" && -s "$DATA_DIR/node-2/store.json" && -s "$DATA_DIR/node-3/store.json" ]] && break
