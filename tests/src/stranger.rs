@@ -25,7 +25,7 @@ use proto::paxos::{Ballot, Envelope, Message, PromiseEntry, Value};
 use proto::seal::{Keyring, SEALED};
 use proto::{Command, Op, topic};
 use serde::Serialize;
-use transport::{Kind, Mode, Multipart, Options, Socket, TransportError};
+use transport::{Kind, Mode, Multipart, Options, Receiver, Socket, TransportError};
 
 /// The stranger's ballot round: far above anything a real election reaches.
 pub const FORGED_ROUND: u64 = 1_000_000_000_000;
@@ -290,16 +290,23 @@ pub async fn pose_as_node(
         sender.send(vec![body.clone()]).await?;
         let sealed = keys.seal(&[BROKER_CONTROL], body);
         sender.send(vec![sealed]).await?;
-        let deadline = tokio::time::Instant::now() + Duration::from_millis(100);
-        while let Ok(Some(message)) = tokio::time::timeout_at(deadline, receiver.recv()).await {
-            // A client request comes with the client's routing frame in front; the
-            // broker's one-frame answers only say why it refuses the stranger.
-            if message.len() > 1 {
-                handed += 1;
-            }
-        }
+        handed += requests_within(&mut receiver, Duration::from_millis(100)).await;
     }
     Ok(handed)
+}
+
+/// The client requests among what a DEALER on a broker's backend receives within `wait`.
+/// A request comes with the client's routing frame in front; the broker's one-frame
+/// messages (its refusals, its challenges) are not requests.
+async fn requests_within(receiver: &mut Receiver, wait: Duration) -> u64 {
+    let deadline = tokio::time::Instant::now() + wait;
+    let mut requests = 0;
+    while let Ok(Some(message)) = tokio::time::timeout_at(deadline, receiver.recv()).await {
+        if message.len() > 1 {
+            requests += 1;
+        }
+    }
+    requests
 }
 
 /// Sends `recorded` (authentic sealed control frames of a real node, recorded on the wire)
@@ -325,12 +332,7 @@ pub async fn replay_as_node(
         for body in &recorded {
             sender.send(vec![body.clone()]).await?;
         }
-        let deadline = tokio::time::Instant::now() + Duration::from_millis(100);
-        while let Ok(Some(message)) = tokio::time::timeout_at(deadline, receiver.recv()).await {
-            if message.len() > 1 {
-                handed += 1;
-            }
-        }
+        handed += requests_within(&mut receiver, Duration::from_millis(100)).await;
     }
     Ok(handed)
 }
