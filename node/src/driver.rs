@@ -19,14 +19,20 @@
 //!
 //! ## Who answers, who publishes
 //! The node that received a client request answers it when the command is applied here
-//! (`(client_id, seq)` matched in the store's replies), or when the core rejects it. A
+//! (`(client_id, seq)` matched in the store's replies), or when the core rejects it.
+//! A linearizable read (`get`, `history`, `list_*`) takes no slot: the core releases it
+//! ([`Ready::reads`]) once the leader confirmed it still leads after the read arrived
+//! and this node applied up to the index it gave ([`paxos::reads`]); the node then reads
+//! its own store. A
 //! committed chat message is published once, by the node that is **leader** when it
 //! applies the slot: exactly one node leads a ballot, so duplicates can only come from
 //! an overlap during a change of leader, and subscribers drop them by message id.
 
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
-use paxos::{MAX_HELD_GROUPS, Ready, Replica, Slot, Value};
+use std::collections::HashMap;
+
+use paxos::{MAX_HELD_GROUPS, ReadId, Ready, Replica, Slot, Value};
 use proto::client::{Command, Op, session_key};
 use proto::{Consistency, Error, ErrorCode, Reply};
 use store::Store;
@@ -89,6 +95,10 @@ pub(crate) struct Driver {
     store: Store,
     rooms: Rooms,
     metrics: Metrics,
+    /// Linearizable reads the core holds, by the id it will hand back; bounded by the
+    /// core's limit on waiting reads (every id comes back once: served or rejected).
+    reads: HashMap<ReadId, Command>,
+    next_read: ReadId,
 }
 
 impl Driver {
@@ -106,6 +116,8 @@ impl Driver {
             store,
             rooms,
             metrics,
+            reads: HashMap::new(),
+            next_read: 0,
         }
     }
 
@@ -269,7 +281,28 @@ impl Driver {
                 .reply(route, op, request.seq, result, applied);
             return;
         }
-        self.propose_for(route, Command::from(&request), now);
+        let command = Command::from(&request);
+        if is_read_index_read(&command) {
+            self.read_for(route, command, now);
+        } else {
+            self.propose_for(route, command, now);
+        }
+    }
+
+    /// Remembers who waits for the read and hands it to the core's read-index path.
+    fn read_for(&mut self, route: crate::pending::Route, command: Command, now: Instant) {
+        let applied = self.store.applied_slot();
+        if !self.rooms.clients.wait_for(route, &command, now, applied) {
+            return;
+        }
+        self.next_read = self.next_read.wrapping_add(1);
+        let id = self.next_read;
+        match self.replica.read(id) {
+            Ok(()) => {
+                self.reads.insert(id, command);
+            }
+            Err(error) => self.answer(command.client_id, command.seq, Err(error), now),
+        }
     }
 
     /// Answers a request refused before it reached the core.
@@ -321,6 +354,8 @@ impl Driver {
             install_snapshot,
             decided,
             rejected,
+            reads,
+            rejected_reads,
         } = ready;
         if let Some(group) = persist {
             self.rooms.disk.append(group).await?;
@@ -349,8 +384,21 @@ impl Driver {
         for (slot, value) in decided {
             self.apply(slot, value, leads, now);
         }
+        for id in reads {
+            if let Some(command) = self.reads.remove(&id) {
+                let result = self
+                    .store
+                    .read_local(&command.op, command.session.as_deref());
+                self.answer(command.client_id, command.seq, result, now);
+            }
+        }
         for (command, error) in rejected {
             self.answer(command.client_id, command.seq, Err(error), now);
+        }
+        for (id, error) in rejected_reads {
+            if let Some(command) = self.reads.remove(&id) {
+                self.answer(command.client_id, command.seq, Err(error), now);
+            }
         }
         Ok(())
     }
@@ -390,7 +438,9 @@ impl Driver {
     /// session table answers the second copy with the first one's result).
     fn propose_waiting_again(&mut self) {
         let mut proposed = 0usize;
-        for command in self.rooms.clients.waiting_commands() {
+        let commands = self.rooms.clients.waiting_commands();
+        // Reads are the core's to ask again, of the new leader.
+        for command in commands.into_iter().filter(|c| !is_read_index_read(c)) {
             if self.replica.propose(command).is_err() {
                 break; // full: the clients' own retries will do
             }
@@ -446,4 +496,10 @@ impl Driver {
         );
         Ok(())
     }
+}
+
+/// Whether a client's command is served by the read-index path rather than a log slot:
+/// every read-only op but `noop` (which a client sends to have a slot decided).
+fn is_read_index_read(command: &Command) -> bool {
+    command.op.is_read_only() && !matches!(command.op, Op::Noop)
 }

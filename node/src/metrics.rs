@@ -56,7 +56,7 @@ pub struct ProtocolLabels {
 }
 
 /// The kinds of Paxos messages counted apart (every [`proto::paxos::Message::name`]).
-pub const PROTOCOL_KINDS: [&str; 12] = [
+pub const PROTOCOL_KINDS: [&str; 16] = [
     "prepare",
     "promise",
     "accept",
@@ -69,6 +69,10 @@ pub const PROTOCOL_KINDS: [&str; 12] = [
     "decided",
     "fetch_snapshot",
     "snapshot_chunk",
+    "read_index",
+    "read_indexed",
+    "confirm",
+    "confirmed",
 ];
 
 /// Paxos messages by direction and kind: each series created once, so counting one on

@@ -28,6 +28,7 @@
 //! - [`gate`]: the durability gate, [`Ready`] and [`Group`]: which output waits for which
 //!   records.
 //! - [`replica`]: [`Replica`], [`Status`].
+//! - [`reads`]: linearizable reads without a log slot (ReadIndex) and why not leases.
 //! - The wire types ([`Envelope`], [`Message`], [`Ballot`], [`Value`]) live in
 //!   [`proto::paxos`] and are re-exported here.
 //!
@@ -71,8 +72,14 @@
 //! - **Lamport clock**: every envelope carries the sender's clock; a receiver moves to
 //!   `max(local, received) + 1`; the leader stamps each value with its clock when it
 //!   proposes it, and the store records it with the applied entries.
-//! - **Reads** go through the log like every command, so they are linearizable; a
-//!   `local` read is the driver's business (it answers from its applied state at once).
+//! - **Reads** ([`Replica::read`], [`reads`]) take no slot: ReadIndex. The leader gives
+//!   each ask the index `next_slot - 1`, confirms with a quorum round sent after the ask
+//!   arrived that no acceptor promised a higher ballot (one round for every ask that
+//!   arrived meanwhile), and the serving replica — any of them — releases the read in
+//!   [`Ready::reads`] once it applied that far; the driver reads its own state. A
+//!   read-only command proposed like any other goes through the log and is linearizable
+//!   too; a `local` read is the driver's business (it answers from its applied state at
+//!   once).
 //! - **Clients**: a follower forwards commands to the leader it knows — at once when the
 //!   leader has no slot in flight (as far as this follower accepted), otherwise with its
 //!   next `Accepted`, which is when the leader cuts its next batch (and at the latest on
@@ -118,11 +125,13 @@
 pub mod config;
 pub mod gate;
 pub mod persist;
+pub mod reads;
 pub mod replica;
 
 pub use config::{Config, ConfigError, MAX_PENDING_COMMANDS, MAX_WINDOW_SLOTS};
 pub use gate::{Group, MAX_HELD_GROUPS, Ready};
 pub use persist::{Persisted, Record};
+pub use reads::{MAX_READ_ASKS, ReadId};
 #[cfg(feature = "bug-injection")]
 pub use replica::Bug;
 pub use replica::{PeerStatus, Replica, Role, Status};

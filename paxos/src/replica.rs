@@ -13,6 +13,7 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
 use crate::gate::{Breaks, Gate, Ready, Turn};
+use crate::reads::{Ask, Confirmations, LocalReads, Read, ReadId, may_confirm};
 use crate::{
     Ballot, Config, ConfigError, Envelope, Message, Persisted, Rank, Record, Round, Slot, Ticks,
     Value,
@@ -62,6 +63,10 @@ pub enum Bug {
     /// The gate releases decisions (`Decide`, applied slots, replies) without waiting
     /// for this replica's own votes that they count.
     DecisionBeforeOwnVote,
+    /// A leader answers read-index asks (its own and its followers') at once, without
+    /// the quorum round that confirms it still leads: a deposed leader serves stale
+    /// reads.
+    ReadWithoutConfirmation,
 }
 
 /// What a replica knows of one peer.
@@ -101,6 +106,8 @@ pub struct Status {
     pub lamport: u64,
     /// Client commands buffered here.
     pub pending_commands: usize,
+    /// Linearizable reads waiting here for their index or for the state to reach it.
+    pub pending_reads: usize,
     /// Slots it proposed that are not decided yet (leader only).
     pub in_flight_slots: usize,
     /// What it knows of its peers.
@@ -151,6 +158,8 @@ struct Leader {
     ballot: Ballot,
     next_slot: Slot,
     in_flight: BTreeMap<Slot, Proposal>,
+    /// Read-index asks and the rounds that confirm this leadership.
+    confirmations: Confirmations,
 }
 
 #[derive(Debug)]
@@ -205,6 +214,8 @@ pub struct Replica {
     heartbeat_in_ticks: Ticks,
     peers: BTreeMap<Rank, Peer>,
     pending: VecDeque<Pending>,
+    /// Linearizable reads waiting here ([`crate::reads`]).
+    reads: LocalReads,
 
     /// This turn's outputs, sorted by the gate in [`Replica::ready`].
     out: Turn,
@@ -242,8 +253,11 @@ impl Replica {
                 )
             })
             .collect();
+        let mut rng = ChaCha8Rng::seed_from_u64(config.seed);
+        // Read batch ids start at a random point per incarnation (see `LocalReads`).
+        let first_batch = rng.random::<u64>() ^ lamport.rotate_left(32);
         let mut replica = Replica {
-            rng: ChaCha8Rng::seed_from_u64(config.seed),
+            rng,
             now_ticks: 0,
             lamport,
             promised: persisted.promised,
@@ -263,6 +277,7 @@ impl Replica {
             heartbeat_in_ticks: 1,
             peers,
             pending: VecDeque::new(),
+            reads: LocalReads::new(first_batch),
             votes: BTreeMap::new(),
             out: Turn::default(),
             gate: Gate::default(),
@@ -348,6 +363,10 @@ impl Replica {
                 total_len,
                 data,
             } => self.on_snapshot_chunk(from, slot, offset, total_len, data),
+            Message::ReadIndex { batch } => self.on_read_ask(from, batch),
+            Message::ReadIndexed { batch, slot } => self.reads.indexed(batch, slot),
+            Message::Confirm { ballot, round } => self.on_confirm(from, ballot, round),
+            Message::Confirmed { ballot, round } => self.on_confirmed(from, ballot, round),
         }
         self.try_finish_phase1();
     }
@@ -370,6 +389,7 @@ impl Replica {
             State::Follower => self.tick_follower(),
         }
         self.tick_catch_up();
+        self.tick_reads();
         self.expire_pending();
         self.try_finish_phase1();
     }
@@ -407,6 +427,28 @@ impl Replica {
         Ok(())
     }
 
+    /// Takes a linearizable read, which the driver will serve from its applied state
+    /// when a later [`Ready::reads`] hands `id` back ([`crate::reads`]: the leader
+    /// confirms it still leads after the read arrived, and this replica applies up to the
+    /// index it gives). The driver picks unique ids and keeps what each read asks for.
+    /// A read that no leader confirms within [`Config::pending_timeout_ticks`] comes
+    /// back in [`Ready::rejected_reads`] as `unavailable`.
+    ///
+    /// Errors: `overloaded` when [`Config::max_pending_commands`] reads already wait.
+    pub fn read(&mut self, id: ReadId) -> Result<(), Error> {
+        if self.reads.len() >= self.config.max_pending_commands {
+            return Err(Error::new(
+                ErrorCode::Overloaded,
+                format!("{} reads already wait at this replica", self.reads.len()),
+            ));
+        }
+        self.reads.arrive(Read {
+            id,
+            arrived_tick: self.now_ticks,
+        });
+        Ok(())
+    }
+
     /// Drains the outputs accumulated by `step`, `tick` and `propose`, through the
     /// durability gate ([`crate::gate`]): the [`Ready`] holds this turn's records and
     /// everything that may be carried out now; what must wait for the disk stays here
@@ -414,6 +456,7 @@ impl Replica {
     /// batched here: a driver that calls `ready` once per loop turn gets one slot for
     /// everything that arrived in that turn.
     pub fn ready(&mut self) -> Ready {
+        self.flush_reads();
         self.flush_pending();
         let turn = std::mem::take(&mut self.out);
         let breaks = self.breaks();
@@ -493,6 +536,7 @@ impl Replica {
             truncated_upto: self.truncated_upto,
             lamport: self.lamport,
             pending_commands: self.pending.len(),
+            pending_reads: self.reads.len(),
             in_flight_slots,
             peers: self
                 .peers
@@ -994,8 +1038,11 @@ impl Replica {
         if self.leader.is_some() {
             self.leader_silent_ticks += 1;
             if self.leader_silent_ticks >= self.config.election_timeout_ticks {
+                // It listened a whole timeout already, hearing no leader: the Bully rule
+                // below may run it on the next tick. (A node that starts, or whose
+                // leader stepped down, listens a timeout first instead.)
                 self.leader = None;
-                self.leaderless_ticks = 0;
+                self.leaderless_ticks = self.config.election_timeout_ticks;
             }
             return;
         }
@@ -1177,6 +1224,7 @@ impl Replica {
             ballot: c.ballot,
             next_slot: last + 1,
             in_flight: BTreeMap::new(),
+            confirmations: Confirmations::new(),
         });
         self.leader = Some((rank, c.ballot));
         self.leaderless_ticks = 0;
@@ -1306,6 +1354,112 @@ impl Replica {
                     decided_upto,
                 },
             );
+        }
+    }
+
+    // ---------------------------------------------------------------- reads
+
+    /// Asks for the index of this replica's read batch: of itself when it leads, else of
+    /// the leader it follows (none yet: the tick asks again).
+    fn ask_read_index(&mut self, batch: u64) {
+        match (&self.state, self.leader) {
+            (State::Leader(_), _) => self.on_read_ask(self.config.rank, batch),
+            (State::Follower, Some((leader, _))) if leader != self.config.rank => {
+                self.send(Some(leader), Message::ReadIndex { batch });
+            }
+            _ => {}
+        }
+    }
+
+    /// A read-index ask arrived at this leader (from a follower, or its own): every write
+    /// acknowledged before now is at or below `next_slot - 1`, provided a confirmation
+    /// round sent after now finds it still leading.
+    fn on_read_ask(&mut self, from: Rank, batch: u64) {
+        let decided_upto = self.decided_upto;
+        let State::Leader(l) = &mut self.state else {
+            return; // not the leader (any more): the asker asks again
+        };
+        let slot = l.next_slot.saturating_sub(1).max(decided_upto);
+        // A full table drops the ask; its retransmission comes back.
+        l.confirmations.ask(Ask { from, batch, slot });
+    }
+
+    fn on_confirm(&mut self, from: Rank, ballot: Ballot, round: u64) {
+        if may_confirm(ballot, self.promised) {
+            self.send(Some(from), Message::Confirmed { ballot, round });
+        } else {
+            let promised = self.promised;
+            self.send(Some(from), Message::Nack { ballot, promised });
+        }
+    }
+
+    fn on_confirmed(&mut self, from: Rank, ballot: Ballot, round: u64) {
+        let quorum = self.quorum();
+        let State::Leader(l) = &mut self.state else {
+            return;
+        };
+        if l.ballot != ballot {
+            return;
+        }
+        let done = l.confirmations.confirmed(from, round, quorum);
+        self.answer_read_asks(done);
+    }
+
+    /// The asks a quorum confirmed: this replica's own batches get their index, the
+    /// followers' get a `ReadIndexed`.
+    fn answer_read_asks(&mut self, asks: Vec<Ask>) {
+        for Ask { from, batch, slot } in asks {
+            if from == self.config.rank {
+                self.reads.indexed(batch, slot);
+            } else {
+                self.send(Some(from), Message::ReadIndexed { batch, slot });
+            }
+        }
+    }
+
+    /// Once per turn: the reads that arrived ask together, the leader sends one
+    /// confirmation round for every ask that arrived since its last, and the reads whose
+    /// index is applied are released (after this turn's decided slots).
+    fn flush_reads(&mut self) {
+        if let Some(batch) = self.reads.take_open(self.now_ticks) {
+            self.ask_read_index(batch);
+        }
+        #[cfg(feature = "bug-injection")]
+        if self.bug == Some(Bug::ReadWithoutConfirmation)
+            && let State::Leader(l) = &mut self.state
+        {
+            let asks = l.confirmations.take_all();
+            self.answer_read_asks(asks);
+        }
+        let (rank, quorum) = (self.config.rank, self.quorum());
+        if let State::Leader(l) = &mut self.state
+            && let Some(round) = l.confirmations.round_to_send()
+        {
+            let ballot = l.ballot;
+            // Its own acceptor promised this very ballot: it confirms as the round leaves.
+            let done = l.confirmations.confirmed(rank, round, quorum);
+            self.send(None, Message::Confirm { ballot, round });
+            self.answer_read_asks(done);
+        }
+        let servable = self.reads.servable(self.decided_upto);
+        self.out.reads.extend(servable);
+    }
+
+    /// Reads too old are given up on; batches unanswered for a while ask again.
+    fn tick_reads(&mut self) {
+        let timeout = u64::from(self.config.pending_timeout_ticks);
+        for id in self.reads.expire(self.now_ticks, timeout) {
+            self.out.rejected_reads.push((
+                id,
+                Error::new(
+                    ErrorCode::Unavailable,
+                    "no leader confirmed the read in time",
+                ),
+            ));
+        }
+        let every = u64::from(self.config.retransmit_ticks);
+        for batch in self.reads.to_ask_again(self.now_ticks, every) {
+            self.ask_read_index(batch);
         }
     }
 

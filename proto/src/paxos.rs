@@ -282,6 +282,38 @@ pub enum Message {
         #[serde(with = "bin")]
         data: Vec<u8>,
     },
+    /// A follower asks the leader where the linearizable reads that arrived at it may be
+    /// served (ReadIndex): the leader confirms it still leads, then answers with
+    /// [`Message::ReadIndexed`].
+    ReadIndex {
+        /// The follower's batch of reads.
+        batch: u64,
+    },
+    /// The leader's answer to a [`Message::ReadIndex`]: it still led after the ask
+    /// arrived, and every write acknowledged before then is at or below `slot`. The
+    /// batch's reads may be served once `slot` is applied.
+    ReadIndexed {
+        /// The batch asked for.
+        batch: u64,
+        /// Serve the reads once this slot is applied.
+        slot: Slot,
+    },
+    /// The leader asks every acceptor whether it still promised nothing above `ballot`;
+    /// a quorum of [`Message::Confirmed`] confirms every read ask that arrived before
+    /// `round` was sent.
+    Confirm {
+        /// The leader's ballot.
+        ballot: Ballot,
+        /// The confirmation round (1, 2, 3… per leadership).
+        round: u64,
+    },
+    /// The acceptor promised nothing above `ballot` when `round` arrived.
+    Confirmed {
+        /// The leader's ballot.
+        ballot: Ballot,
+        /// The round confirmed.
+        round: u64,
+    },
 }
 
 impl Message {
@@ -300,6 +332,10 @@ impl Message {
             Message::Decided { .. } => "decided",
             Message::FetchSnapshot { .. } => "fetch_snapshot",
             Message::SnapshotChunk { .. } => "snapshot_chunk",
+            Message::ReadIndex { .. } => "read_index",
+            Message::ReadIndexed { .. } => "read_indexed",
+            Message::Confirm { .. } => "confirm",
+            Message::Confirmed { .. } => "confirmed",
         }
     }
 
@@ -347,7 +383,11 @@ impl Message {
             | Message::Nack { .. }
             | Message::Heartbeat { .. }
             | Message::Fetch { .. }
-            | Message::FetchSnapshot { .. } => Ok(()),
+            | Message::FetchSnapshot { .. }
+            | Message::ReadIndex { .. }
+            | Message::ReadIndexed { .. }
+            | Message::Confirm { .. }
+            | Message::Confirmed { .. } => Ok(()),
         }
     }
 }

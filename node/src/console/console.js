@@ -9,7 +9,8 @@ const MAX_LOG_LINES = 300;
 const MAX_EVENTS = 60;
 const READ_OPS = new Set(['get', 'history', 'list_users', 'list_channels']);
 const PROTOCOL_KINDS = ['prepare', 'promise', 'accept', 'accepted', 'decide', 'nack',
-  'heartbeat', 'forward', 'fetch', 'decided', 'fetch_snapshot', 'snapshot_chunk'];
+  'heartbeat', 'forward', 'fetch', 'decided', 'fetch_snapshot', 'snapshot_chunk',
+  'read_index', 'read_indexed', 'confirm', 'confirmed'];
 
 // ---- errors: shown on the page and counted on <body>, for people and for the browser test
 const errors = [];

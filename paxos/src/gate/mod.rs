@@ -16,8 +16,8 @@
 //!
 //! | class | waits until | which outputs |
 //! |---|---|---|
-//! | **now** | nothing | a follower's `Forward` of client commands; the leader's phase-2a `Accept` broadcast once its ballot is durable |
-//! | **earlier groups** | every gating record of the groups *before* this turn's is durable | the turn's decisions: `Decide`/`Decided` messages, the snapshot to install, the slots to apply (and so the client replies), the rejected commands |
+//! | **now** | nothing | a follower's `Forward` of client commands; the read-index messages (`ReadIndex`, `ReadIndexed`, `Confirm`, `Confirmed`); the leader's phase-2a `Accept` broadcast once its ballot is durable |
+//! | **earlier groups** | every gating record of the groups *before* this turn's is durable | the turn's decisions: `Decide`/`Decided` messages, the snapshot to install, the slots to apply (and so the client replies), the reads to serve, the rejected commands and reads |
 //! | **own group** | every gating record up to this turn's group is durable | everything else: `Promise`, `Accepted`, `Nack`, `Prepare`, heartbeats, fetches |
 //!
 //! *Gating* records ([`Record::gates_outputs`]) are what an acceptor vouches for:
@@ -51,6 +51,7 @@ use std::sync::Arc;
 
 use proto::{Command, Error};
 
+use crate::reads::ReadId;
 use crate::{Envelope, Message, Record, Slot, Value};
 
 /// Most turns whose outputs wait for the disk at once. A driver stops feeding the
@@ -80,7 +81,8 @@ pub struct Group {
 ///    or later, the replica only needs to hear it eventually;
 /// 2. send `messages` (`to: None` = to every other member);
 /// 3. install `install_snapshot` if any, then apply every entry of `decided` in order;
-/// 4. answer the clients of `rejected`.
+/// 4. serve the linearizable reads of `reads` from the state just applied;
+/// 5. answer the clients of `rejected` and `rejected_reads`.
 ///
 /// What must wait for the disk is not in this `Ready`: the replica keeps it and hands it
 /// out in a later one, once `persisted` covers what it depends on (see the module page).
@@ -100,6 +102,12 @@ pub struct Ready {
     /// Client commands this replica gave up on before they reached the log (they
     /// certainly took no effect): answer their clients with the error.
     pub rejected: Vec<(Command, Error)>,
+    /// Linearizable reads ([`crate::Replica::read`]) to serve now, from the state after
+    /// `decided` is applied ([`crate::reads`]).
+    pub reads: Vec<ReadId>,
+    /// Reads this replica gave up on (no leader confirmed them in time): answer with the
+    /// error; the client may retry anywhere.
+    pub rejected_reads: Vec<(ReadId, Error)>,
 }
 
 impl Ready {
@@ -110,6 +118,8 @@ impl Ready {
             && self.install_snapshot.is_none()
             && self.decided.is_empty()
             && self.rejected.is_empty()
+            && self.reads.is_empty()
+            && self.rejected_reads.is_empty()
     }
 
     /// The records to append (empty when there are none).
@@ -126,6 +136,8 @@ pub(crate) struct Turn {
     pub(crate) install_snapshot: Option<(Slot, Arc<Vec<u8>>)>,
     pub(crate) decided: Vec<(Slot, Value)>,
     pub(crate) rejected: Vec<(Command, Error)>,
+    pub(crate) reads: Vec<ReadId>,
+    pub(crate) rejected_reads: Vec<(ReadId, Error)>,
 }
 
 /// A rule broken on purpose (the `bug-injection` feature; tests only).
@@ -151,6 +163,8 @@ struct Held {
     install_snapshot: Option<(Slot, Arc<Vec<u8>>)>,
     decided: Vec<(Slot, Value)>,
     rejected: Vec<(Command, Error)>,
+    reads: Vec<ReadId>,
+    rejected_reads: Vec<(ReadId, Error)>,
     /// Holds an `Accepted` (the follower's forwarding policy asks).
     vote: bool,
 }
@@ -161,6 +175,8 @@ impl Held {
             && self.install_snapshot.is_none()
             && self.decided.is_empty()
             && self.rejected.is_empty()
+            && self.reads.is_empty()
+            && self.rejected_reads.is_empty()
     }
 }
 
@@ -178,9 +194,19 @@ pub(crate) struct Gate {
     held: VecDeque<Held>,
 }
 
-/// A follower's `Forward` of client commands vouches for nothing this replica stored.
+/// A follower's `Forward` of client commands vouches for nothing this replica stored;
+/// nor do the read-index messages: a `Confirmed` says the acceptor promised nothing
+/// higher — a promise whose record a crash could lose never left in a `Promise` either
+/// ([`crate::reads`]).
 fn leaves_now(envelope: &Envelope) -> bool {
-    matches!(envelope.message, Message::Forward { .. })
+    matches!(
+        envelope.message,
+        Message::Forward { .. }
+            | Message::ReadIndex { .. }
+            | Message::ReadIndexed { .. }
+            | Message::Confirm { .. }
+            | Message::Confirmed { .. }
+    )
 }
 
 /// The leader's phase-2a broadcast.
@@ -208,6 +234,8 @@ impl Gate {
             install_snapshot,
             decided,
             rejected,
+            reads,
+            rejected_reads,
         } = turn;
         let ballot_record = persist
             .iter()
@@ -259,6 +287,8 @@ impl Gate {
             install_snapshot,
             decided,
             rejected,
+            reads,
+            rejected_reads,
             ..Held::default()
         };
         if breaks.decisions_early {
@@ -324,6 +354,8 @@ impl Gate {
             }
             ready.decided.extend(held.decided);
             ready.rejected.extend(held.rejected);
+            ready.reads.extend(held.reads);
+            ready.rejected_reads.extend(held.rejected_reads);
         }
     }
 

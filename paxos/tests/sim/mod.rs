@@ -4,7 +4,7 @@
 //! over a network that loses, duplicates, delays and reorders messages and can be
 //! partitioned (asymmetrically too), with crashes that lose everything not yet durable
 //! and restarts from what was. A few clients send `put`/`get`/`cas`/`delete` on a few
-//! keys to random replicas, time out and retry with the same `(client_id, seq)`, and
+//! keys to random replicas (gets mostly as read-index reads, [`Replica::read`]), time out and retry with the same `(client_id, seq)`, and
 //! record a history for the linearizability checker.
 //!
 //! Everything random comes from one ChaCha generator seeded by the run's seed, and events
@@ -236,6 +236,8 @@ struct Node {
     store: Store,
     /// Client requests received here, answered when their command is applied.
     waiting: BTreeMap<(u64, u64), usize>,
+    /// Linearizable reads taken by the replica ([`Replica::read`]): who asked what.
+    reads: BTreeMap<paxos::ReadId, (usize, u64, Op)>,
     /// Slot where each `(client, seq)` took effect here.
     effects: BTreeMap<(u64, u64), Slot>,
     /// Highest ballot this replica has stated it promised, in a message sent.
@@ -293,6 +295,8 @@ struct Sim {
     proposals: BTreeMap<(Ballot, Slot), Value>,
     digests: BTreeMap<Slot, Digest>,
     effects: BTreeMap<(u64, u64), Slot>,
+    /// The last read id handed to a replica (unique over the run).
+    next_read: paxos::ReadId,
     stats: RunStats,
 }
 
@@ -315,6 +319,7 @@ impl Sim {
                 disk: Disk::default(),
                 store: Store::new(StoreConfig::default()),
                 waiting: BTreeMap::new(),
+                reads: BTreeMap::new(),
                 effects: BTreeMap::new(),
                 announced: Ballot::default(),
                 announced_round: 0,
@@ -353,6 +358,7 @@ impl Sim {
             proposals: BTreeMap::new(),
             digests: BTreeMap::new(),
             effects: BTreeMap::new(),
+            next_read: 0,
             stats: RunStats::default(),
         }
     }
@@ -630,6 +636,7 @@ impl Sim {
         n.incarnation += 1;
         n.disk.crash(&mut self.rng);
         n.waiting.clear();
+        n.reads.clear();
         self.stats.crashes += 1;
         let after = self.rng.random_range(50..MAX_DOWNTIME_UNITS);
         self.schedule(after, Event::Restart(node));
@@ -871,6 +878,17 @@ impl Sim {
                 replies.push((client, command.seq, Err(error)));
             }
         }
+        // Reads are served from the state just applied, as the node does.
+        for id in ready.reads {
+            if let Some((client, seq, op)) = n.reads.remove(&id) {
+                replies.push((client, seq, n.store.read_local(&op, None)));
+            }
+        }
+        for (id, error) in ready.rejected_reads {
+            if let Some((client, seq, _)) = n.reads.remove(&id) {
+                replies.push((client, seq, Err(error)));
+            }
+        }
         for envelope in ready.messages {
             self.send(node, envelope)?;
         }
@@ -1088,6 +1106,24 @@ impl Sim {
             let result = n.store.read_local(&command.op, command.session.as_deref());
             self.reply_to_client(client, command.seq, result);
             return Ok(());
+        }
+        // Linearizable reads take the read-index path, without a log slot — but one in
+        // three goes through the log, as a read-only command the core still takes: both
+        // paths must be linearizable together, and log reads make more slots for the
+        // durability bugs to show in.
+        if matches!(command.op, Op::Get { .. }) && !self.rng.random_ratio(1, 3) {
+            self.next_read += 1;
+            let id = self.next_read;
+            return match replica.read(id) {
+                Ok(()) => {
+                    n.reads.insert(id, (client, command.seq, command.op));
+                    self.process_ready(node)
+                }
+                Err(error) => {
+                    self.reply_to_client(client, command.seq, Err(error));
+                    Ok(())
+                }
+            };
         }
         let key = (command.client_id, command.seq);
         match replica.propose(command) {

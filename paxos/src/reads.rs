@@ -1,0 +1,340 @@
+//! Linearizable reads without a log slot: **ReadIndex** (Ongaro's thesis, §6.4), in
+//! Paxos terms.
+//!
+//! A read must see every write acknowledged before it arrived. Such a write is in a slot
+//! decided before then, and a leader that still leads when the read arrives knows every
+//! such slot is at most its `next_slot - 1`: slots decided in earlier ballots were
+//! reported to it in phase 1 (a chosen value is held by a quorum, which meets its
+//! promise quorum), and it proposed every slot of its own ballot. "Still leads" is what
+//! the leader must confirm, *after* the read arrived: it broadcasts
+//! [`Message::Confirm`](crate::Message::Confirm) `{ ballot, round }` and waits for a
+//! quorum of acceptors to answer [`Message::Confirmed`](crate::Message::Confirmed) —
+//! each answers only while it promised nothing above `ballot`. A higher ballot that
+//! could have decided something before the read arrived completed phase 1 with a quorum
+//! that meets this one, and the acceptor in both would have refused. The serving replica
+//! then waits until it has applied that far, and reads its own state.
+//!
+//! One confirmation round serves every read that arrived before it was sent (rounds are
+//! numbered; a quorum for round *r* confirms every ask of rounds ≤ *r*), and a follower
+//! asks once ([`Message::ReadIndex`](crate::Message::ReadIndex)) for all the reads that
+//! arrived at it since its last ask: a read costs a fraction of two message delays and
+//! no fsync, at any replica.
+//!
+//! Why not leases: a lease is cheaper (no round) but trusts every node's clock to drift
+//! less than a bound; the project runs on shared, noisy machines where a paused process
+//! (`SIGSTOP`, a stalled VM) breaks that assumption silently. ReadIndex trusts only
+//! messages, as the rest of the core does.
+//!
+//! This module holds the bookkeeping: [`LocalReads`] (the reads waiting at this replica,
+//! any role) and [`Confirmations`] (a leader's asks and rounds). The replica wires them
+//! to its messages.
+
+use std::collections::{BTreeMap, VecDeque};
+
+use crate::{Ballot, Rank, Slot};
+
+/// A read the driver serves from its applied state once the core releases it
+/// ([`crate::Ready::reads`]). The driver picks the ids; the core only hands them back.
+pub type ReadId = u64;
+
+/// A read waiting at this replica.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Read {
+    pub(crate) id: ReadId,
+    pub(crate) arrived_tick: u64,
+}
+
+/// Reads that asked together for one index.
+#[derive(Debug)]
+struct Batch {
+    reads: Vec<Read>,
+    asked_tick: u64,
+}
+
+/// The reads waiting at this replica: not asked yet, asked, or indexed and waiting to be
+/// applied that far.
+#[derive(Debug)]
+pub(crate) struct LocalReads {
+    /// Arrived since the last ask.
+    open: Vec<Read>,
+    /// Asked, not answered; by batch id.
+    asked: BTreeMap<u64, Batch>,
+    /// Answered: served once this replica applied the slot.
+    indexed: BTreeMap<Slot, Vec<Read>>,
+    /// The next batch id. Ids start at a random point per incarnation, so that an
+    /// answer to an ask of an earlier incarnation (which may predate a read of this one)
+    /// finds no batch.
+    next_batch: u64,
+    len: usize,
+}
+
+impl LocalReads {
+    pub(crate) fn new(first_batch: u64) -> LocalReads {
+        LocalReads {
+            open: Vec::new(),
+            asked: BTreeMap::new(),
+            indexed: BTreeMap::new(),
+            next_batch: first_batch,
+            len: 0,
+        }
+    }
+
+    /// Reads waiting here, in every stage.
+    pub(crate) fn len(&self) -> usize {
+        self.len
+    }
+
+    pub(crate) fn arrive(&mut self, read: Read) {
+        self.open.push(read);
+        self.len += 1;
+    }
+
+    /// Makes the reads that arrived since the last ask one batch, and returns its id.
+    pub(crate) fn take_open(&mut self, now_tick: u64) -> Option<u64> {
+        if self.open.is_empty() {
+            return None;
+        }
+        let id = self.next_batch;
+        self.next_batch = self.next_batch.wrapping_add(1);
+        let reads = std::mem::take(&mut self.open);
+        self.asked.insert(
+            id,
+            Batch {
+                reads,
+                asked_tick: now_tick,
+            },
+        );
+        Some(id)
+    }
+
+    /// Batches asked at least `every` ticks ago and not answered: ask again (the ask or
+    /// its answer was lost, or the leader changed).
+    pub(crate) fn to_ask_again(&mut self, now_tick: u64, every: u64) -> Vec<u64> {
+        let mut again = Vec::new();
+        for (&id, batch) in self.asked.iter_mut() {
+            if now_tick.saturating_sub(batch.asked_tick) >= every {
+                batch.asked_tick = now_tick;
+                again.push(id);
+            }
+        }
+        again
+    }
+
+    /// The leader answered batch `id`: its reads wait until `slot` is applied. An
+    /// unknown id (a duplicate, or an answer to another incarnation) is ignored.
+    pub(crate) fn indexed(&mut self, id: u64, slot: Slot) {
+        if let Some(batch) = self.asked.remove(&id) {
+            self.indexed.entry(slot).or_default().extend(batch.reads);
+        }
+    }
+
+    /// Reads whose index is applied (`applied_upto`): they may be served now.
+    pub(crate) fn servable(&mut self, applied_upto: Slot) -> Vec<ReadId> {
+        let later = self.indexed.split_off(&(applied_upto + 1));
+        let ready = std::mem::replace(&mut self.indexed, later);
+        let ids: Vec<ReadId> = ready.into_values().flatten().map(|r| r.id).collect();
+        self.len -= ids.len();
+        ids
+    }
+
+    /// Reads that arrived `timeout` ticks ago or earlier, in any stage: given up on.
+    pub(crate) fn expire(&mut self, now_tick: u64, timeout: u64) -> Vec<ReadId> {
+        let old = |r: &Read| now_tick.saturating_sub(r.arrived_tick) >= timeout;
+        let mut expired = Vec::new();
+        let mut sweep = |reads: &mut Vec<Read>| {
+            reads.retain(|r| {
+                if old(r) {
+                    expired.push(r.id);
+                    false
+                } else {
+                    true
+                }
+            });
+        };
+        sweep(&mut self.open);
+        for batch in self.asked.values_mut() {
+            sweep(&mut batch.reads);
+        }
+        for reads in self.indexed.values_mut() {
+            sweep(reads);
+        }
+        self.asked.retain(|_, b| !b.reads.is_empty());
+        self.indexed.retain(|_, r| !r.is_empty());
+        self.len -= expired.len();
+        expired
+    }
+}
+
+/// Most asks a leader holds for its confirmation rounds (its own batches and its
+/// followers'); more are dropped and asked again by their retransmission.
+pub const MAX_READ_ASKS: usize = 65_536;
+
+/// An ask for a read index: who asked, its batch id, and the index the leader gave it
+/// when it arrived.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Ask {
+    pub(crate) from: Rank,
+    pub(crate) batch: u64,
+    pub(crate) slot: Slot,
+}
+
+/// A leader's confirmation rounds.
+#[derive(Debug)]
+pub(crate) struct Confirmations {
+    /// The round the asks arriving now belong to; not sent yet.
+    next_round: u64,
+    /// The highest round each acceptor confirmed (this replica's own included).
+    confirmed: BTreeMap<Rank, u64>,
+    /// Asks by round, oldest first.
+    asks: VecDeque<(u64, Ask)>,
+}
+
+impl Confirmations {
+    pub(crate) fn new() -> Confirmations {
+        Confirmations {
+            next_round: 1,
+            confirmed: BTreeMap::new(),
+            asks: VecDeque::new(),
+        }
+    }
+
+    /// An ask arrived: it joins the next round. False when the table is full.
+    pub(crate) fn ask(&mut self, ask: Ask) -> bool {
+        if self.asks.len() >= MAX_READ_ASKS {
+            return false;
+        }
+        self.asks.push_back((self.next_round, ask));
+        true
+    }
+
+    /// The round to broadcast now, if asks wait for it: every ask in it arrived before
+    /// it leaves.
+    pub(crate) fn round_to_send(&mut self) -> Option<u64> {
+        let waiting = self.asks.back().is_some_and(|(r, _)| *r == self.next_round);
+        if !waiting {
+            return None;
+        }
+        let round = self.next_round;
+        self.next_round += 1;
+        Some(round)
+    }
+
+    /// `from` (this replica too, for its own acceptor) confirmed `round`. Returns the
+    /// asks that a quorum has now confirmed.
+    pub(crate) fn confirmed(&mut self, from: Rank, round: u64, quorum: usize) -> Vec<Ask> {
+        if round >= self.next_round {
+            return Vec::new(); // not a round this leader sent
+        }
+        let known = self.confirmed.entry(from).or_default();
+        *known = (*known).max(round);
+        let mut rounds: Vec<u64> = self.confirmed.values().copied().collect();
+        rounds.sort_unstable_by(|a, b| b.cmp(a));
+        let Some(&upto) = rounds.get(quorum.saturating_sub(1)) else {
+            return Vec::new();
+        };
+        let mut done = Vec::new();
+        while self.asks.front().is_some_and(|(r, _)| *r <= upto) {
+            if let Some((_, ask)) = self.asks.pop_front() {
+                done.push(ask);
+            }
+        }
+        done
+    }
+
+    /// Every ask, confirmed or not (the bug-injection path serves them unconfirmed).
+    #[cfg(feature = "bug-injection")]
+    pub(crate) fn take_all(&mut self) -> Vec<Ask> {
+        self.asks.drain(..).map(|(_, ask)| ask).collect()
+    }
+}
+
+/// What the ballot of a `Confirm` says to an acceptor that promised `promised`.
+pub(crate) fn may_confirm(ballot: Ballot, promised: Ballot) -> bool {
+    // "I promised nothing above your ballot" is all a confirmation claims; an acceptor
+    // that has not promised this ballot itself (it missed the Prepare) may say so too.
+    ballot >= promised
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn read(id: ReadId, arrived_tick: u64) -> Read {
+        Read { id, arrived_tick }
+    }
+
+    #[test]
+    fn a_batch_is_served_only_once_its_index_is_applied() {
+        let mut reads = LocalReads::new(100);
+        reads.arrive(read(1, 0));
+        reads.arrive(read(2, 0));
+        let batch = reads.take_open(0).expect("a batch");
+        assert_eq!(batch, 100);
+        assert_eq!(reads.take_open(0), None, "nothing new arrived");
+        reads.indexed(batch, 7);
+        assert!(reads.servable(6).is_empty());
+        assert_eq!(reads.servable(7), vec![1, 2]);
+        assert_eq!(reads.len(), 0);
+    }
+
+    #[test]
+    fn an_answer_to_an_unknown_batch_serves_nothing() {
+        let mut reads = LocalReads::new(100);
+        reads.arrive(read(1, 0));
+        let batch = reads.take_open(0).expect("a batch");
+        reads.indexed(batch + 1, 0);
+        reads.indexed(batch - 1, 0);
+        assert!(reads.servable(u64::MAX - 1).is_empty());
+        reads.indexed(batch, 3);
+        reads.indexed(batch, 1); // a duplicate answer changes nothing
+        assert!(reads.servable(2).is_empty());
+        assert_eq!(reads.servable(3), vec![1]);
+    }
+
+    #[test]
+    fn unanswered_batches_are_asked_again_and_old_reads_expire() {
+        let mut reads = LocalReads::new(0);
+        reads.arrive(read(1, 0));
+        let batch = reads.take_open(0).expect("a batch");
+        assert!(reads.to_ask_again(2, 3).is_empty());
+        assert_eq!(reads.to_ask_again(3, 3), vec![batch]);
+        assert!(reads.to_ask_again(4, 3).is_empty(), "asked again at 3");
+        reads.arrive(read(2, 5));
+        assert_eq!(reads.expire(10, 10), vec![1]);
+        assert_eq!(reads.len(), 1);
+        assert_eq!(reads.expire(15, 10), vec![2]);
+        assert_eq!(reads.len(), 0);
+    }
+
+    #[test]
+    fn a_quorum_for_a_round_confirms_every_ask_up_to_it() {
+        let mut c = Confirmations::new();
+        let ask = |batch| Ask {
+            from: 2,
+            batch,
+            slot: 5,
+        };
+        assert!(c.ask(ask(1)));
+        assert_eq!(c.round_to_send(), Some(1));
+        assert_eq!(c.round_to_send(), None, "no ask waits");
+        assert!(c.ask(ask(2)));
+        assert_eq!(c.round_to_send(), Some(2));
+        assert!(c.ask(ask(3)));
+        // The leader's own acceptor confirms what it sends; one peer more is a quorum
+        // of three.
+        assert!(c.confirmed(1, 2, 2).is_empty());
+        assert!(c.confirmed(3, 3, 2).is_empty(), "round 3 was never sent");
+        assert_eq!(c.confirmed(3, 1, 2), vec![ask(1)]);
+        assert_eq!(c.confirmed(2, 2, 2), vec![ask(2)]);
+        assert!(c.confirmed(2, 2, 2).is_empty());
+        assert_eq!(c.round_to_send(), Some(3));
+    }
+
+    #[test]
+    fn a_confirmation_may_come_only_from_an_acceptor_that_promised_nothing_higher() {
+        let b = |round, rank| Ballot::new(round, rank);
+        assert!(may_confirm(b(2, 1), b(2, 1)));
+        assert!(may_confirm(b(2, 1), b(1, 3)));
+        assert!(!may_confirm(b(2, 1), b(2, 2)));
+    }
+}
