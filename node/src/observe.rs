@@ -109,6 +109,7 @@ mod tests {
             truncated_upto: 0,
             lamport: 0,
             pending_commands: 0,
+            pending_reads: 0,
             in_flight_slots: 0,
             peers: vec![],
         }

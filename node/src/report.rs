@@ -170,6 +170,7 @@ mod tests {
             truncated_upto: 0,
             lamport: 7,
             pending_commands: 0,
+            pending_reads: 0,
             in_flight_slots: 0,
             peers: vec![
                 PeerStatus {

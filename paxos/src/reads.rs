@@ -109,7 +109,7 @@ impl LocalReads {
 
     /// Batches asked at least `every` ticks ago and not answered: ask again (the ask or
     /// its answer was lost, or the leader changed).
-    pub(crate) fn to_ask_again(&mut self, now_tick: u64, every: u64) -> Vec<u64> {
+    pub(crate) fn due_again(&mut self, now_tick: u64, every: u64) -> Vec<u64> {
         let mut again = Vec::new();
         for (&id, batch) in self.asked.iter_mut() {
             if now_tick.saturating_sub(batch.asked_tick) >= every {
@@ -296,9 +296,9 @@ mod tests {
         let mut reads = LocalReads::new(0);
         reads.arrive(read(1, 0));
         let batch = reads.take_open(0).expect("a batch");
-        assert!(reads.to_ask_again(2, 3).is_empty());
-        assert_eq!(reads.to_ask_again(3, 3), vec![batch]);
-        assert!(reads.to_ask_again(4, 3).is_empty(), "asked again at 3");
+        assert!(reads.due_again(2, 3).is_empty());
+        assert_eq!(reads.due_again(3, 3), vec![batch]);
+        assert!(reads.due_again(4, 3).is_empty(), "asked again at 3");
         reads.arrive(read(2, 5));
         assert_eq!(reads.expire(10, 10), vec![1]);
         assert_eq!(reads.len(), 1);

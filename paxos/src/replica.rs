@@ -1458,7 +1458,7 @@ impl Replica {
             ));
         }
         let every = u64::from(self.config.retransmit_ticks);
-        for batch in self.reads.to_ask_again(self.now_ticks, every) {
+        for batch in self.reads.due_again(self.now_ticks, every) {
             self.ask_read_index(batch);
         }
     }
