@@ -253,11 +253,12 @@ impl Replica {
                 )
             })
             .collect();
-        let mut rng = ChaCha8Rng::seed_from_u64(config.seed);
-        // Read batch ids start at a random point per incarnation (see `LocalReads`).
-        let first_batch = rng.random::<u64>() ^ lamport.rotate_left(32);
+        // Read batch ids start at a random point per incarnation (see `LocalReads`), from
+        // a generator of their own so that the election's draws stay as they were.
+        let first_batch =
+            ChaCha8Rng::seed_from_u64(!config.seed).random::<u64>() ^ lamport.rotate_left(32);
         let mut replica = Replica {
-            rng,
+            rng: ChaCha8Rng::seed_from_u64(config.seed),
             now_ticks: 0,
             lamport,
             promised: persisted.promised,

@@ -89,6 +89,9 @@ pub(crate) struct SimConfig {
     pub settle_units: u64,
     /// The rule to break, if any.
     pub bug: Option<SimBug>,
+    /// The share of gets sent through the log as commands; the rest are read-index
+    /// reads ([`Replica::read`]).
+    pub log_reads: f64,
     /// Whether the durability invariants are checked directly: a restarted replica's
     /// promise, round and votes against what it announced before the crash, and every
     /// applied slot durably held by a quorum. Off, a broken gate shows only through its
@@ -107,6 +110,7 @@ impl SimConfig {
             fault_units: 15_000,
             settle_units: 30_000,
             bug: None,
+            log_reads: 1.0 / 3.0,
             check_invariants: true,
         }
     }
@@ -1107,11 +1111,13 @@ impl Sim {
             self.reply_to_client(client, command.seq, result);
             return Ok(());
         }
-        // Linearizable reads take the read-index path, without a log slot — but one in
-        // three goes through the log, as a read-only command the core still takes: both
+        // Linearizable reads take the read-index path, without a log slot — but some
+        // (`SimConfig::log_reads`) go through the log, as a read-only command the core still takes: both
         // paths must be linearizable together, and log reads make more slots for the
         // durability bugs to show in.
-        if matches!(command.op, Op::Get { .. }) && !self.rng.random_ratio(1, 3) {
+        let through_log =
+            self.config.log_reads >= 1.0 || self.rng.random_bool(self.config.log_reads);
+        if matches!(command.op, Op::Get { .. }) && !through_log {
             self.next_read += 1;
             let id = self.next_read;
             return match replica.read(id) {
