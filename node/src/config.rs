@@ -243,7 +243,7 @@ impl Config {
     }
 
     /// The Paxos core's configuration for `rank`.
-    pub fn paxos_config(&self, rank: Rank, seed: u64) -> paxos::Config {
+    pub fn paxos_config(&self, rank: Rank, seed: u64, incarnation: u64) -> paxos::Config {
         paxos::Config {
             rank,
             members: (1..=self.cluster_size).collect(),
@@ -257,6 +257,7 @@ impl Config {
             pending_timeout_ticks: self.pending_timeout_ticks,
             log_retain_slots: self.log_retain_slots,
             seed,
+            incarnation,
         }
     }
 
@@ -344,7 +345,7 @@ impl Config {
                 format!("as many endpoints as --proxy-backend ({backends})"),
             ));
         }
-        self.paxos_config(1, 0).validate()?;
+        self.paxos_config(1, 0, 0).validate()?;
         self.store_config().validate()?;
         Ok(())
     }
@@ -368,7 +369,7 @@ mod tests {
         assert_eq!(cli.config.name(), "node-2");
         assert_eq!(cli.config.status_addr().port(), 7002);
         assert_eq!(cli.config.node_dir(), PathBuf::from("data/node-2"));
-        assert_eq!(cli.config.paxos_config(2, 0).quorum(), 2);
+        assert_eq!(cli.config.paxos_config(2, 0, 0).quorum(), 2);
         assert_eq!(cli.config.advertised_status_addr(), "127.0.0.1:7002");
         let containers =
             Cli::try_parse_from(["node", "--id", "3", "--status-addr", "0.0.0.0:7003"]).unwrap();

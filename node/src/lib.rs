@@ -181,14 +181,17 @@ pub async fn run(
         config.wal_segment_bytes,
     )?;
     let wal = wal::spawn(writer, metrics.clone())?;
-    let seed = config.seed.unwrap_or_else(|| {
-        let nanos = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos() as u64);
-        nanos ^ (u64::from(config.id) << 48)
-    });
-    let replica = Replica::new(config.paxos_config(rank, seed), booted.persisted)
-        .map_err(|e| NodeError::Config(config::ConfigError::Paxos(e)))?;
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64);
+    let seed = config.seed.unwrap_or(nanos ^ (u64::from(config.id) << 48));
+    // This start's own, even under a fixed --seed (read batch ids start from it).
+    let incarnation = nanos / 1000;
+    let replica = Replica::new(
+        config.paxos_config(rank, seed, incarnation),
+        booted.persisted,
+    )
+    .map_err(|e| NodeError::Config(config::ConfigError::Paxos(e)))?;
 
     let (status_tx, status_rx) = mpsc::channel(http::MAX_STATUS_QUERIES);
     let http_stop = CancellationToken::new();

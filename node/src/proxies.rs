@@ -12,9 +12,12 @@
 use std::time::{Duration, Instant};
 
 /// How often a node sends a probe through the proxy it publishes through.
-pub const PROBE_INTERVAL: Duration = Duration::from_millis(50);
+pub const PROBE_INTERVAL: Duration = Duration::from_millis(25);
 /// A proxy through which no probe came back for this long is given up for the next.
-pub const PROBE_TIMEOUT: Duration = Duration::from_millis(250);
+/// Well under the default election timeout (200 ms): the leader must be heard through
+/// the other proxy before its followers give up on it, or every proxy failover would
+/// change the leader.
+pub const PROBE_TIMEOUT: Duration = Duration::from_millis(100);
 
 /// Which proxy a node publishes through, and when to move on: plain data, time passed
 /// in.
@@ -98,13 +101,13 @@ mod tests {
         let probe = choice.probe(at(0)).unwrap();
         assert!(choice.probe(at(10)).is_none(), "one per interval");
         choice.back(&probe, at(1));
-        assert_eq!(choice.check(at(200)), None, "heard 199 ms ago");
+        assert_eq!(choice.check(at(90)), None, "heard 89 ms ago");
         // Nothing back for the timeout: the next proxy.
-        assert_eq!(choice.check(at(260)), Some((0, 1)));
+        assert_eq!(choice.check(at(110)), Some((0, 1)));
         assert_eq!(choice.active(), 1);
         // A late probe of the old proxy does not count for the new one.
-        choice.back(&probe, at(270));
-        assert_eq!(choice.check(at(520)), Some((1, 0)), "round the list");
+        choice.back(&probe, at(120));
+        assert_eq!(choice.check(at(220)), Some((1, 0)), "round the list");
         // A single proxy is never given up.
         let mut one = ProxyChoice::new(1, start);
         assert_eq!(one.check(at(10_000)), None);

@@ -48,6 +48,10 @@ pub struct Config {
     /// Seed of the replica's random generator (election back-off). Give each node and
     /// each run its own.
     pub seed: u64,
+    /// Different at every start of this node, even with the same `seed` (the node uses
+    /// its start time in µs): read batch ids start from it, so that an answer to an ask
+    /// of an earlier run finds no batch of this one ([`crate::reads`]).
+    pub incarnation: u64,
 }
 
 impl Default for Config {
@@ -66,6 +70,7 @@ impl Default for Config {
             pending_timeout_ticks: 300,
             log_retain_slots: 1000,
             seed: 0,
+            incarnation: 0,
         }
     }
 }

@@ -187,6 +187,8 @@ pub(crate) struct Confirmations {
     confirmed: BTreeMap<Rank, u64>,
     /// Asks by round, oldest first.
     asks: VecDeque<(u64, Ask)>,
+    /// When the last round left (ticks).
+    sent_tick: u64,
 }
 
 impl Confirmations {
@@ -195,6 +197,7 @@ impl Confirmations {
             next_round: 1,
             confirmed: BTreeMap::new(),
             asks: VecDeque::new(),
+            sent_tick: 0,
         }
     }
 
@@ -209,14 +212,24 @@ impl Confirmations {
 
     /// The round to broadcast now, if asks wait for it: every ask in it arrived before
     /// it leaves.
-    pub(crate) fn round_to_send(&mut self) -> Option<u64> {
+    pub(crate) fn round_to_send(&mut self, now_tick: u64) -> Option<u64> {
         let waiting = self.asks.back().is_some_and(|(r, _)| *r == self.next_round);
-        if !waiting {
-            return None;
-        }
+        waiting.then(|| self.next_round(now_tick))
+    }
+
+    /// A new round for asks still unconfirmed `every` ticks after the last round left
+    /// (its `Confirm` or the answers were lost, and no new ask may come to start one —
+    /// the table may even be full): it confirms every ask already here.
+    pub(crate) fn round_due(&mut self, now_tick: u64, every: u64) -> Option<u64> {
+        let due = !self.asks.is_empty() && now_tick.saturating_sub(self.sent_tick) >= every;
+        due.then(|| self.next_round(now_tick))
+    }
+
+    fn next_round(&mut self, now_tick: u64) -> u64 {
         let round = self.next_round;
         self.next_round += 1;
-        Some(round)
+        self.sent_tick = now_tick;
+        round
     }
 
     /// `from` (this replica too, for its own acceptor) confirmed `round`. Returns the
@@ -315,10 +328,10 @@ mod tests {
             slot: 5,
         };
         assert!(c.ask(ask(1)));
-        assert_eq!(c.round_to_send(), Some(1));
-        assert_eq!(c.round_to_send(), None, "no ask waits");
+        assert_eq!(c.round_to_send(0), Some(1));
+        assert_eq!(c.round_to_send(0), None, "no ask waits");
         assert!(c.ask(ask(2)));
-        assert_eq!(c.round_to_send(), Some(2));
+        assert_eq!(c.round_to_send(0), Some(2));
         assert!(c.ask(ask(3)));
         // The leader's own acceptor confirms what it sends; one peer more is a quorum
         // of three.
@@ -327,7 +340,32 @@ mod tests {
         assert_eq!(c.confirmed(3, 1, 2), vec![ask(1)]);
         assert_eq!(c.confirmed(2, 2, 2), vec![ask(2)]);
         assert!(c.confirmed(2, 2, 2).is_empty());
-        assert_eq!(c.round_to_send(), Some(3));
+        assert_eq!(c.round_to_send(0), Some(3));
+    }
+
+    #[test]
+    fn asks_left_unconfirmed_get_a_new_round_after_a_while() {
+        let mut c = Confirmations::new();
+        assert_eq!(c.round_due(100, 3), None, "no ask");
+        assert!(c.ask(Ask {
+            from: 1,
+            batch: 7,
+            slot: 0
+        }));
+        assert_eq!(c.round_to_send(10), Some(1));
+        // Round 1 is lost: no new ask comes to start another.
+        assert_eq!(c.round_due(12, 3), None);
+        assert_eq!(c.round_due(13, 3), Some(2));
+        assert!(
+            c.confirmed(1, 2, 2).is_empty(),
+            "the leader's own: not yet a quorum"
+        );
+        assert_eq!(
+            c.confirmed(2, 2, 2).len(),
+            1,
+            "round 2 confirms the ask of round 1"
+        );
+        assert_eq!(c.round_due(20, 3), None, "nothing left to confirm");
     }
 
     #[test]

@@ -255,8 +255,9 @@ impl Replica {
             .collect();
         // Read batch ids start at a random point per incarnation (see `LocalReads`), from
         // a generator of their own so that the election's draws stay as they were.
-        let first_batch =
-            ChaCha8Rng::seed_from_u64(!config.seed).random::<u64>() ^ lamport.rotate_left(32);
+        let first_batch = ChaCha8Rng::seed_from_u64(!config.seed ^ config.incarnation)
+            .random::<u64>()
+            ^ lamport.rotate_left(32);
         let mut replica = Replica {
             rng: ChaCha8Rng::seed_from_u64(config.seed),
             now_ticks: 0,
@@ -1432,21 +1433,31 @@ impl Replica {
             let asks = l.confirmations.take_all();
             self.answer_read_asks(asks);
         }
-        let (rank, quorum) = (self.config.rank, self.quorum());
+        let now = self.now_ticks;
         if let State::Leader(l) = &mut self.state
-            && let Some(round) = l.confirmations.round_to_send()
+            && let Some(round) = l.confirmations.round_to_send(now)
         {
-            let ballot = l.ballot;
-            // Its own acceptor promised this very ballot: it confirms as the round leaves.
-            let done = l.confirmations.confirmed(rank, round, quorum);
-            self.send(None, Message::Confirm { ballot, round });
-            self.answer_read_asks(done);
+            self.send_round(round);
         }
         let servable = self.reads.servable(self.decided_upto);
         self.out.reads.extend(servable);
     }
 
-    /// Reads too old are given up on; batches unanswered for a while ask again.
+    /// Broadcasts confirmation round `round` of this leader's ballot.
+    fn send_round(&mut self, round: u64) {
+        let (rank, quorum) = (self.config.rank, self.quorum());
+        let State::Leader(l) = &mut self.state else {
+            return;
+        };
+        let ballot = l.ballot;
+        // Its own acceptor promised this very ballot: it confirms as the round leaves.
+        let done = l.confirmations.confirmed(rank, round, quorum);
+        self.send(None, Message::Confirm { ballot, round });
+        self.answer_read_asks(done);
+    }
+
+    /// Reads too old are given up on; batches unanswered for a while ask again; a
+    /// leader's asks left unconfirmed get a new round.
     fn tick_reads(&mut self) {
         let timeout = u64::from(self.config.pending_timeout_ticks);
         for id in self.reads.expire(self.now_ticks, timeout) {
@@ -1454,13 +1465,19 @@ impl Replica {
                 id,
                 Error::new(
                     ErrorCode::Unavailable,
-                    "no leader confirmed the read in time",
+                    "the read was not confirmed by a leader and applied here in time",
                 ),
             ));
         }
         let every = u64::from(self.config.retransmit_ticks);
         for batch in self.reads.due_again(self.now_ticks, every) {
             self.ask_read_index(batch);
+        }
+        let now = self.now_ticks;
+        if let State::Leader(l) = &mut self.state
+            && let Some(round) = l.confirmations.round_due(now, every)
+        {
+            self.send_round(round);
         }
     }
 

@@ -16,9 +16,9 @@
 //!
 //! | class | waits until | which outputs |
 //! |---|---|---|
-//! | **now** | nothing | a follower's `Forward` of client commands; the read-index messages (`ReadIndex`, `ReadIndexed`, `Confirm`, `Confirmed`); the leader's phase-2a `Accept` broadcast once its ballot is durable |
+//! | **now** | nothing | a follower's `Forward` of client commands; heartbeats; the read-index messages (`ReadIndex`, `ReadIndexed`, `Confirm`, `Confirmed`); the leader's phase-2a `Accept` broadcast once its ballot is durable |
 //! | **earlier groups** | every gating record of the groups *before* this turn's is durable | the turn's decisions: `Decide`/`Decided` messages, the snapshot to install, the slots to apply (and so the client replies), the reads to serve, the rejected commands and reads |
-//! | **own group** | every gating record up to this turn's group is durable | everything else: `Promise`, `Accepted`, `Nack`, `Prepare`, heartbeats, fetches |
+//! | **own group** | every gating record up to this turn's group is durable | everything else: `Promise`, `Accepted`, `Nack`, `Prepare`, fetches |
 //!
 //! *Gating* records ([`Record::gates_outputs`]) are what an acceptor vouches for:
 //! `Promise`, `Round` and `Accept`. `Decide` and `Truncate` records gate nothing (a
@@ -198,10 +198,15 @@ pub(crate) struct Gate {
 /// nor do the read-index messages: a `Confirmed` says the acceptor promised nothing
 /// higher — a promise whose record a crash could lose never left in a `Promise` either
 /// ([`crate::reads`]).
+///
+/// Nor does a heartbeat: a leader's ballot was durable before its `Prepare` left, and
+/// nobody takes a follower's heartbeat for a promise. Held behind a slow fsync, a
+/// leader's heartbeats would let its followers' election timeout run out.
 fn leaves_now(envelope: &Envelope) -> bool {
     matches!(
         envelope.message,
         Message::Forward { .. }
+            | Message::Heartbeat { .. }
             | Message::ReadIndex { .. }
             | Message::ReadIndexed { .. }
             | Message::Confirm { .. }

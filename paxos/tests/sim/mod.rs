@@ -390,6 +390,7 @@ impl Sim {
             pending_timeout_ticks: 40,
             log_retain_slots: self.seed % 4,
             seed: self.seed ^ ((node as u64) << 40) ^ self.nodes[node].incarnation,
+            incarnation: self.nodes[node].incarnation,
         }
     }
 
