@@ -6,7 +6,9 @@
 //! ```
 //! Optional: `BENCH_SECONDS` (default 10) per row, `BENCH_CLIENTS` (e.g. `64`),
 //! `BENCH_NODE_ARGS` (extra node flags, e.g. `--window-slots 8`), `BENCH_FABRIC` (1: one
-//! broker and one proxy; default 2, the pair `./on.sh` runs).
+//! broker and one proxy; default 2, the pair `./on.sh` runs), `BENCH_BROKER` (a running
+//! cluster's broker frontend, e.g. `tcp://127.0.0.1:5555`: load it instead of starting
+//! one — to compare this harness and `bots load` on the same cluster).
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // a panic in a test is a failed test
 #![allow(clippy::print_stdout)] // the table is the output
@@ -46,15 +48,24 @@ fn bench_writes() {
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(2);
-    let cluster = Cluster::start(ClusterOptions {
-        log: "warn".to_owned(),
-        node_args,
-        fabric,
-        ..ClusterOptions::default()
-    });
-    println!("fabric: {fabric} broker(s) and proxy(ies)");
-    let ids = cluster.ids();
-    cluster.wait_for_leader(&ids);
+    // Keep the cluster alive until the end (None: loading a running one).
+    let (broker, _cluster) = match std::env::var("BENCH_BROKER") {
+        Ok(broker) => {
+            println!("loading the running cluster at {broker}");
+            (broker, None)
+        }
+        Err(_) => {
+            let cluster = Cluster::start(ClusterOptions {
+                log: "warn".to_owned(),
+                node_args,
+                fabric,
+                ..ClusterOptions::default()
+            });
+            println!("fabric: {fabric} broker(s) and proxy(ies)");
+            cluster.wait_for_leader(&cluster.ids());
+            (cluster.endpoints.broker_frontend.clone(), Some(cluster))
+        }
+    };
     let value = "x".repeat(256);
     println!();
     println!("| clients | writes | writes/s | p50 ms | p99 ms | p99.9 ms | max ms | errors |");
@@ -62,7 +73,7 @@ fn bench_writes() {
     for clients in rows {
         let sockets = clients.div_ceil(SESSIONS_PER_SOCKET);
         let connections: Vec<Client> = (0..sockets)
-            .map(|_| rt.block_on(Client::connect(&cluster.endpoints.broker_frontend)))
+            .map(|_| rt.block_on(Client::connect(&broker)))
             .collect();
         let histogram = Arc::new(Mutex::new(
             Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).unwrap(),
