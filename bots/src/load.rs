@@ -404,6 +404,8 @@ struct Run {
     stop: CancellationToken,
     /// The user publishes speak as (empty without publishes).
     chat_user: String,
+    /// The mix has CASes (only they read the cache).
+    uses_cas: bool,
 }
 
 /// How an operation ended, for the counters and the history.
@@ -480,7 +482,10 @@ async fn client_task(
         let latency = started.elapsed();
         let return_ns = run.clock.now_ns();
         let ended = classify(&op, result, &mut stats, latency);
-        update_cache(&run.cas_cache, key_index, &op, &ended);
+        // Only a CAS reads the cache: without one in the mix, keeping it is wasted work.
+        if run.uses_cas {
+            update_cache(&run.cas_cache, key_index, &op, &ended);
+        }
         match &ended {
             Ended::Answered(_) => {
                 stats.ops += 1;
@@ -701,6 +706,7 @@ pub async fn run_load(
         history: recorder.as_ref().map(HistoryRecorder::sink),
         stop: stop.clone(),
         chat_user: chat_user.unwrap_or_default(),
+        uses_cas: config.mix.has(LoadOp::Cas),
         config,
     });
     let started = Instant::now();
