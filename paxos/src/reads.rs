@@ -20,6 +20,14 @@
 //! arrived at it since its last ask: a read costs a fraction of two message delays and
 //! no fsync, at any replica.
 //!
+//! **One at a time.** A replica keeps one ask in flight, and a leader one round: reads
+//! that arrive meanwhile wait for the next, which leaves as soon as the answer comes (or
+//! after `retransmit_ticks`, when it was lost). A lone read waits for nothing; under
+//! load a batch grows to whatever arrived in one round trip, instead of whatever arrived
+//! in one turn of the driver — 64 clients reading made ~0.8 fabric messages per read
+//! when every turn asked. Waiting is always safe: an index taken later than the read
+//! arrived is only higher. (etcd's ReadIndex loop works the same way.)
+//!
 //! Why not leases: a lease is cheaper (no round) but trusts every node's clock to drift
 //! less than a bound; the project runs on shared, noisy machines where a paused process
 //! (`SIGSTOP`, a stalled VM) breaks that assumption silently. ReadIndex trusts only
@@ -89,9 +97,10 @@ impl LocalReads {
         self.len += 1;
     }
 
-    /// Makes the reads that arrived since the last ask one batch, and returns its id.
+    /// Makes the reads that arrived since the last ask one batch, and returns its id;
+    /// none while an earlier batch waits for its answer (one ask in flight).
     pub(crate) fn take_open(&mut self, now_tick: u64) -> Option<u64> {
-        if self.open.is_empty() {
+        if self.open.is_empty() || !self.asked.is_empty() {
             return None;
         }
         let id = self.next_batch;
@@ -187,6 +196,8 @@ pub(crate) struct Confirmations {
     confirmed: BTreeMap<Rank, u64>,
     /// Asks by round, oldest first.
     asks: VecDeque<(u64, Ask)>,
+    /// The highest round a quorum confirmed (0: none).
+    settled: u64,
     /// When the last round left (ticks).
     sent_tick: u64,
 }
@@ -197,6 +208,7 @@ impl Confirmations {
             next_round: 1,
             confirmed: BTreeMap::new(),
             asks: VecDeque::new(),
+            settled: 0,
             sent_tick: 0,
         }
     }
@@ -210,11 +222,12 @@ impl Confirmations {
         true
     }
 
-    /// The round to broadcast now, if asks wait for it: every ask in it arrived before
-    /// it leaves.
+    /// The round to broadcast now, if asks wait for it and no earlier round is still
+    /// unconfirmed (one round in flight): every ask in it arrived before it leaves.
     pub(crate) fn round_to_send(&mut self, now_tick: u64) -> Option<u64> {
         let waiting = self.asks.back().is_some_and(|(r, _)| *r == self.next_round);
-        waiting.then(|| self.next_round(now_tick))
+        let in_flight = self.settled + 1 < self.next_round;
+        (waiting && !in_flight).then(|| self.next_round(now_tick))
     }
 
     /// A new round for asks still unconfirmed `every` ticks after the last round left
@@ -245,6 +258,7 @@ impl Confirmations {
         let Some(&upto) = rounds.get(quorum.saturating_sub(1)) else {
             return Vec::new();
         };
+        self.settled = self.settled.max(upto);
         let mut done = Vec::new();
         while self.asks.front().is_some_and(|(r, _)| *r <= upto) {
             if let Some((_, ask)) = self.asks.pop_front() {
@@ -284,10 +298,13 @@ mod tests {
         let batch = reads.take_open(0).expect("a batch");
         assert_eq!(batch, 100);
         assert_eq!(reads.take_open(0), None, "nothing new arrived");
+        reads.arrive(read(3, 0));
+        assert_eq!(reads.take_open(0), None, "one ask in flight");
         reads.indexed(batch, 7);
+        assert_eq!(reads.take_open(0), Some(101), "answered: the next batch asks");
         assert!(reads.servable(6).is_empty());
         assert_eq!(reads.servable(7), vec![1, 2]);
-        assert_eq!(reads.len(), 0);
+        assert_eq!(reads.len(), 1);
     }
 
     #[test]
@@ -331,13 +348,15 @@ mod tests {
         assert_eq!(c.round_to_send(0), Some(1));
         assert_eq!(c.round_to_send(0), None, "no ask waits");
         assert!(c.ask(ask(2)));
-        assert_eq!(c.round_to_send(0), Some(2));
-        assert!(c.ask(ask(3)));
+        assert_eq!(c.round_to_send(0), None, "round 1 is in flight");
         // The leader's own acceptor confirms what it sends; one peer more is a quorum
         // of three.
-        assert!(c.confirmed(1, 2, 2).is_empty());
-        assert!(c.confirmed(3, 3, 2).is_empty(), "round 3 was never sent");
+        assert!(c.confirmed(1, 1, 2).is_empty());
+        assert!(c.confirmed(3, 2, 2).is_empty(), "round 2 was never sent");
         assert_eq!(c.confirmed(3, 1, 2), vec![ask(1)]);
+        assert_eq!(c.round_to_send(0), Some(2), "round 1 settled");
+        assert!(c.ask(ask(3)));
+        assert!(c.confirmed(1, 2, 2).is_empty());
         assert_eq!(c.confirmed(2, 2, 2), vec![ask(2)]);
         assert!(c.confirmed(2, 2, 2).is_empty());
         assert_eq!(c.round_to_send(0), Some(3));
