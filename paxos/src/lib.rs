@@ -27,7 +27,10 @@
 //!   simulator's crash-restart use the same fold).
 //! - [`gate`]: the durability gate, [`Ready`] and [`Group`]: which output waits for which
 //!   records.
-//! - [`replica`]: [`Replica`], [`Status`].
+//! - [`replica`]: [`Replica`], [`Status`]: the state, the public API (`step`, `tick`,
+//!   `propose`, `read`, `ready`, `persisted`) and the outputs; one room per role beside it
+//!   (`replica/`: `acceptor`, `learner` with catching up, `election`, `leader`,
+//!   `read_index`, `commands`), each a further `impl Replica` over the same fields.
 //! - [`reads`]: linearizable reads without a log slot (ReadIndex) and why not leases.
 //! - The wire types ([`Envelope`], [`Message`], [`Ballot`], [`Value`]) live in
 //!   [`proto::paxos`] and are re-exported here.

@@ -33,9 +33,9 @@
 //! (`SIGSTOP`, a stalled VM) breaks that assumption silently. ReadIndex trusts only
 //! messages, as the rest of the core does.
 //!
-//! This module holds the bookkeeping: [`LocalReads`] (the reads waiting at this replica,
-//! any role) and [`Confirmations`] (a leader's asks and rounds). The replica wires them
-//! to its messages.
+//! This module holds the bookkeeping: `LocalReads` (the reads waiting at this replica,
+//! any role) and `Confirmations` (a leader's asks and rounds); `replica/read_index.rs`
+//! wires them to the replica's messages.
 
 use std::collections::{BTreeMap, VecDeque};
 
@@ -301,7 +301,11 @@ mod tests {
         reads.arrive(read(3, 0));
         assert_eq!(reads.take_open(0), None, "one ask in flight");
         reads.indexed(batch, 7);
-        assert_eq!(reads.take_open(0), Some(101), "answered: the next batch asks");
+        assert_eq!(
+            reads.take_open(0),
+            Some(101),
+            "answered: the next batch asks"
+        );
         assert!(reads.servable(6).is_empty());
         assert_eq!(reads.servable(7), vec![1, 2]);
         assert_eq!(reads.len(), 1);

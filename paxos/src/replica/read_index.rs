@@ -1,0 +1,128 @@
+//! ReadIndex wired to the replica's messages: a replica's batch asks the leader
+//! (`ReadIndex`), a leader confirms it still leads (`Confirm` → `Confirmed`) and answers
+//! (`ReadIndexed`). The bookkeeping and the safety argument are in [`crate::reads`].
+
+// A room of the replica: its types, fields and imports are this file's too.
+use super::*;
+
+impl Replica {
+    /// Asks for the index of this replica's read batch: of itself when it leads, else of
+    /// the leader it follows (none yet: the tick asks again).
+    fn ask_read_index(&mut self, batch: u64) {
+        match (&self.state, self.leader) {
+            (State::Leader(_), _) => self.on_read_ask(self.config.rank, batch),
+            (State::Follower, Some((leader, _))) if leader != self.config.rank => {
+                self.send(Some(leader), Message::ReadIndex { batch });
+            }
+            _ => {}
+        }
+    }
+
+    /// A read-index ask arrived at this leader (from a follower, or its own): every write
+    /// acknowledged before now is at or below `next_slot - 1`, provided a confirmation
+    /// round sent after now finds it still leading.
+    pub(super) fn on_read_ask(&mut self, from: Rank, batch: u64) {
+        let decided_upto = self.decided_upto;
+        let State::Leader(l) = &mut self.state else {
+            return; // not the leader (any more): the asker asks again
+        };
+        let slot = l.next_slot.saturating_sub(1).max(decided_upto);
+        // A full table drops the ask; its retransmission comes back.
+        l.confirmations.ask(Ask { from, batch, slot });
+    }
+
+    pub(super) fn on_confirm(&mut self, from: Rank, ballot: Ballot, round: u64) {
+        if may_confirm(ballot, self.promised) {
+            self.send(Some(from), Message::Confirmed { ballot, round });
+        } else {
+            let promised = self.promised;
+            self.send(Some(from), Message::Nack { ballot, promised });
+        }
+    }
+
+    pub(super) fn on_confirmed(&mut self, from: Rank, ballot: Ballot, round: u64) {
+        let quorum = self.quorum();
+        let State::Leader(l) = &mut self.state else {
+            return;
+        };
+        if l.ballot != ballot {
+            return;
+        }
+        let done = l.confirmations.confirmed(from, round, quorum);
+        self.answer_read_asks(done);
+    }
+
+    /// The asks a quorum confirmed: this replica's own batches get their index, the
+    /// followers' get a `ReadIndexed`.
+    fn answer_read_asks(&mut self, asks: Vec<Ask>) {
+        for Ask { from, batch, slot } in asks {
+            if from == self.config.rank {
+                self.reads.indexed(batch, slot);
+            } else {
+                self.send(Some(from), Message::ReadIndexed { batch, slot });
+            }
+        }
+    }
+
+    /// Once per turn: the reads that arrived ask together, the leader sends one
+    /// confirmation round for every ask that arrived since its last, and the reads whose
+    /// index is applied are released (after this turn's decided slots).
+    pub(super) fn flush_reads(&mut self) {
+        if let Some(batch) = self.reads.take_open(self.now_ticks) {
+            self.ask_read_index(batch);
+        }
+        #[cfg(feature = "bug-injection")]
+        if self.bug == Some(Bug::ReadWithoutConfirmation)
+            && let State::Leader(l) = &mut self.state
+        {
+            let asks = l.confirmations.take_all();
+            self.answer_read_asks(asks);
+        }
+        let now = self.now_ticks;
+        if let State::Leader(l) = &mut self.state
+            && let Some(round) = l.confirmations.round_to_send(now)
+        {
+            self.send_round(round);
+        }
+        let servable = self.reads.servable(self.decided_upto);
+        self.out.reads.extend(servable);
+    }
+
+    /// Broadcasts confirmation round `round` of this leader's ballot.
+    fn send_round(&mut self, round: u64) {
+        let (rank, quorum) = (self.config.rank, self.quorum());
+        let State::Leader(l) = &mut self.state else {
+            return;
+        };
+        let ballot = l.ballot;
+        // Its own acceptor promised this very ballot: it confirms as the round leaves.
+        let done = l.confirmations.confirmed(rank, round, quorum);
+        self.send(None, Message::Confirm { ballot, round });
+        self.answer_read_asks(done);
+    }
+
+    /// Reads too old are given up on; batches unanswered for a while ask again; a
+    /// leader's asks left unconfirmed get a new round.
+    pub(super) fn tick_reads(&mut self) {
+        let timeout = u64::from(self.config.pending_timeout_ticks);
+        for id in self.reads.expire(self.now_ticks, timeout) {
+            self.out.rejected_reads.push((
+                id,
+                Error::new(
+                    ErrorCode::Unavailable,
+                    "the read was not confirmed by a leader and applied here in time",
+                ),
+            ));
+        }
+        let every = u64::from(self.config.retransmit_ticks);
+        for batch in self.reads.due_again(self.now_ticks, every) {
+            self.ask_read_index(batch);
+        }
+        let now = self.now_ticks;
+        if let State::Leader(l) = &mut self.state
+            && let Some(round) = l.confirmations.round_due(now, every)
+        {
+            self.send_round(round);
+        }
+    }
+}
