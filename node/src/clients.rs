@@ -263,6 +263,11 @@ impl Clients {
         true
     }
 
+    /// The command a client waits here for, if any.
+    pub(crate) fn waiting_command(&self, client_id: u64, seq: u64) -> Option<&Command> {
+        self.pending.command((client_id, seq))
+    }
+
     /// Whether a client waits here for `(client_id, seq)`.
     pub(crate) fn is_waiting(&self, client_id: u64, seq: u64) -> bool {
         self.pending.contains((client_id, seq))

@@ -95,9 +95,10 @@ pub(crate) struct Driver {
     store: Store,
     rooms: Rooms,
     metrics: Metrics,
-    /// Linearizable reads the core holds, by the id it will hand back; bounded by the
-    /// core's limit on waiting reads (every id comes back once: served or rejected).
-    reads: HashMap<ReadId, Command>,
+    /// Linearizable reads the core holds: the `(client_id, seq)` of the waiting request
+    /// (which holds the command), by the id the core will hand back; bounded by the core's
+    /// limit on waiting reads (every id comes back once: served or rejected).
+    reads: HashMap<ReadId, (u64, u64)>,
     next_read: ReadId,
 }
 
@@ -299,7 +300,7 @@ impl Driver {
         let id = self.next_read;
         match self.replica.read(id) {
             Ok(()) => {
-                self.reads.insert(id, command);
+                self.reads.insert(id, (command.client_id, command.seq));
             }
             Err(error) => self.answer(command.client_id, command.seq, Err(error), now),
         }
@@ -385,19 +386,25 @@ impl Driver {
             self.apply(slot, value, leads, now);
         }
         for id in reads {
-            if let Some(command) = self.reads.remove(&id) {
-                let result = self
-                    .store
-                    .read_local(&command.op, command.session.as_deref());
-                self.answer(command.client_id, command.seq, result, now);
-            }
+            // A request forgotten meanwhile (expired, or answered through the log after
+            // a leader change re-proposed it) has nobody left to answer.
+            let Some((client_id, seq)) = self.reads.remove(&id) else {
+                continue;
+            };
+            let Some(command) = self.rooms.clients.waiting_command(client_id, seq) else {
+                continue;
+            };
+            let result = self
+                .store
+                .read_local(&command.op, command.session.as_deref());
+            self.answer(client_id, seq, result, now);
         }
         for (command, error) in rejected {
             self.answer(command.client_id, command.seq, Err(error), now);
         }
         for (id, error) in rejected_reads {
-            if let Some(command) = self.reads.remove(&id) {
-                self.answer(command.client_id, command.seq, Err(error), now);
+            if let Some((client_id, seq)) = self.reads.remove(&id) {
+                self.answer(client_id, seq, Err(error), now);
             }
         }
         Ok(())

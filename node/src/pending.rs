@@ -114,6 +114,11 @@ impl PendingRequests {
         self.waiting.values().map(|w| &w.command)
     }
 
+    /// The command of the request waiting for `key`, if any.
+    pub fn command(&self, key: (ClientId, Seq)) -> Option<&Command> {
+        self.waiting.get(&key).map(|w| &w.command)
+    }
+
     /// Whether a request waits for `key`.
     pub fn contains(&self, key: (ClientId, Seq)) -> bool {
         self.waiting.contains_key(&key)

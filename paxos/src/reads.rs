@@ -139,6 +139,9 @@ impl LocalReads {
 
     /// Reads whose index is applied (`applied_upto`): they may be served now.
     pub(crate) fn servable(&mut self, applied_upto: Slot) -> Vec<ReadId> {
+        if self.indexed.is_empty() {
+            return Vec::new(); // every turn asks: a write-only load pays nothing
+        }
         let later = self.indexed.split_off(&(applied_upto + 1));
         let ready = std::mem::replace(&mut self.indexed, later);
         let ids: Vec<ReadId> = ready.into_values().flatten().map(|r| r.id).collect();
@@ -148,6 +151,9 @@ impl LocalReads {
 
     /// Reads that arrived `timeout` ticks ago or earlier, in any stage: given up on.
     pub(crate) fn expire(&mut self, now_tick: u64, timeout: u64) -> Vec<ReadId> {
+        if self.len == 0 {
+            return Vec::new();
+        }
         let old = |r: &Read| now_tick.saturating_sub(r.arrived_tick) >= timeout;
         let mut expired = Vec::new();
         let mut sweep = |reads: &mut Vec<Read>| {
