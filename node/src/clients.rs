@@ -68,10 +68,11 @@ pub(crate) fn decode(
         return Err(Refused::Layout);
     }
     let sealed = frames.pop().ok_or(Refused::Layout)?;
-    let who = format!(
-        "broker {broker} for client {:?}",
-        String::from_utf8_lossy(&frames[0])
-    );
+    // Formatted only when the frame is refused: this runs for every request.
+    let who = std::fmt::from_fn(|f| {
+        let client = String::from_utf8_lossy(&frames[0]);
+        write!(f, "broker {broker} for client {client:?}")
+    });
     let body = seal
         .open(
             Source::Broker,

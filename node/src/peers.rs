@@ -143,7 +143,9 @@ pub(crate) fn decode(
     if !own_probe && !clock && !topics.iter().any(|t| t == topic) {
         return Ok(None); // a prefix match for someone else (`to.node-10` for `to.node-1`)
     }
-    let who = format!("{sender:?} on {:?}", String::from_utf8_lossy(topic));
+    // Formatted only when the frame is refused: this runs for every peer message.
+    let who =
+        std::fmt::from_fn(|f| write!(f, "{sender:?} on {:?}", String::from_utf8_lossy(topic)));
     let body = seal
         .open(
             Source::Peer,
