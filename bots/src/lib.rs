@@ -8,6 +8,7 @@
 //! | [`history`] | `--history FILE` | every key operation in DESIGN.md's history format, from one monotonic clock shared by all clients |
 //! | [`check`] | `bots check FILE` | `lincheck` over a history file: exit 0 linearizable, 1 not (naming the key and the operations), 2 inconclusive or unreadable |
 //! | [`chat`] | `bots chat` | the seeds' chat bots: log in, create and join channels, post, private messages, live deliveries |
+//! | [`report`] | | a load run's report: the table and `--json` |
 //! | [`mix`] | | `--mix put=40,get=40,...` and `--rate 2/s` |
 //! | [`cli`] | | the command line |
 //!
@@ -36,3 +37,4 @@ pub mod cli;
 pub mod history;
 pub mod load;
 pub mod mix;
+pub mod report;
