@@ -52,11 +52,13 @@ start_process() { # name command... : start in the background, record pid and co
     # does not either. Not its own session (setsid): Linux's autogroup scheduler gives
     # each session one fair share of the CPU, so a session per process let an idle proxy
     # claim as much as the busy leader: on two cores 12k writes/s with p99 23 ms, against
-    # 19k and 5.5 ms with the cluster in one session (docs/operations.md, "CPU").
+    # 18-19k and 6 ms with the cluster in one session (docs/operations.md, "CPU").
+    local job_control=0
+    [[ $- == *m* ]] && job_control=1
     set -m
     nohup "$@" >>"$LOGS/$name.log" 2>&1 < /dev/null &
     echo $! > "$RUN/$name.pid"
-    set +m
+    (( job_control )) || set +m
 }
 
 restart_process() { # name: start again with the recorded command line

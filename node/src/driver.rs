@@ -386,14 +386,18 @@ impl Driver {
             self.apply(slot, value, leads, now);
         }
         for id in reads {
-            // A request forgotten meanwhile (expired, or answered through the log after
-            // a leader change re-proposed it) has nobody left to answer.
+            // A request forgotten meanwhile (expired, or answered already) has nobody
+            // left to answer; and only a read may be served here (a client that reused
+            // its seq for a write finds the write in the table: that one takes a slot).
             let Some((client_id, seq)) = self.reads.remove(&id) else {
                 continue;
             };
             let Some(command) = self.rooms.clients.waiting_command(client_id, seq) else {
                 continue;
             };
+            if !is_read_index_read(command) {
+                continue;
+            }
             let result = self
                 .store
                 .read_local(&command.op, command.session.as_deref());
