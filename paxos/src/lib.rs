@@ -65,7 +65,10 @@
 //!   `retransmit_ticks`; a quorum of `Accepted` decides the slot and the leader broadcasts
 //!   `Decide { slot, ballot }` — without the value, which every acceptor that accepted in
 //!   that ballot holds (a leader proposes one value per slot in its ballot); the others
-//!   fetch the slot. A leader that has not heard a majority for a timeout steps down. A
+//!   fetch the slot. Every vote goes to every node, the leader's own included (once its
+//!   `Accept` record is durable): a replica that accepted the slot learns it from a
+//!   quorum of votes, with three replicas its own and the leader's, without waiting for
+//!   the `Decide`. A leader that has not heard a majority for a timeout steps down. A
 //!   `Nack` or a heartbeat of a higher-ballot leader makes a leader step down.
 //! - **Learning**: decided slots are handed out strictly in order without gaps
 //!   ([`Ready::decided`]). Heartbeats and `Accept`s carry the sender's decided prefix; a

@@ -904,3 +904,55 @@ fn a_follower_learns_from_a_quorum_of_votes_before_the_decide() {
     r.step(vote(4, ballot, 1));
     assert_eq!(turn(&mut r).decided, vec![(1, value(1))]);
 }
+
+#[test]
+fn the_leader_sends_its_own_vote_once_its_accept_is_durable() {
+    let mut leader = candidate();
+    leader.step(promise(1, vec![]));
+    assert_eq!(leader.status().role, Role::Leader);
+    let _ = turn(&mut leader);
+    leader.propose(put(1)).unwrap();
+    let ready = leader.ready();
+    let group = ready.persist.clone().expect("the Accept record");
+    let (slot, value) = ready
+        .messages
+        .iter()
+        .find_map(|e| match &e.message {
+            Message::Accept { slot, value, .. } => Some((*slot, value.clone())),
+            _ => None,
+        })
+        .expect("the Accept leaves while its record is written");
+    let votes = |ready: &Ready| {
+        ready
+            .messages
+            .iter()
+            .filter(|e| {
+                e.to.is_none()
+                    && matches!(e.message, Message::Accepted { slot: s, .. } if s == slot)
+            })
+            .count()
+    };
+    assert_eq!(votes(&ready), 0, "no vote before the record is durable");
+    leader.persisted(group.number);
+    assert_eq!(
+        votes(&leader.ready()),
+        1,
+        "the vote, to every node, once it is"
+    );
+
+    // A follower learns the slot from its own vote and the leader's.
+    let ballot = Ballot::new(1, 3);
+    let mut follower = replica(1);
+    follower.step(env(
+        3,
+        Message::Accept {
+            ballot,
+            slot,
+            value: value.clone(),
+            decided_upto: 0,
+        },
+    ));
+    let _ = turn(&mut follower);
+    follower.step(env(3, Message::Accepted { ballot, slot }));
+    assert_eq!(turn(&mut follower).decided, vec![(slot, value)]);
+}

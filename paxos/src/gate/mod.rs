@@ -170,6 +170,17 @@ struct Held {
 }
 
 impl Held {
+    /// Whether it holds outputs of the decision class (which are carried out in turn
+    /// order among themselves: slots are applied in order).
+    fn decides(&self) -> bool {
+        self.install_snapshot.is_some()
+            || !self.decided.is_empty()
+            || !self.rejected.is_empty()
+            || !self.reads.is_empty()
+            || !self.rejected_reads.is_empty()
+            || self.messages.iter().any(|e| decision_slot(e).is_some())
+    }
+
     fn is_empty(&self) -> bool {
         self.messages.is_empty()
             && self.install_snapshot.is_none()
@@ -297,9 +308,16 @@ impl Gate {
             ..Held::default()
         };
         if breaks.decisions_early {
-            // Still behind earlier held outputs (slots apply in order), but not behind
-            // this replica's own votes.
-            decisions.needs = self.held.back().map_or(0, |h| h.needs);
+            // Still behind earlier held decisions (slots apply in order), but neither
+            // behind this replica's own votes nor behind the messages held for them (a
+            // leader's own `Accepted`, say).
+            decisions.needs = self
+                .held
+                .iter()
+                .filter(|h| h.decides())
+                .map(|h| h.needs)
+                .max()
+                .unwrap_or(0);
         }
         let mut rest = Held {
             needs: own,
@@ -323,14 +341,17 @@ impl Gate {
         }
         // Held outputs need ever later groups, so releasing from the front keeps order.
         assert!(
-            self.held.back().is_none_or(|h| h.needs <= decisions.needs)
+            (breaks.decisions_early || self.held.back().is_none_or(|h| h.needs <= decisions.needs))
                 && decisions.needs <= rest.needs,
             "held outputs out of order"
         );
-        for held in [decisions, rest] {
-            if !held.is_empty() {
-                self.held.push_back(held);
-            }
+        if !decisions.is_empty() {
+            // At the back, unless a broken rule lets them overtake what waits for more.
+            let at = self.held.partition_point(|h| h.needs <= decisions.needs);
+            self.held.insert(at, decisions);
+        }
+        if !rest.is_empty() {
+            self.held.push_back(rest);
         }
         self.release_into(&mut ready);
         ready.messages.extend(now);

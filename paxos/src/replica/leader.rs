@@ -41,6 +41,12 @@ impl Replica {
                 decided_upto,
             },
         );
+        // The leader's own vote, to every node. The `Accept` above vouches for nothing (it
+        // leaves while the record is written); this leaves once the record is durable
+        // (the gate holds it until then). With it a follower learns the slot as soon as its
+        // own vote is durable too — a quorum of three — instead of waiting two hops more
+        // for the other follower's `Accepted` or the leader's `Decide`.
+        self.send(None, Message::Accepted { ballot, slot });
         self.check_chosen(slot);
     }
 
