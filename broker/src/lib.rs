@@ -52,8 +52,15 @@
 //!   and validates every request in full.
 
 pub mod challenge;
+mod config;
+mod health;
 pub mod metrics;
 pub mod ring;
+mod run;
+
+pub use config::{Config, ConfigError};
+pub use health::{HealthError, health};
+pub use run::{bind, run};
 
 use std::time::{Duration, Instant};
 
@@ -62,11 +69,9 @@ use proto::fabric::{BROKER_PING, NodeToBroker, broker_challenge, broker_pong};
 use proto::limits::{MAX_FRAME_BYTES, MAX_ROUTING_FRAME_BYTES};
 use proto::report::{AuthReport, BrokerReport};
 use proto::seal::{Keyring, SealError};
-use proto::{Consistency, Error, ErrorCode, Op, Request, Response};
+use proto::{Error, ErrorCode, Request, Response};
 use serde::{Deserialize, Serialize};
-use tokio::net::TcpListener;
-use tokio_util::sync::CancellationToken;
-use transport::{Kind, Mode, Multipart, Options, Socket, TransportError};
+use transport::{Multipart, TransportError};
 
 use crate::challenge::Challenges;
 use crate::metrics::{Malformed, Metrics};
@@ -95,72 +100,6 @@ pub const RECV_BATCH_MAX: usize = 256;
 pub const BROKER_NAME: &str = "broker";
 /// The `client_id` of health probes (no real session uses 0: clients pick theirs at random).
 pub const HEALTH_CLIENT_ID: proto::client::ClientId = 0;
-
-/// Settings of [`run`]. The sockets are passed in already bound.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Config {
-    /// Which broker this is (`broker-1`), in `/status` and the logs.
-    pub name: String,
-    /// A node silent for longer than this leaves the ring.
-    pub liveness_timeout: Duration,
-    /// How often the counters are logged (at info).
-    pub stats_interval: Duration,
-    /// At most one malformed-message warning per this interval.
-    pub malformed_log_interval: Duration,
-}
-
-impl Default for Config {
-    fn default() -> Self {
-        Config {
-            name: DEFAULT_NAME.to_owned(),
-            liveness_timeout: Duration::from_secs(1),
-            stats_interval: Duration::from_secs(10),
-            malformed_log_interval: Duration::from_secs(5),
-        }
-    }
-}
-
-/// A [`Config`] that cannot work.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum ConfigError {
-    /// A duration is zero.
-    #[error("{0} must be more than zero")]
-    Zero(&'static str),
-    /// The name is empty, too long or has characters that are not allowed.
-    #[error("invalid name {name:?}: {reason}")]
-    Name {
-        /// The name.
-        name: String,
-        /// What is wrong with it.
-        reason: proto::LimitError,
-    },
-}
-
-impl Config {
-    /// Checks the settings.
-    pub fn validate(&self) -> Result<(), ConfigError> {
-        for (name, value) in [
-            ("liveness timeout", self.liveness_timeout),
-            ("stats interval", self.stats_interval),
-            ("malformed log interval", self.malformed_log_interval),
-        ] {
-            if value.is_zero() {
-                return Err(ConfigError::Zero(name));
-            }
-        }
-        // The same rules as a node's name: short, printable, no spaces.
-        proto::fabric::check_node_name(&self.name).map_err(|reason| ConfigError::Name {
-            name: self.name.clone(),
-            reason,
-        })
-    }
-
-    /// How often stale nodes are removed from the ring (and logged as gone). Requests
-    /// never wait for it: [`Ring::next`] skips stale nodes by itself.
-    fn expire_interval(&self) -> Duration {
-        (self.liveness_timeout / 4).clamp(Duration::from_millis(10), Duration::from_millis(250))
-    }
-}
 
 /// Counters of one run of the broker.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -588,12 +527,6 @@ pub struct About {
     pub started: Instant,
 }
 
-/// `/readyz`: ready while at least one node is live (else every request is answered
-/// `unavailable`).
-fn is_ready(report: &BrokerReport) -> bool {
-    !report.live_nodes.is_empty()
-}
-
 /// Light checks of a client request: `[client_id, body]`, sizes within the limits, our
 /// protocol version. The body is not decoded.
 fn check_request_layout(message: &Multipart) -> Result<(), (Malformed, String)> {
@@ -650,192 +583,6 @@ fn answer(to: &[u8], seq: proto::client::Seq, code: ErrorCode, message: &str) ->
             // Cannot happen for a short error message; if it does, the client times out.
             tracing::error!(error = %e, "cannot encode an answer");
             None
-        }
-    }
-}
-
-/// Binds the frontend and backend ROUTER sockets as [`run`] expects them. The backend
-/// names each connection itself (nodes set no identity) and never hands a routing id
-/// over to a new connection: a node is reached on the connection that answered its
-/// challenge, which nobody else can take over.
-pub async fn bind(frontend: &str, backend: &str) -> Result<(Socket, Socket), TransportError> {
-    let frontend = Socket::open(Kind::Router, Mode::Bind, frontend, Options::default()).await?;
-    let backend = Socket::open(
-        Kind::Router,
-        Mode::Bind,
-        backend,
-        Options::default().peer_address(),
-    )
-    .await?;
-    Ok((frontend, backend))
-}
-
-/// Runs the broker on two bound ROUTER sockets, with its status port on `status`, until
-/// `shutdown` is cancelled; returns the counters (the sockets as [`bind`] makes them).
-pub async fn run(
-    frontend: Socket,
-    backend: Socket,
-    status: TcpListener,
-    config: Config,
-    keys: Keyring,
-    shutdown: CancellationToken,
-) -> Result<Stats, BrokerError> {
-    config.validate()?;
-    let about = About {
-        name: config.name.clone(),
-        frontend: frontend.endpoint().to_owned(),
-        backend: backend.endpoint().to_owned(),
-        started: Instant::now(),
-    };
-    tracing::info!(
-        name = about.name,
-        frontend = about.frontend,
-        backend = about.backend,
-        status = %status.local_addr().map_or_else(|e| e.to_string(), |a| a.to_string()),
-        liveness_timeout_ms = config.liveness_timeout.as_millis() as u64,
-        "broker running"
-    );
-    let (frontend_tx, mut frontend_rx) = frontend.split();
-    let (backend_tx, mut backend_rx) = backend.split();
-    let mut broker = Broker::new(&config, keys);
-    let (port, mut queries) = service::http::status_port(broker.metrics(), is_ready);
-    let http = service::http::spawn(status, port, &shutdown);
-    let mut from_clients = Vec::with_capacity(RECV_BATCH_MAX);
-    let mut expire_tick = tokio::time::interval(config.expire_interval());
-    expire_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut stats_tick = tokio::time::interval(config.stats_interval);
-    stats_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    stats_tick.tick().await; // the first tick is immediate: nothing to report yet
-    let mut last_stats = (Instant::now(), Stats::default());
-
-    loop {
-        tokio::select! {
-            () = shutdown.cancelled() => break,
-            received = frontend_rx.recv_many(&mut from_clients, RECV_BATCH_MAX) => {
-                if received == 0 {
-                    return Err(BrokerError::Closed("frontend"));
-                }
-                let now = Instant::now();
-                for message in from_clients.drain(..) {
-                    send(&frontend_tx, &backend_tx, broker.on_frontend(message, now)).await?;
-                }
-            }
-            message = backend_rx.recv() => {
-                let Some(message) = message else {
-                    return Err(BrokerError::Closed("backend"));
-                };
-                // One at a time, each with the address it came from (named in the log
-                // when it fails authentication); what waits is taken in the same turn.
-                let now = Instant::now();
-                let mut next = Some(message);
-                let mut taken = 0;
-                while let Some(message) = next.take() {
-                    let peer = backend_rx.last_peer_address();
-                    let outgoing = broker.on_backend(message, now, peer.as_deref());
-                    send(&frontend_tx, &backend_tx, outgoing).await?;
-                    taken += 1;
-                    if taken < RECV_BATCH_MAX {
-                        next = backend_rx.try_recv();
-                    }
-                }
-            }
-            _ = expire_tick.tick() => broker.expire(Instant::now()),
-            _ = stats_tick.tick() => {
-                let now = Instant::now();
-                log_stats(&broker, &about.name, last_stats, now);
-                last_stats = (now, broker.stats());
-            }
-            Some(query) = queries.recv() => query.answer(broker.report(&about, Instant::now())),
-        }
-    }
-    http.stop().await;
-    let stats = broker.stats();
-    tracing::info!(name = about.name, ?stats, "broker stopped");
-    Ok(stats)
-}
-
-/// Sends what [`Broker`] produced. Waits only while libzmq's queue is full:
-/// a ROUTER never blocks (libzmq drops for a peer over its high-water mark, or unknown).
-async fn send(
-    frontend: &transport::Sender,
-    backend: &transport::Sender,
-    outgoing: Outgoing,
-) -> Result<(), BrokerError> {
-    match outgoing {
-        Outgoing::Backend(m) | Outgoing::BackendAnswer(m) => backend
-            .send(m)
-            .await
-            .map_err(|_| BrokerError::Closed("backend")),
-        Outgoing::Frontend(m) => frontend
-            .send(m)
-            .await
-            .map_err(|_| BrokerError::Closed("frontend")),
-        Outgoing::Nothing => Ok(()),
-    }
-}
-
-fn log_stats(broker: &Broker, name: &str, (since, before): (Instant, Stats), now: Instant) {
-    let stats = broker.stats();
-    let seconds = now.saturating_duration_since(since).as_secs_f64().max(1e-3);
-    tracing::info!(
-        name,
-        requests = stats.requests,
-        replies = stats.replies,
-        unavailable = stats.unavailable,
-        malformed = stats.malformed,
-        live_nodes = broker.ring().live(now).count(),
-        requests_per_s = ((stats.requests - before.requests) as f64 / seconds).round() as u64,
-        "broker counters"
-    );
-}
-
-/// Why a health probe failed.
-#[derive(Debug, thiserror::Error)]
-pub enum HealthError {
-    /// The probe socket could not be opened.
-    #[error(transparent)]
-    Transport(#[from] TransportError),
-    /// No answer in time.
-    #[error("no answer within {0:?}")]
-    Timeout(Duration),
-    /// Something answered, but not a broker.
-    #[error("unexpected answer: {0}")]
-    Unexpected(String),
-}
-
-/// Asks the broker at `endpoint` (a `*` or `0.0.0.0` host means this machine) for a
-/// `Noop` read and returns its answer. Any [`Response`] counts as healthy, even
-/// `unavailable`: the broker itself is up.
-pub async fn health(endpoint: &str, timeout: Duration) -> Result<Response, HealthError> {
-    let endpoint = transport::local_endpoint(endpoint);
-    let seq = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(1, |d| d.as_nanos() as u64);
-    let request = Request {
-        client_id: HEALTH_CLIENT_ID,
-        seq,
-        op: Op::Noop,
-        // A local read is answered by the receiving node at once, never through the log.
-        consistency: Consistency::Local,
-        credential: None,
-    };
-    let body = proto::encode(&request).map_err(|e| HealthError::Unexpected(e.to_string()))?;
-    let mut socket =
-        Socket::open(Kind::Dealer, Mode::Connect, &endpoint, Options::default()).await?;
-    socket.send(vec![body]).await?;
-    let deadline = tokio::time::Instant::now() + timeout;
-    loop {
-        let message = tokio::time::timeout_at(deadline, socket.recv())
-            .await
-            .map_err(|_| HealthError::Timeout(timeout))?
-            .ok_or(HealthError::Transport(TransportError::Closed))?;
-        let [body] = message.as_slice() else {
-            return Err(HealthError::Unexpected(format!("{} frames", message.len())));
-        };
-        let response =
-            proto::decode::<Response>(body).map_err(|e| HealthError::Unexpected(e.to_string()))?;
-        if response.seq == seq {
-            return Ok(response);
         }
     }
 }

@@ -1,6 +1,8 @@
 //! Unit tests of [`Broker`](crate::Broker): one message in, what goes out, no sockets.
 
 use super::*;
+use crate::run::is_ready;
+use proto::{Consistency, Op};
 
 fn request(seq: u64) -> Vec<u8> {
     proto::encode(&Request {
