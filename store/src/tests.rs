@@ -1,7 +1,7 @@
 //! Unit tests of the store: every op with its error paths, sessions, bounds, digest,
 //! snapshots and store.json.
 
-use proto::client::{Command, Op, Target};
+use proto::client::{ChannelInfo, Command, Op, Target};
 
 use super::*;
 use crate::state::{Session, SessionResult};
