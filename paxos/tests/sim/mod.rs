@@ -3,7 +3,8 @@
 //! A discrete-event simulation of `replicas` [`Replica`]s, each with its own [`Store`],
 //! over a network that loses, duplicates, delays and reorders messages and can be
 //! partitioned (asymmetrically too), with crashes that lose everything not yet durable
-//! and restarts from what was. A few clients send `put`/`get`/`cas`/`delete` on a few
+//! and restarts from what was. Half the crashes and half the isolations of one node
+//! strike the leader. A few clients send `put`/`get`/`cas`/`delete` on a few
 //! keys to random replicas (gets mostly as read-index reads, [`Replica::read`]), time out and retry with the same `(client_id, seq)`, and
 //! record a history for the linearizability checker.
 //!
@@ -521,15 +522,7 @@ impl Sim {
             Event::Crash => {
                 if !self.healed {
                     // Half the time the leader: failover is where the protocol is tested.
-                    let leader = self.nodes.iter().position(|n| {
-                        n.replica
-                            .as_ref()
-                            .is_some_and(|r| r.status().role == Role::Leader)
-                    });
-                    let node = match leader {
-                        Some(leader) if self.rng.random_bool(0.5) => leader,
-                        _ => self.rng.random_range(0..self.config.replicas),
-                    };
+                    let node = self.leader_half_the_time();
                     self.crash(node);
                     let after = self.rng.random_range(200..1_500);
                     self.schedule(after, Event::Crash);
@@ -586,15 +579,30 @@ impl Sim {
         Ok(())
     }
 
+    /// The node that leads (if one does, as far as it knows) half the time; otherwise
+    /// any node.
+    fn leader_half_the_time(&mut self) -> usize {
+        let leader = self.nodes.iter().position(|n| {
+            n.replica
+                .as_ref()
+                .is_some_and(|r| r.status().role == Role::Leader)
+        });
+        match leader {
+            Some(leader) if self.rng.random_bool(0.5) => leader,
+            _ => self.rng.random_range(0..self.config.replicas),
+        }
+    }
+
     fn change_network(&mut self) {
         let n = self.config.replicas;
         self.blocked.clear();
         match self.rng.random_range(0..5) {
             // Heal for a while.
             0 => {}
-            // Isolate one node both ways.
+            // Isolate one node both ways; half the time the leader, which clients still
+            // reach: a deposed leader that does not know it yet is where stale reads hide.
             1 => {
-                let x = self.rng.random_range(0..n);
+                let x = self.leader_half_the_time();
                 for y in (0..n).filter(|&y| y != x) {
                     self.blocked.insert((x, y));
                     self.blocked.insert((y, x));
