@@ -27,9 +27,10 @@
 //! of whatever arrived in one turn of the driver — 64 clients reading made 0.78 fabric
 //! messages per read when every turn asked, 0.31 now. Waiting is always safe: an index
 //! taken later than the read arrived is only higher. (etcd's ReadIndex loop works the
-//! same way.) The price: a batch whose ask or round was lost — or that was asked with
-//! no leader known, or of a leader that died — holds the reads behind it until its
-//! retransmission, `retransmit_ticks` later.
+//! same way.) The price: a batch whose ask or round was lost holds the reads behind it
+//! until its retransmission, `retransmit_ticks` later. A replica that knows no leader
+//! asks nobody (its reads wait open), and one that learns of a new leader asks it again
+//! at once for the batches it asked of the old one.
 //!
 //! Why not leases: a lease is cheaper (no round) but trusts every node's clock to drift
 //! less than a bound; the project runs on shared, noisy machines where a paused process
@@ -77,6 +78,8 @@ pub(crate) struct LocalReads {
     /// finds no batch.
     next_batch: u64,
     len: usize,
+    /// The leader (rank and ballot) the batches in `asked` were last asked of.
+    asked_of: Option<(Rank, Ballot)>,
 }
 
 impl LocalReads {
@@ -87,7 +90,21 @@ impl LocalReads {
             indexed: BTreeMap::new(),
             next_batch: first_batch,
             len: 0,
+            asked_of: None,
         }
+    }
+
+    /// Whom to ask now, given the leader this replica knows: `None` while it knows none
+    /// (the reads wait open, instead of being asked of nobody and held until their
+    /// retransmission). When the leader changed since the batches in flight were asked,
+    /// they are to be asked again at once: the returned ids.
+    pub(crate) fn ask_of(&mut self, leader: Option<(Rank, Ballot)>) -> Option<Vec<u64>> {
+        let leader = leader?;
+        if self.asked_of == Some(leader) {
+            return Some(Vec::new());
+        }
+        self.asked_of = Some(leader);
+        Some(self.asked.keys().copied().collect())
     }
 
     /// Reads waiting here, in every stage.
@@ -332,6 +349,22 @@ mod tests {
         reads.indexed(batch, 1); // a duplicate answer changes nothing
         assert!(reads.servable(2).is_empty());
         assert_eq!(reads.servable(3), vec![1]);
+    }
+
+    #[test]
+    fn reads_wait_for_a_leader_and_a_new_leader_is_asked_at_once() {
+        let (a, b) = ((1, Ballot::new(1, 1)), (2, Ballot::new(2, 2)));
+        let mut reads = LocalReads::new(0);
+        reads.arrive(read(1, 0));
+        assert_eq!(reads.ask_of(None), None, "no leader: nobody to ask");
+        assert_eq!(reads.ask_of(Some(a)), Some(vec![]), "nothing asked yet");
+        let batch = reads.take_open(0).expect("a batch");
+        assert_eq!(reads.ask_of(Some(a)), Some(vec![]), "asked of this one");
+        assert_eq!(reads.ask_of(None), None);
+        assert_eq!(reads.ask_of(Some(b)), Some(vec![batch]), "a new leader");
+        assert_eq!(reads.ask_of(Some(b)), Some(vec![]), "once");
+        reads.indexed(batch, 0);
+        assert_eq!(reads.servable(0), vec![1]);
     }
 
     #[test]

@@ -68,8 +68,13 @@ impl Replica {
     /// confirmation round for every ask that arrived since its last, and the reads whose
     /// index is applied are released (after this turn's decided slots).
     pub(super) fn flush_reads(&mut self) {
-        if let Some(batch) = self.reads.take_open(self.now_ticks) {
-            self.ask_read_index(batch);
+        if let Some(again) = self.reads.ask_of(self.leader) {
+            for batch in again {
+                self.ask_read_index(batch);
+            }
+            if let Some(batch) = self.reads.take_open(self.now_ticks) {
+                self.ask_read_index(batch);
+            }
         }
         #[cfg(feature = "bug-injection")]
         if self.bug == Some(Bug::ReadWithoutConfirmation)
