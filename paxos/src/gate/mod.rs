@@ -31,7 +31,9 @@
 //!   acceptor stored; it depends only on the ballot, whose `Round`/`Promise` records
 //!   must be durable first (checked: not in this group, and every group holding one is
 //!   acknowledged). What the leader's own vote is worth is protected where it counts:
-//!   the decision that counts it comes in a later turn, and waits for this group.
+//!   the decision that counts it comes in a later turn, and waits for this group; and
+//!   the `Accepted` that tells the others of that vote is an own-group output like any
+//!   other vote.
 //! - **Decisions wait for the earlier groups, not their own.** The leader decides slot
 //!   *n* and cuts slot *n+1* in the same turn, so that turn's group holds the Accept
 //!   record of *n+1*; its decisions vouch for a quorum's votes on *n* — this replica's
