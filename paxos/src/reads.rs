@@ -96,15 +96,23 @@ impl LocalReads {
 
     /// Whom to ask now, given the leader this replica knows: `None` while it knows none
     /// (the reads wait open, instead of being asked of nobody and held until their
-    /// retransmission). When the leader changed since the batches in flight were asked,
-    /// they are to be asked again at once: the returned ids.
-    pub(crate) fn ask_of(&mut self, leader: Option<(Rank, Ballot)>) -> Option<Vec<u64>> {
-        let leader = leader?;
+    /// retransmission). When the leader changed since the batches in flight were asked
+    /// (or was unknown for a while), they are to be asked again at once: the returned
+    /// ids, their retransmission counted from `now_tick`.
+    pub(crate) fn ask_of(
+        &mut self,
+        leader: Option<(Rank, Ballot)>,
+        now_tick: u64,
+    ) -> Option<Vec<u64>> {
+        let Some(leader) = leader else {
+            self.asked_of = None;
+            return None;
+        };
         if self.asked_of == Some(leader) {
             return Some(Vec::new());
         }
         self.asked_of = Some(leader);
-        Some(self.asked.keys().copied().collect())
+        Some(self.due_again(now_tick, 0))
     }
 
     /// Reads waiting here, in every stage.
@@ -356,13 +364,19 @@ mod tests {
         let (a, b) = ((1, Ballot::new(1, 1)), (2, Ballot::new(2, 2)));
         let mut reads = LocalReads::new(0);
         reads.arrive(read(1, 0));
-        assert_eq!(reads.ask_of(None), None, "no leader: nobody to ask");
-        assert_eq!(reads.ask_of(Some(a)), Some(vec![]), "nothing asked yet");
+        assert_eq!(reads.ask_of(None, 0), None, "no leader: nobody to ask");
+        assert_eq!(reads.ask_of(Some(a), 0), Some(vec![]), "nothing asked yet");
         let batch = reads.take_open(0).expect("a batch");
-        assert_eq!(reads.ask_of(Some(a)), Some(vec![]), "asked of this one");
-        assert_eq!(reads.ask_of(None), None);
-        assert_eq!(reads.ask_of(Some(b)), Some(vec![batch]), "a new leader");
-        assert_eq!(reads.ask_of(Some(b)), Some(vec![]), "once");
+        assert_eq!(reads.ask_of(Some(a), 1), Some(vec![]), "asked of this one");
+        assert_eq!(reads.ask_of(Some(b), 2), Some(vec![batch]), "a new leader");
+        assert_eq!(reads.ask_of(Some(b), 3), Some(vec![]), "once");
+        assert!(reads.due_again(4, 3).is_empty(), "asked again at 2");
+        assert_eq!(reads.ask_of(None, 5), None);
+        assert_eq!(
+            reads.ask_of(Some(b), 6),
+            Some(vec![batch]),
+            "the same leader after a while without one: asked again"
+        );
         reads.indexed(batch, 0);
         assert_eq!(reads.servable(0), vec![1]);
     }

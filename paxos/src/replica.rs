@@ -198,10 +198,17 @@ pub struct Replica {
     accepted: BTreeMap<Slot, (Ballot, Value)>,
 
     // Learner.
-    /// Peers' `Accepted` votes for slots accepted here and not decided yet, in the ballot
-    /// of the value accepted here (cleared when that value changes; bounded by
-    /// `accepted`, which it follows).
-    votes: BTreeMap<Slot, BTreeSet<Rank>>,
+    /// Peers' `Accepted` votes for slots accepted here and not decided yet, with the
+    /// ballot they were cast in: only votes of the ballot accepted here count, and a set
+    /// of an older ballot is dropped when a vote of a newer one comes (a leader that
+    /// re-proposes a slot replaces its `accepted` entry without passing through
+    /// `on_accept`). Bounded by `accepted`, which it follows.
+    votes: BTreeMap<Slot, (Ballot, BTreeSet<Rank>)>,
+    /// The last slot this follower learnt from votes before its leader's `Decide` came
+    /// (ballot and slot): until that `Decide` (or one of a later slot), the leader is
+    /// taken to be still cutting its next batch, so commands wait to ride the next
+    /// `Accept`, as they do while the slot is in flight ([`Replica::flush_pending`]).
+    learnt_ahead_of_decide: Option<(Ballot, Slot)>,
     /// Decided values after `truncated_upto` (the log).
     decided: BTreeMap<Slot, Value>,
     /// Every slot up to here is decided and handed out in `Ready::decided`.
@@ -288,6 +295,7 @@ impl Replica {
             pending: VecDeque::new(),
             reads: LocalReads::new(first_batch),
             votes: BTreeMap::new(),
+            learnt_ahead_of_decide: None,
             out: Turn::default(),
             gate: Gate::default(),
             #[cfg(feature = "bug-injection")]

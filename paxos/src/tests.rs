@@ -802,6 +802,16 @@ fn a_follower_forwards_ahead_of_its_vote_while_the_leader_is_busy() {
     let _ = turn(&mut r);
     r.propose(put(5)).unwrap();
     assert_eq!(forwards(&turn(&mut r)), vec![(Some(3), vec![5])]);
+    // Slot 3 learnt from this vote and the leader's, before the leader's Decide: the
+    // leader is cutting its next batch, so commands still wait for the next Accept...
+    r.step(accept(3));
+    r.step(env(3, Message::Accepted { ballot, slot: 3 }));
+    assert_eq!(turn(&mut r).decided, vec![(3, value(3))]);
+    r.propose(put(6)).unwrap();
+    assert!(forwards(&turn(&mut r)).is_empty());
+    // ... or for the Decide, which says the leader is done with it.
+    r.step(env(3, Message::Decide { slot: 3, ballot }));
+    assert_eq!(forwards(&turn(&mut r)), vec![(Some(3), vec![6])]);
 }
 
 #[test]
@@ -902,6 +912,86 @@ fn a_follower_learns_from_a_quorum_of_votes_before_the_decide() {
     r.step(vote(2, ballot, 1));
     assert!(turn(&mut r).decided.is_empty());
     r.step(vote(4, ballot, 1));
+    assert_eq!(turn(&mut r).decided, vec![(1, value(1))]);
+}
+
+#[test]
+fn votes_of_an_earlier_ballot_do_not_count_in_a_newer_one() {
+    // Five replicas, quorum three. Replica 5 accepts slot 1 in ballot 1.4 and hears one
+    // peer's vote for it; then it leads ballot 2.5 itself, re-proposes the value, and is
+    // deposed. A vote of 2.5 must not add up with the vote of 1.4: that is two votes of
+    // one ballot (with its own), not a quorum.
+    let members = [1, 2, 3, 4, 5];
+    let mut r = Replica::new(config(5, &members), Persisted::default()).unwrap();
+    let old = Ballot::new(1, 4);
+    r.step(accept_from(4, old, 1, 0));
+    let _ = turn(&mut r);
+    r.step(env(
+        1,
+        Message::Accepted {
+            ballot: old,
+            slot: 1,
+        },
+    ));
+    assert!(turn(&mut r).decided.is_empty(), "two votes of five");
+    for _ in 0..100 {
+        r.tick();
+        if r.status().role == Role::Candidate {
+            break;
+        }
+    }
+    assert_eq!(r.status().role, Role::Candidate);
+    let _ = turn(&mut r);
+    let new = r.status().ballot.expect("a candidate has a ballot");
+    for from in [2, 3] {
+        r.step(env(
+            from,
+            Message::Promise {
+                ballot: new,
+                from_slot: 1,
+                entries: vec![],
+                next_slot: None,
+                decided_upto: 0,
+                truncated_upto: 0,
+            },
+        ));
+    }
+    assert_eq!(r.status().role, Role::Leader);
+    let ready = turn(&mut r);
+    assert!(
+        ready.messages.iter().any(|e| matches!(
+            &e.message,
+            Message::Accept { slot: 1, ballot, value: v, .. } if *ballot == new && *v == value(1)
+        )),
+        "re-proposes the value it accepted: {:?}",
+        ready.messages
+    );
+    r.step(env(
+        2,
+        Message::Nack {
+            ballot: new,
+            promised: Ballot::new(9, 3),
+        },
+    ));
+    assert_eq!(r.status().role, Role::Follower);
+    r.step(env(
+        2,
+        Message::Accepted {
+            ballot: new,
+            slot: 1,
+        },
+    ));
+    assert!(
+        turn(&mut r).decided.is_empty(),
+        "a vote of 1.4 and one of {new} are not a quorum of either"
+    );
+    r.step(env(
+        3,
+        Message::Accepted {
+            ballot: new,
+            slot: 1,
+        },
+    ));
     assert_eq!(turn(&mut r).decided, vec![(1, value(1))]);
 }
 

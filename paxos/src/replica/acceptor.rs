@@ -155,12 +155,24 @@ impl Replica {
         if *accepted != ballot {
             return;
         }
-        let voters = self.votes.entry(slot).or_default();
+        let (voted_in, voters) = self
+            .votes
+            .entry(slot)
+            .or_insert_with(|| (ballot, BTreeSet::new()));
+        if *voted_in != ballot {
+            // Votes of an earlier ballot, perhaps for the same value: they do not add up
+            // with these (a value is chosen by a quorum of one ballot).
+            *voted_in = ballot;
+            voters.clear();
+        }
         if from != self.config.rank {
             voters.insert(from);
         }
         if voters.len() + 1 >= self.quorum() {
             let value = value.clone();
+            if matches!(self.state, State::Follower) {
+                self.learnt_ahead_of_decide = Some((ballot, slot));
+            }
             self.learn(slot, value);
         }
     }

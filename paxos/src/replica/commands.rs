@@ -86,10 +86,15 @@ impl Replica {
                     .messages
                     .iter()
                     .any(|e| matches!(e.message, Message::Accepted { .. }));
+                // In flight: accepted here and not decided, or learnt here from votes
+                // before the leader's `Decide` told that it decided (and cut anew).
                 let leader_busy = self
                     .accepted
                     .range(self.decided_upto + 1..)
-                    .any(|(_, (b, _))| *b == ballot);
+                    .any(|(_, (b, _))| *b == ballot)
+                    || self
+                        .learnt_ahead_of_decide
+                        .is_some_and(|(b, _)| b == ballot);
                 let waited_a_tick = self
                     .pending
                     .front()

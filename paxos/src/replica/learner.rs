@@ -9,6 +9,12 @@ impl Replica {
     /// value accepted here; otherwise (its `Accept` was lost, or is late) the slot is
     /// fetched from `from` by the catch-up.
     pub(super) fn on_decide(&mut self, from: Rank, slot: Slot, ballot: Ballot) {
+        if self
+            .learnt_ahead_of_decide
+            .is_some_and(|(b, s)| b == ballot && s <= slot)
+        {
+            self.learnt_ahead_of_decide = None;
+        }
         if slot <= self.decided_upto || self.decided.contains_key(&slot) {
             return;
         }

@@ -68,7 +68,7 @@ impl Replica {
     /// confirmation round for every ask that arrived since its last, and the reads whose
     /// index is applied are released (after this turn's decided slots).
     pub(super) fn flush_reads(&mut self) {
-        if let Some(again) = self.reads.ask_of(self.leader) {
+        if let Some(again) = self.reads.ask_of(self.leader, self.now_ticks) {
             for batch in again {
                 self.ask_read_index(batch);
             }
