@@ -67,8 +67,8 @@
 //!   that ballot holds (a leader proposes one value per slot in its ballot); the others
 //!   fetch the slot. Every vote goes to every node, the leader's own included (once its
 //!   `Accept` record is durable): a replica that accepted the slot learns it from a
-//!   quorum of votes, with three replicas its own and the leader's, without waiting for
-//!   the `Decide`. A leader that has not heard a majority for a timeout steps down. A
+//!   quorum of votes of one ballot, with three replicas its own and the leader's,
+//!   without waiting for the `Decide`. A leader that has not heard a majority for a timeout steps down. A
 //!   `Nack` or a heartbeat of a higher-ballot leader makes a leader step down.
 //! - **Learning**: decided slots are handed out strictly in order without gaps
 //!   ([`Ready::decided`]). Heartbeats and `Accept`s carry the sender's decided prefix; a
@@ -87,7 +87,8 @@
 //!   too; a `local` read is the driver's business (it answers from its applied state at
 //!   once).
 //! - **Clients**: a follower forwards commands to the leader it knows — at once when the
-//!   leader has no slot in flight (as far as this follower accepted), otherwise with its
+//!   leader has no slot in flight (as far as this follower accepted, or learnt from
+//!   votes before the leader's `Decide`), otherwise with its
 //!   next `Accepted`, which is when the leader cuts its next batch (and at the latest on
 //!   the next tick): one `Forward` per slot instead of one per arrival. Without a leader
 //!   it buffers them (bounded) and rejects them with `unavailable` after
