@@ -68,8 +68,9 @@
 //!   fetch the slot. Every vote goes to every node, the leader's own included (once its
 //!   `Accept` record is durable): a replica that accepted the slot learns it from a
 //!   quorum of votes of one ballot, with three replicas its own and the leader's,
-//!   without waiting for the `Decide`. A leader that has not heard a majority for a timeout steps down. A
-//!   `Nack` or a heartbeat of a higher-ballot leader makes a leader step down.
+//!   without waiting for the `Decide`. A leader that has not heard a majority for a
+//!   timeout steps down. A `Nack` or a heartbeat of a higher-ballot leader makes a leader
+//!   step down.
 //! - **Learning**: decided slots are handed out strictly in order without gaps
 //!   ([`Ready::decided`]). Heartbeats and `Accept`s carry the sender's decided prefix; a
 //!   replica behind asks for the missing slots (`Fetch`), and a peer that truncated them
@@ -79,9 +80,10 @@
 //!   `max(local, received) + 1`; the leader stamps each value with its clock when it
 //!   proposes it, and the store records it with the applied entries.
 //! - **Reads** ([`Replica::read`], [`reads`]) take no slot: ReadIndex. The leader gives
-//!   each ask the index `next_slot - 1`, confirms with a quorum round sent after the ask
-//!   arrived that no acceptor promised a higher ballot (one round for every ask that
-//!   arrived meanwhile), and the serving replica — any of them — releases the read in
+//!   each ask the index `next_slot - 1` and confirms that a quorum promised no higher
+//!   ballot after the reads arrived: by a round sent after the ask arrived (one for
+//!   every ask that arrived meanwhile), or, with three replicas, by the asking follower's
+//!   promise carried in its ask. The serving replica — any of them — releases the read in
 //!   [`Ready::reads`] once it applied that far; the driver reads its own state. A
 //!   read-only command proposed like any other goes through the log and is linearizable
 //!   too; a `local` read is the driver's business (it answers from its applied state at

@@ -17,8 +17,18 @@
 //! One confirmation round serves every read that arrived before it was sent (rounds are
 //! numbered; a quorum for round *r* confirms every ask of rounds ≤ *r*), and a follower
 //! asks once ([`Message::ReadIndex`](crate::Message::ReadIndex)) for all the reads that
-//! arrived at it since its last ask: a read costs a fraction of two message delays and
+//! arrived at it since its last ask: a read costs a fraction of a few message delays and
 //! no fsync, at any replica.
+//!
+//! **A follower's ask confirms too.** What the leader needs is a quorum of acceptors
+//! that promised nothing above its ballot at some moment *after* the reads arrived — not
+//! necessarily after the leader took the index. A follower's ask leaves after its reads
+//! arrived and carries the ballot it had promised then (promises only grow, so it had
+//! promised nothing higher before either); the leader's own acceptor promised exactly
+//! its ballot while it leads. With three replicas those two are a quorum: the leader
+//! answers a follower's ask when it arrives, two message delays in all instead of four,
+//! and sends rounds only for its own reads (and for asks whose asker promised higher).
+//! With five, an ask waits for a round as the leader's own reads do.
 //!
 //! **One at a time.** A replica keeps one ask in flight, and a leader one round: reads
 //! that arrive meanwhile wait for the next, which leaves as soon as the answer comes (or

@@ -380,7 +380,9 @@ impl Replica {
                 total_len,
                 data,
             } => self.on_snapshot_chunk(from, slot, offset, total_len, data),
-            Message::ReadIndex { batch } => self.on_read_ask(from, batch),
+            Message::ReadIndex { batch, promised } => {
+                self.on_read_ask(from, batch, Some(promised));
+            }
             Message::ReadIndexed { batch, slot } => self.reads.indexed(batch, slot),
             Message::Confirm { ballot, round } => self.on_confirm(from, ballot, round),
             Message::Confirmed { ballot, round } => self.on_confirmed(from, ballot, round),

@@ -288,6 +288,9 @@ pub enum Message {
     ReadIndex {
         /// The follower's batch of reads.
         batch: u64,
+        /// The highest ballot the follower had promised when it asked. Not above the
+        /// leader's, the ask is itself a confirmation, sent after the reads arrived.
+        promised: Ballot,
     },
     /// The leader's answer to a [`Message::ReadIndex`]: it still led after the ask
     /// arrived, and every write acknowledged before then is at or below `slot`. The

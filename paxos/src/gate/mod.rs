@@ -208,9 +208,9 @@ pub(crate) struct Gate {
 }
 
 /// A follower's `Forward` of client commands vouches for nothing this replica stored;
-/// nor do the read-index messages: a `Confirmed` says the acceptor promised nothing
-/// higher — a promise whose record a crash could lose never left in a `Promise` either
-/// ([`crate::reads`]).
+/// nor do the read-index messages: a `Confirmed`, or the ballot a `ReadIndex` carries,
+/// says the acceptor promised nothing higher — a promise whose record a crash could lose
+/// never left in a `Promise` either ([`crate::reads`]).
 ///
 /// Nor does a heartbeat: a leader's ballot was durable before its `Prepare` left, and
 /// nobody takes a follower's heartbeat for a promise. Held behind a slow fsync, a

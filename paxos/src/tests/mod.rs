@@ -1046,3 +1046,5 @@ fn the_leader_sends_its_own_vote_once_its_accept_is_durable() {
     follower.step(env(3, Message::Accepted { ballot, slot }));
     assert_eq!(turn(&mut follower).decided, vec![(slot, value)]);
 }
+
+mod reads;
