@@ -710,18 +710,7 @@ async fn save(store: &Store, persisted: registry::Persisted) -> Result<(), Store
 }
 
 /// Why a health probe failed.
-#[derive(Debug, thiserror::Error)]
-pub enum HealthError {
-    /// The probe socket could not be opened.
-    #[error(transparent)]
-    Transport(#[from] TransportError),
-    /// No answer in time.
-    #[error("no answer within {0:?}")]
-    Timeout(Duration),
-    /// Something answered, but not a reference.
-    #[error("unexpected answer: {0}")]
-    Unexpected(String),
-}
+pub type HealthError = transport::ProbeError;
 
 /// Asks the reference at `endpoint` (a `*` or `0.0.0.0` host means this machine) for
 /// the member list and returns it.
@@ -730,44 +719,32 @@ pub async fn health(
     timeout: Duration,
     keys: Option<&Keyring>,
 ) -> Result<Health, HealthError> {
-    let mut socket = Socket::open(
-        Kind::Dealer,
-        Mode::Connect,
-        &transport::local_endpoint(endpoint),
-        Options::default(),
-    )
-    .await?;
     let body =
         proto::encode(&RefRequest::Members).map_err(|e| HealthError::Unexpected(e.to_string()))?;
     let body = match keys {
         Some(keys) => keys.seal(&[REFERENCE_REQUEST], &body),
         None => body,
     };
-    socket.send(vec![body]).await?;
-    let message = tokio::time::timeout(timeout, socket.recv())
-        .await
-        .map_err(|_| HealthError::Timeout(timeout))?
-        .ok_or(HealthError::Transport(TransportError::Closed))?;
-    let [body] = message.as_slice() else {
-        return Err(HealthError::Unexpected(format!("{} frames", message.len())));
-    };
-    let opened = match keys {
-        Some(keys) => keys
-            .open(&[REFERENCE_REPLY], body)
-            .map_err(|e| HealthError::Unexpected(format!("the reply does not open: {e}")))?,
-        None => body.clone(),
-    };
-    match proto::decode::<RefReply>(&opened) {
-        Ok(RefReply::Members(members)) => Ok(Health::Members(members)),
-        // Without the key, a refusal that says why is the answer of a live reference.
-        Ok(RefReply::Error(error))
-            if keys.is_none() && error.message.starts_with("unauthenticated") =>
-        {
-            Ok(Health::Refused)
+    transport::probe(endpoint, body, timeout, |frame| {
+        let opened = match keys {
+            Some(keys) => keys
+                .open(&[REFERENCE_REPLY], frame)
+                .map_err(|e| format!("the reply does not open: {e}"))?,
+            None => frame.to_vec(),
+        };
+        match proto::decode::<RefReply>(&opened) {
+            Ok(RefReply::Members(members)) => Ok(Some(Health::Members(members))),
+            // Without the key, a refusal that says why is the answer of a live reference.
+            Ok(RefReply::Error(error))
+                if keys.is_none() && error.message.starts_with("unauthenticated") =>
+            {
+                Ok(Some(Health::Refused))
+            }
+            Ok(other) => Err(format!("{other:?}")),
+            Err(e) => Err(e.to_string()),
         }
-        Ok(other) => Err(HealthError::Unexpected(format!("{other:?}"))),
-        Err(e) => Err(HealthError::Unexpected(e.to_string())),
-    }
+    })
+    .await
 }
 
 /// What a health probe learned.

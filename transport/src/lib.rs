@@ -36,6 +36,8 @@ use tokio::sync::mpsc;
 
 #[cfg(feature = "libzmq")]
 mod libzmq;
+mod probe;
+pub use probe::{ProbeError, probe};
 #[cfg(feature = "zeromq-rs")]
 mod zeromq_rs;
 
