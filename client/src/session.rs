@@ -33,12 +33,16 @@ use std::time::Duration;
 
 use proto::client::{ClientId, Seq};
 use proto::fabric::{BROKER_PING, parse_broker_pong};
-use proto::{Consistency, EncodeError, Error, ErrorCode, LimitError, Op, Reply, Request, Response};
+use proto::{Consistency, Error, ErrorCode, Op, Request, Response};
 use rand::Rng;
 use tokio::sync::{Semaphore, oneshot, watch};
 use tokio::time::Instant;
 use tokio_util::sync::{CancellationToken, DropGuard};
 use transport::{Kind, Mode, Options, Receiver, Sender, Socket, TransportError};
+
+mod call;
+use call::is_retryable;
+pub use call::{Answer, CallError, CallOptions};
 
 /// Most calls in flight on one connection; more wait for a slot. Also bounds the table
 /// of callers waiting for a reply.
@@ -59,158 +63,6 @@ pub const PING_INTERVAL: Duration = Duration::from_millis(100);
 pub const DOWN_AFTER: Duration = Duration::from_millis(300);
 /// How often a call with no broker up looks again.
 const NO_BROKER_POLL: Duration = Duration::from_millis(10);
-
-/// How long a call may take.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct CallOptions {
-    /// Wait for one attempt's answer before sending the request again.
-    pub attempt_timeout: Duration,
-    /// Overall deadline from the first attempt; then the call gives up.
-    pub timeout: Duration,
-}
-
-impl Default for CallOptions {
-    fn default() -> Self {
-        CallOptions {
-            attempt_timeout: DEFAULT_ATTEMPT_TIMEOUT,
-            timeout: DEFAULT_TIMEOUT,
-        }
-    }
-}
-
-/// A successful call.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Answer {
-    /// What the cluster answered.
-    pub reply: Reply,
-    /// The replica that answered.
-    pub node: String,
-    /// That replica's applied slot when it answered.
-    pub applied_slot: u64,
-    /// Attempts sent (1 when nothing was retried).
-    pub attempts: u32,
-    /// The request number of the call.
-    pub seq: Seq,
-}
-
-/// Why a call did not succeed.
-#[derive(Debug, thiserror::Error)]
-pub enum CallError {
-    /// The request breaks a limit; it was not sent.
-    #[error("invalid request: {0}")]
-    Invalid(#[from] LimitError),
-    /// The request could not be encoded; it was not sent.
-    #[error("cannot encode the request: {0}")]
-    Encode(#[from] EncodeError),
-    /// The cluster answered with an error that retrying would not change.
-    #[error("{error}")]
-    Rejected {
-        /// The error.
-        error: Error,
-        /// The replica that answered.
-        node: String,
-        /// Attempts sent.
-        attempts: u32,
-        /// An earlier attempt got no answer (it may have taken effect before this one
-        /// was answered).
-        earlier_unanswered: bool,
-    },
-    /// Every attempt was answered "retry later" with a code that guarantees no effect,
-    /// until the deadline: the request certainly did not take effect.
-    #[error("gave up after {attempts} attempts: {error}; the request did not take effect")]
-    Unavailable {
-        /// The last answer.
-        error: Error,
-        /// Attempts sent.
-        attempts: u32,
-    },
-    /// No conclusive answer before the deadline: the request may or may not have taken
-    /// effect (outcome unknown).
-    #[error(
-        "no answer within {timeout:?} ({attempts} attempts{}); the request may or may not have taken effect",
-        last_error.as_ref().map(|e| format!(", last answer: {e}")).unwrap_or_default()
-    )]
-    Timeout {
-        /// Attempts sent.
-        attempts: u32,
-        /// The last "retry later" answer, if any.
-        last_error: Option<Error>,
-        /// The overall deadline that passed.
-        timeout: Duration,
-    },
-    /// No broker answered its pings until the deadline.
-    #[error(
-        "no broker answers ({brokers}){}",
-        if *sent { "; the request may or may not have taken effect" } else { "" }
-    )]
-    NoBroker {
-        /// The brokers tried.
-        brokers: String,
-        /// Whether an attempt had been sent (then the outcome is unknown).
-        sent: bool,
-    },
-    /// The connection's socket closed.
-    #[error("connection to the broker closed")]
-    Closed {
-        /// Whether an attempt had been sent (then the outcome is unknown).
-        sent: bool,
-    },
-}
-
-impl CallError {
-    /// Whether the request certainly took no effect, so that a history may record it as
-    /// `fail`. False whenever some attempt went unanswered.
-    pub fn certainly_not_applied(&self) -> bool {
-        match self {
-            CallError::Invalid(_) | CallError::Encode(_) | CallError::Unavailable { .. } => true,
-            CallError::Rejected {
-                error,
-                earlier_unanswered,
-                ..
-            } => error.code.certainly_not_applied() && !earlier_unanswered,
-            CallError::Timeout { .. } => false,
-            CallError::NoBroker { sent, .. } | CallError::Closed { sent } => !sent,
-        }
-    }
-
-    /// The cluster's error code, when the cluster answered.
-    pub fn code(&self) -> Option<ErrorCode> {
-        match self {
-            CallError::Rejected { error, .. } | CallError::Unavailable { error, .. } => {
-                Some(error.code)
-            }
-            CallError::Invalid(_)
-            | CallError::Encode(_)
-            | CallError::Timeout { .. }
-            | CallError::NoBroker { .. }
-            | CallError::Closed { .. } => None,
-        }
-    }
-
-    /// A short stable name for counters and JSON output: the error code's name, or
-    /// `timeout`, `invalid`, `closed`; no broker up is `unavailable`.
-    pub fn kind(&self) -> &'static str {
-        match self {
-            CallError::Invalid(_) | CallError::Encode(_) => "invalid",
-            CallError::Rejected { error, .. } | CallError::Unavailable { error, .. } => {
-                error.code.as_str()
-            }
-            CallError::Timeout { .. } => "timeout",
-            CallError::NoBroker { .. } => "unavailable",
-            CallError::Closed { .. } => "closed",
-        }
-    }
-}
-
-/// Answers that mean "try again": the request either certainly did not take effect
-/// (`unavailable`, `not_leader`, `overloaded`) or is still pending (`timeout`); in both
-/// cases sending the same `(client_id, seq)` again is safe.
-fn is_retryable(code: ErrorCode) -> bool {
-    matches!(
-        code,
-        ErrorCode::Unavailable | ErrorCode::NotLeader | ErrorCode::Overloaded | ErrorCode::Timeout
-    )
-}
 
 /// Counters of a connection, for diagnostics.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -704,46 +556,4 @@ fn is_registration_race(error: &CallError) -> bool {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn error(code: ErrorCode) -> Error {
-        Error::new(code, "test")
-    }
-
-    #[test]
-    fn outcomes_are_certain_only_without_unanswered_attempts() {
-        let rejected = |code, earlier_unanswered| CallError::Rejected {
-            error: error(code),
-            node: String::new(),
-            attempts: 1,
-            earlier_unanswered,
-        };
-        assert!(rejected(ErrorCode::BadRequest, false).certainly_not_applied());
-        assert!(!rejected(ErrorCode::BadRequest, true).certainly_not_applied());
-        assert!(!rejected(ErrorCode::Internal, false).certainly_not_applied());
-        assert!(!rejected(ErrorCode::NotFound, false).certainly_not_applied());
-        let timeout = CallError::Timeout {
-            attempts: 3,
-            last_error: Some(error(ErrorCode::Unavailable)),
-            timeout: Duration::from_secs(1),
-        };
-        assert!(!timeout.certainly_not_applied());
-        assert_eq!(timeout.kind(), "timeout");
-        let unavailable = CallError::Unavailable {
-            error: error(ErrorCode::NotLeader),
-            attempts: 3,
-        };
-        assert!(unavailable.certainly_not_applied());
-        assert_eq!(unavailable.kind(), "not_leader");
-        assert!(CallError::Closed { sent: false }.certainly_not_applied());
-        assert!(!CallError::Closed { sent: true }.certainly_not_applied());
-    }
-
-    #[test]
-    fn client_ids_are_never_zero() {
-        for _ in 0..1000 {
-            assert_ne!(random_client_id(), 0);
-        }
-    }
-}
+mod tests;
