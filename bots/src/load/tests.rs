@@ -1,5 +1,6 @@
 use super::*;
-use proto::Error;
+use lincheck::{Outcome, Output};
+use proto::{Error, ErrorCode};
 
 fn stats() -> ClientStats {
     ClientStats::new(Histogram::new_with_bounds(1, MAX_LATENCY_US, 3).unwrap())
