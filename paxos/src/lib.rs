@@ -82,8 +82,8 @@
 //! - **Reads** ([`Replica::read`], [`reads`]) take no slot: ReadIndex. The leader gives
 //!   each ask the index `next_slot - 1` and confirms that a quorum promised no higher
 //!   ballot after the reads arrived: by a round sent after the ask arrived (one for
-//!   every ask that arrived meanwhile), or, with three replicas, by the asking follower's
-//!   promise carried in its ask. The serving replica — any of them — releases the read in
+//!   every ask that arrived meanwhile), or, with two or three replicas, by the asking
+//!   follower's promise carried in its ask. The serving replica — any of them — releases the read in
 //!   [`Ready::reads`] once it applied that far; the driver reads its own state. A
 //!   read-only command proposed like any other goes through the log and is linearizable
 //!   too; a `local` read is the driver's business (it answers from its applied state at

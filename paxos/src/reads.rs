@@ -25,10 +25,19 @@
 //! necessarily after the leader took the index. A follower's ask leaves after its reads
 //! arrived and carries the ballot it had promised then (promises only grow, so it had
 //! promised nothing higher before either); the leader's own acceptor promised exactly
-//! its ballot while it leads. With three replicas those two are a quorum: the leader
-//! answers a follower's ask when it arrives, two message delays in all instead of four,
-//! and sends rounds only for its own reads (and for asks whose asker promised higher).
-//! With five, an ask waits for a round as the leader's own reads do.
+//! its ballot while it leads. With two or three replicas those two are a quorum: the
+//! leader answers a follower's ask when it arrives, two message delays in all instead of
+//! four, and sends rounds only for its own reads. (An asker that promised higher than
+//! the leader's ballot would not count; a follower drops a leader whose ballot is below
+//! its promise, so that check is a second line of defence.) With five, an ask waits for
+//! a round as the leader's own reads do.
+//!
+//! **What an answer covers.** The index covers the writes acknowledged before the
+//! *batch's reads arrived*, not every write acknowledged before the answer left: a
+//! deposed leader that has not heard of it may still answer an ask that left before its
+//! asker promised the new ballot. So a batch never takes reads after its first ask
+//! (`take_open` closes it), and an answer serves exactly the batch it names — both are
+//! what makes an immediate answer safe.
 //!
 //! **One at a time.** A replica keeps one ask in flight, and a leader one round: reads
 //! that arrive meanwhile wait for the next, which leaves as soon as the answer comes (or
@@ -136,7 +145,9 @@ impl LocalReads {
     }
 
     /// Makes the reads that arrived since the last ask one batch, and returns its id;
-    /// none while an earlier batch waits for its answer (one ask in flight).
+    /// none while an earlier batch waits for its answer (one ask in flight). A batch is
+    /// closed from here on: its answer covers only reads that arrived before its first
+    /// ask left (see the module page).
     pub(crate) fn take_open(&mut self, now_tick: u64) -> Option<u64> {
         if self.open.is_empty() || !self.asked.is_empty() {
             return None;

@@ -268,10 +268,12 @@ impl Replica {
             })
             .collect();
         // Read batch ids start at a random point per incarnation (see `LocalReads`), from
-        // a generator of their own so that the election's draws stay as they were.
-        let first_batch = ChaCha8Rng::seed_from_u64(!config.seed ^ config.incarnation)
-            .random::<u64>()
-            ^ lamport.rotate_left(32);
+        // a generator of their own so that the election's draws stay as they were. The
+        // incarnation picks the generator's stream rather than being mixed into its seed:
+        // a seed that already holds the incarnation (the simulator's) cannot cancel it.
+        let mut batch_ids = ChaCha8Rng::seed_from_u64(!config.seed);
+        batch_ids.set_stream(config.incarnation);
+        let first_batch = batch_ids.random::<u64>() ^ lamport.rotate_left(32);
         let mut replica = Replica {
             rng: ChaCha8Rng::seed_from_u64(config.seed),
             now_ticks: 0,
@@ -380,9 +382,7 @@ impl Replica {
                 total_len,
                 data,
             } => self.on_snapshot_chunk(from, slot, offset, total_len, data),
-            Message::ReadIndex { batch, promised } => {
-                self.on_read_ask(from, batch, Some(promised));
-            }
+            Message::ReadIndex { batch, promised } => self.on_read_ask(from, batch, promised),
             Message::ReadIndexed { batch, slot } => self.reads.indexed(batch, slot),
             Message::Confirm { ballot, round } => self.on_confirm(from, ballot, round),
             Message::Confirmed { ballot, round } => self.on_confirmed(from, ballot, round),

@@ -283,18 +283,21 @@ pub enum Message {
         data: Vec<u8>,
     },
     /// A follower asks the leader where the linearizable reads that arrived at it may be
-    /// served (ReadIndex): the leader confirms it still leads, then answers with
-    /// [`Message::ReadIndexed`].
+    /// served (ReadIndex): the leader makes sure a quorum promised nothing above its
+    /// ballot after the reads arrived, then answers with [`Message::ReadIndexed`].
     ReadIndex {
-        /// The follower's batch of reads.
+        /// The follower's batch of reads: the reads that arrived before its first ask.
         batch: u64,
         /// The highest ballot the follower had promised when it asked. Not above the
-        /// leader's, the ask is itself a confirmation, sent after the reads arrived.
-        promised: Ballot,
+        /// leader's, the ask is itself one of those confirmations. Absent (a peer of an
+        /// earlier version): the ask confirms nothing and waits for a round.
+        #[serde(default)]
+        promised: Option<Ballot>,
     },
-    /// The leader's answer to a [`Message::ReadIndex`]: it still led after the ask
-    /// arrived, and every write acknowledged before then is at or below `slot`. The
-    /// batch's reads may be served once `slot` is applied.
+    /// The leader's answer to a [`Message::ReadIndex`]: every write acknowledged before
+    /// the batch's reads arrived is at or below `slot` (not necessarily every write
+    /// acknowledged before this answer left: a batch never takes reads after its first
+    /// ask). The batch's reads may be served once `slot` is applied.
     ReadIndexed {
         /// The batch asked for.
         batch: u64,

@@ -13,7 +13,7 @@ impl Replica {
         match (&self.state, self.leader) {
             (State::Leader(_), _) => self.on_read_ask(self.config.rank, batch, None),
             (State::Follower, Some((leader, _))) if leader != self.config.rank => {
-                let promised = self.promised;
+                let promised = Some(self.promised);
                 self.send(Some(leader), Message::ReadIndex { batch, promised });
             }
             _ => {}
@@ -28,8 +28,10 @@ impl Replica {
     /// The follower's ask is one such confirmation (it left after its reads arrived, and
     /// promises only grow), and this leader's acceptor is another (it leads, so it
     /// promised its own ballot and nothing higher: a higher promise deposes it). When
-    /// those two are a quorum — three replicas — the ask is answered at once, two message
-    /// delays instead of four. Otherwise it waits for a confirmation round.
+    /// those two are a quorum — two or three replicas — the ask is answered at once, two
+    /// message delays instead of four. Otherwise it waits for a confirmation round. The
+    /// answer covers the writes acknowledged before the batch's reads arrived, which is
+    /// all its reads need (a batch takes no reads after its first ask).
     pub(super) fn on_read_ask(&mut self, from: Rank, batch: u64, promised: Option<Ballot>) {
         let (decided_upto, own, quorum) = (self.decided_upto, self.config.rank, self.quorum());
         let State::Leader(l) = &mut self.state else {

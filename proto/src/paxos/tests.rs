@@ -117,3 +117,45 @@ fn oversized_lists_are_refused() {
     };
     assert!(chunk.validate().is_err());
 }
+
+#[test]
+fn a_read_index_ask_of_an_earlier_version_confirms_nothing() {
+    // The shape a peer without `promised` sends.
+    #[derive(serde::Serialize)]
+    #[serde(rename_all = "snake_case")]
+    enum Earlier {
+        ReadIndex { batch: u64 },
+    }
+    #[derive(serde::Serialize)]
+    struct EarlierEnvelope {
+        from: u32,
+        to: Option<u32>,
+        lamport: u64,
+        message: Earlier,
+    }
+    let earlier = EarlierEnvelope {
+        from: 2,
+        to: Some(1),
+        lamport: 5,
+        message: Earlier::ReadIndex { batch: 9 },
+    };
+    let mut frame = vec![crate::codec::PROTOCOL_VERSION];
+    frame.extend(rmp_serde::to_vec_named(&earlier).unwrap());
+    let envelope = decode::<Envelope>(&frame).unwrap();
+    assert_eq!(
+        envelope.message,
+        Message::ReadIndex {
+            batch: 9,
+            promised: None
+        }
+    );
+    // And this version's ask round-trips with its ballot.
+    let ask = Envelope {
+        message: Message::ReadIndex {
+            batch: 9,
+            promised: Some(Ballot::new(3, 2)),
+        },
+        ..envelope
+    };
+    assert_eq!(decode::<Envelope>(&encode(&ask).unwrap()).unwrap(), ask);
+}
