@@ -79,7 +79,10 @@ pub struct FakeConfig {
     pub drop_reply_percent: u32,
     /// `(client_id, seq)` pairs whose command is applied but never answered, on any
     /// attempt: the caller's outcome is unknown. Chosen by a hash, so every retry of one
-    /// request meets the same fate.
+    /// request meets the same fate. Key operations only (`put`, `get`, `cas`,
+    /// `delete`: those a history records): a real cluster answers every retry in the
+    /// end, and a load's setup — its login, its channel — must get through to test
+    /// anything.
     pub swallow_percent: u32,
     /// Each reply is delayed by a uniform random time up to this (replies reorder).
     pub max_reply_delay: Duration,
@@ -317,6 +320,13 @@ fn mix64(mut x: u64) -> u64 {
 }
 
 fn swallowed(config: &FakeConfig, request: &Request) -> bool {
+    let key_op = matches!(
+        request.op,
+        Op::Put { .. } | Op::Get { .. } | Op::Cas { .. } | Op::Delete { .. }
+    );
+    if !key_op {
+        return false;
+    }
     let hash = mix64(config.seed ^ mix64(request.client_id ^ mix64(request.seq)));
     hash % 100 < u64::from(config.swallow_percent)
 }
