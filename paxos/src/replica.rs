@@ -446,28 +446,6 @@ impl Replica {
         Ok(())
     }
 
-    /// Takes a linearizable read, which the driver will serve from its applied state
-    /// when a later [`Ready::reads`] hands `id` back ([`crate::reads`]: the leader
-    /// confirms it still leads after the read arrived, and this replica applies up to the
-    /// index it gives). The driver picks unique ids and keeps what each read asks for.
-    /// A read that no leader confirms within [`Config::pending_timeout_ticks`] comes
-    /// back in [`Ready::rejected_reads`] as `unavailable`.
-    ///
-    /// Errors: `overloaded` when [`Config::max_pending_commands`] reads already wait.
-    pub fn read(&mut self, id: ReadId) -> Result<(), Error> {
-        if self.reads.len() >= self.config.max_pending_commands {
-            return Err(Error::new(
-                ErrorCode::Overloaded,
-                format!("{} reads already wait at this replica", self.reads.len()),
-            ));
-        }
-        self.reads.arrive(Read {
-            id,
-            arrived_tick: self.now_ticks,
-        });
-        Ok(())
-    }
-
     /// Drains the outputs accumulated by `step`, `tick` and `propose`, through the
     /// durability gate ([`crate::gate`]): the [`Ready`] holds this turn's records and
     /// everything that may be carried out now; what must wait for the disk stays here

@@ -7,6 +7,29 @@
 use super::*;
 
 impl Replica {
+    /// Takes a linearizable read, which the driver will serve from its applied state
+    /// when a later [`Ready::reads`] hands `id` back ([`crate::reads`]: the leader makes
+    /// sure a quorum promised nothing above its ballot after the read arrived, and this
+    /// replica applies up to the index it gives). The driver picks unique ids and keeps
+    /// what each read asks for.
+    /// A read that no leader confirms within [`Config::pending_timeout_ticks`] comes
+    /// back in [`Ready::rejected_reads`] as `unavailable`.
+    ///
+    /// Errors: `overloaded` when [`Config::max_pending_commands`] reads already wait.
+    pub fn read(&mut self, id: ReadId) -> Result<(), Error> {
+        if self.reads.len() >= self.config.max_pending_commands {
+            return Err(Error::new(
+                ErrorCode::Overloaded,
+                format!("{} reads already wait at this replica", self.reads.len()),
+            ));
+        }
+        self.reads.arrive(Read {
+            id,
+            arrived_tick: self.now_ticks,
+        });
+        Ok(())
+    }
+
     /// Asks for the index of this replica's read batch: of itself when it leads, else of
     /// the leader it follows (none yet: the tick asks again).
     fn ask_read_index(&mut self, batch: u64) {
