@@ -32,6 +32,19 @@
 //! its promise, so that check is a second line of defence.) With five, an ask waits for
 //! a round as the leader's own reads do.
 //!
+//! **A round rides with the answers.** The leader's own reads still need a round, and a
+//! `Confirm` broadcast costs the fabric a message in and one out per subscriber, then a
+//! `Confirmed` each way. When the turn that sends a round also answers asks of enough
+//! followers to make a quorum with the leader, the round goes with those answers instead
+//! (`ReadIndexed { confirm }`), and each of those followers confirms it with its next ask
+//! (`ReadIndex { confirms }`) — under load it asks again at once, since its reads wait
+//! for the answer — or with a `Confirmed` at the end of its turn when it has nothing to
+//! ask. The ask is as good a confirmation as a `Confirmed`: it leaves after the round
+//! arrived, and the leader credits it only with a `promised` not above its ballot (the
+//! follower sends a `Nack` instead when its promise no longer allows it). Fewer
+//! messages, not fewer delays: the round still takes two. A lost answer leaves the
+//! round to its retransmission, `retransmit_ticks` later, as a lost `Confirm` does.
+//!
 //! **What an answer covers.** The index covers the writes acknowledged before the
 //! *batch's reads arrived*, not every write acknowledged before the answer left: a
 //! deposed leader that has not heard of it may still answer an ask that left before its

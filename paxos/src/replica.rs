@@ -5,8 +5,8 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::Arc;
 
 use proto::paxos::{
-    DecidedEntry, MAX_DECIDED_ENTRIES, MAX_ENTRIES_BYTES, MAX_PROMISE_ENTRIES, MAX_SNAPSHOT_BYTES,
-    MAX_SNAPSHOT_CHUNK_BYTES, PromiseEntry, command_size_bytes,
+    ConfirmRound, DecidedEntry, MAX_DECIDED_ENTRIES, MAX_ENTRIES_BYTES, MAX_PROMISE_ENTRIES,
+    MAX_SNAPSHOT_BYTES, MAX_SNAPSHOT_CHUNK_BYTES, PromiseEntry, command_size_bytes,
 };
 use proto::{Command, Error, ErrorCode};
 use rand::{Rng, SeedableRng};
@@ -230,6 +230,15 @@ pub struct Replica {
     pending: VecDeque<Pending>,
     /// Linearizable reads waiting here ([`crate::reads`]).
     reads: LocalReads,
+    /// A leader's answers to its followers' read asks, sent at the end of the turn so
+    /// that a confirmation round can ride with them.
+    read_answers: Vec<Ask>,
+    /// The round (of this leader's ballot) riding with this turn's `read_answers`
+    /// instead of a `Confirm` broadcast.
+    riding_round: Option<ConfirmRound>,
+    /// A round that rode to this follower with an answer (and from whom): its next ask
+    /// confirms it, or a `Confirmed` at the end of the turn.
+    owed_confirmation: Option<(Rank, ConfirmRound)>,
 
     /// This turn's outputs, sorted by the gate in [`Replica::ready`].
     out: Turn,
@@ -296,6 +305,9 @@ impl Replica {
             peers,
             pending: VecDeque::new(),
             reads: LocalReads::new(first_batch),
+            read_answers: Vec::new(),
+            riding_round: None,
+            owed_confirmation: None,
             votes: BTreeMap::new(),
             learnt_ahead_of_decide: None,
             out: Turn::default(),
@@ -382,8 +394,16 @@ impl Replica {
                 total_len,
                 data,
             } => self.on_snapshot_chunk(from, slot, offset, total_len, data),
-            Message::ReadIndex { batch, promised } => self.on_read_ask(from, batch, promised),
-            Message::ReadIndexed { batch, slot } => self.reads.indexed(batch, slot),
+            Message::ReadIndex {
+                batch,
+                promised,
+                confirms,
+            } => self.on_read_ask(from, batch, promised, confirms),
+            Message::ReadIndexed {
+                batch,
+                slot,
+                confirm,
+            } => self.on_read_indexed(from, batch, slot, confirm),
             Message::Confirm { ballot, round } => self.on_confirm(from, ballot, round),
             Message::Confirmed { ballot, round } => self.on_confirmed(from, ballot, round),
         }

@@ -293,6 +293,11 @@ pub enum Message {
         /// earlier version): the ask confirms nothing and waits for a round.
         #[serde(default)]
         promised: Option<Ballot>,
+        /// The leader's confirmation round that reached the follower (riding with a
+        /// [`Message::ReadIndexed`]) before this ask left: with `promised` not above
+        /// that round's ballot, the ask answers it as a [`Message::Confirmed`] would.
+        #[serde(default)]
+        confirms: Option<ConfirmRound>,
     },
     /// The leader's answer to a [`Message::ReadIndex`]: every write acknowledged before
     /// the batch's reads arrived is at or below `slot` (not necessarily every write
@@ -303,6 +308,11 @@ pub enum Message {
         batch: u64,
         /// Serve the reads once this slot is applied.
         slot: Slot,
+        /// A [`Message::Confirm`] riding with the answer: the follower confirms it with
+        /// its next ask, or with a `Confirmed` when it has nothing to ask. Absent from a
+        /// peer of an earlier version.
+        #[serde(default)]
+        confirm: Option<ConfirmRound>,
     },
     /// The leader asks every acceptor whether it still promised nothing above `ballot`;
     /// a quorum of [`Message::Confirmed`] confirms every read ask that arrived before
@@ -320,6 +330,16 @@ pub enum Message {
         /// The round confirmed.
         round: u64,
     },
+}
+
+/// A leader's confirmation round, named by its ballot (rounds count from 1 again in
+/// every leadership).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct ConfirmRound {
+    /// The leader's ballot.
+    pub ballot: Ballot,
+    /// The round.
+    pub round: u64,
 }
 
 impl Message {

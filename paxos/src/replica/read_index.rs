@@ -1,7 +1,8 @@
 //! ReadIndex wired to the replica's messages: a replica's batch asks the leader
 //! (`ReadIndex`), a leader confirms it still leads (`Confirm` → `Confirmed`, unless the
-//! ask and its own acceptor are a quorum already) and answers (`ReadIndexed`). The
-//! bookkeeping and the safety argument are in [`crate::reads`].
+//! ask and its own acceptor are a quorum already) and answers (`ReadIndexed`). A round
+//! rides with the answers of its turn when they reach a quorum, and a follower confirms
+//! it with its next ask. The bookkeeping and the safety argument are in [`crate::reads`].
 
 // A room of the replica: its types, fields and imports are this file's too.
 use super::*;
@@ -34,10 +35,24 @@ impl Replica {
     /// the leader it follows (none yet: the tick asks again).
     fn ask_read_index(&mut self, batch: u64) {
         match (&self.state, self.leader) {
-            (State::Leader(_), _) => self.on_read_ask(self.config.rank, batch, None),
+            (State::Leader(_), _) => self.on_read_ask(self.config.rank, batch, None, None),
             (State::Follower, Some((leader, _))) if leader != self.config.rank => {
-                let promised = Some(self.promised);
-                self.send(Some(leader), Message::ReadIndex { batch, promised });
+                let promised = self.promised;
+                // A round that rode here from this leader is confirmed by the ask
+                // itself, which leaves after it arrived (one that the promise no longer
+                // allows is refused at the end of the turn).
+                let confirms = self
+                    .owed_confirmation
+                    .take_if(|(to, c)| *to == leader && may_confirm(c.ballot, promised))
+                    .map(|(_, c)| c);
+                self.send(
+                    Some(leader),
+                    Message::ReadIndex {
+                        batch,
+                        promised: Some(promised),
+                        confirms,
+                    },
+                );
             }
             _ => {}
         }
@@ -55,7 +70,17 @@ impl Replica {
     /// message delays instead of four. Otherwise it waits for a confirmation round. The
     /// answer covers the writes acknowledged before the batch's reads arrived, which is
     /// all its reads need (a batch takes no reads after its first ask).
-    pub(super) fn on_read_ask(&mut self, from: Rank, batch: u64, promised: Option<Ballot>) {
+    ///
+    /// An ask that `confirms` a round which rode to the follower with an earlier answer
+    /// is that round's `Confirmed` as well: it left after the round arrived, promising
+    /// nothing above this ballot.
+    pub(super) fn on_read_ask(
+        &mut self,
+        from: Rank,
+        batch: u64,
+        promised: Option<Ballot>,
+        confirms: Option<ConfirmRound>,
+    ) {
         let (decided_upto, own, quorum) = (self.decided_upto, self.config.rank, self.quorum());
         let State::Leader(l) = &mut self.state else {
             return; // not the leader (any more): the asker asks again
@@ -63,11 +88,33 @@ impl Replica {
         let slot = l.next_slot.saturating_sub(1).max(decided_upto);
         let ask = Ask { from, batch, slot };
         let vouches = from != own && promised.is_some_and(|p| may_confirm(l.ballot, p));
+        let mut done = match confirms {
+            Some(c) if vouches && c.ballot == l.ballot => {
+                l.confirmations.confirmed(from, c.round, quorum)
+            }
+            _ => Vec::new(),
+        };
         if 1 + usize::from(vouches) >= quorum {
-            self.answer_read_asks(vec![ask]);
+            done.push(ask);
         } else {
             // A full table drops the ask; its retransmission comes back.
             l.confirmations.ask(ask);
+        }
+        self.answer_read_asks(done);
+    }
+
+    /// The leader answered batch `batch`; a round that rode with the answer is owed a
+    /// confirmation (the next ask, or a `Confirmed` at the end of the turn).
+    pub(super) fn on_read_indexed(
+        &mut self,
+        from: Rank,
+        batch: u64,
+        slot: Slot,
+        confirm: Option<ConfirmRound>,
+    ) {
+        self.reads.indexed(batch, slot);
+        if let Some(round) = confirm {
+            self.owed_confirmation = Some((from, round));
         }
     }
 
@@ -93,14 +140,35 @@ impl Replica {
     }
 
     /// The asks a quorum confirmed: this replica's own batches get their index, the
-    /// followers' get a `ReadIndexed`.
+    /// followers' get a `ReadIndexed` at the end of the turn.
     fn answer_read_asks(&mut self, asks: Vec<Ask>) {
-        for Ask { from, batch, slot } in asks {
-            if from == self.config.rank {
-                self.reads.indexed(batch, slot);
+        for ask in asks {
+            if ask.from == self.config.rank {
+                self.reads.indexed(ask.batch, ask.slot);
             } else {
-                self.send(Some(from), Message::ReadIndexed { batch, slot });
+                self.read_answers.push(ask);
             }
+        }
+    }
+
+    /// Sends this turn's answers to the followers' asks, with the round riding on them.
+    fn send_read_answers(&mut self) {
+        let confirm = self.riding_round.take();
+        for Ask { from, batch, slot } in std::mem::take(&mut self.read_answers) {
+            let answer = Message::ReadIndexed {
+                batch,
+                slot,
+                confirm,
+            };
+            self.send(Some(from), answer);
+        }
+    }
+
+    /// A follower's answer to a round that rode to it and that no ask confirmed this
+    /// turn, as to a `Confirm`.
+    fn settle_owed_confirmation(&mut self) {
+        if let Some((to, c)) = self.owed_confirmation.take() {
+            self.on_confirm(to, c.ballot, c.round);
         }
     }
 
@@ -129,11 +197,15 @@ impl Replica {
         {
             self.send_round(round);
         }
+        self.send_read_answers();
+        self.settle_owed_confirmation();
         let servable = self.reads.servable(self.decided_upto);
         self.out.reads.extend(servable);
     }
 
-    /// Broadcasts confirmation round `round` of this leader's ballot.
+    /// Sends confirmation round `round` of this leader's ballot: with this turn's
+    /// answers when they go to enough followers to make a quorum with this replica (no
+    /// message of its own; each confirms with its next ask), else as a broadcast.
     fn send_round(&mut self, round: u64) {
         let (rank, quorum) = (self.config.rank, self.quorum());
         let State::Leader(l) = &mut self.state else {
@@ -142,7 +214,13 @@ impl Replica {
         let ballot = l.ballot;
         // Its own acceptor promised this very ballot: it confirms as the round leaves.
         let done = l.confirmations.confirmed(rank, round, quorum);
-        self.send(None, Message::Confirm { ballot, round });
+        let riders: BTreeSet<Rank> = self.read_answers.iter().map(|a| a.from).collect();
+        let confirm = ConfirmRound { ballot, round };
+        if 1 + riders.len() >= quorum {
+            self.riding_round = Some(confirm);
+        } else {
+            self.send(None, Message::Confirm { ballot, round });
+        }
         self.answer_read_asks(done);
     }
 

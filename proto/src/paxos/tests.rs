@@ -125,6 +125,7 @@ fn a_read_index_ask_of_an_earlier_version_confirms_nothing() {
     #[serde(rename_all = "snake_case")]
     enum Earlier {
         ReadIndex { batch: u64 },
+        ReadIndexed { batch: u64, slot: u64 },
     }
     #[derive(serde::Serialize)]
     struct EarlierEnvelope {
@@ -146,16 +147,49 @@ fn a_read_index_ask_of_an_earlier_version_confirms_nothing() {
         envelope.message,
         Message::ReadIndex {
             batch: 9,
-            promised: None
+            promised: None,
+            confirms: None,
         }
     );
-    // And this version's ask round-trips with its ballot.
+    // Nor does its answer carry a round.
+    let answer = EarlierEnvelope {
+        message: Earlier::ReadIndexed { batch: 9, slot: 4 },
+        ..earlier
+    };
+    let mut frame = vec![crate::codec::PROTOCOL_VERSION];
+    frame.extend(rmp_serde::to_vec_named(&answer).unwrap());
+    assert_eq!(
+        decode::<Envelope>(&frame).unwrap().message,
+        Message::ReadIndexed {
+            batch: 9,
+            slot: 4,
+            confirm: None,
+        }
+    );
+    // And this version's ask and answer round-trip with their ballot and round.
+    let round = ConfirmRound {
+        ballot: Ballot::new(3, 2),
+        round: 7,
+    };
     let ask = Envelope {
         message: Message::ReadIndex {
             batch: 9,
             promised: Some(Ballot::new(3, 2)),
+            confirms: Some(round),
+        },
+        ..envelope.clone()
+    };
+    assert_eq!(decode::<Envelope>(&encode(&ask).unwrap()).unwrap(), ask);
+    let answer = Envelope {
+        message: Message::ReadIndexed {
+            batch: 9,
+            slot: 4,
+            confirm: Some(round),
         },
         ..envelope
     };
-    assert_eq!(decode::<Envelope>(&encode(&ask).unwrap()).unwrap(), ask);
+    assert_eq!(
+        decode::<Envelope>(&encode(&answer).unwrap()).unwrap(),
+        answer
+    );
 }
