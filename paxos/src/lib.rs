@@ -140,7 +140,7 @@ pub mod replica;
 pub use config::{Config, ConfigError, MAX_PENDING_COMMANDS, MAX_WINDOW_SLOTS};
 pub use gate::{Group, MAX_HELD_GROUPS, Ready};
 pub use persist::{Persisted, Record};
-pub use reads::{MAX_READ_ASKS, ReadId};
+pub use reads::{MAX_READ_ASKS, RIDING_ROUND_PATIENCE_TICKS, ReadId};
 #[cfg(feature = "bug-injection")]
 pub use replica::Bug;
 pub use replica::{PeerStatus, Replica, Role, Status};

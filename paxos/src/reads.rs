@@ -40,10 +40,17 @@
 //! (`ReadIndex { confirms }`) — under load it asks again at once, since its reads wait
 //! for the answer — or with a `Confirmed` at the end of its turn when it has nothing to
 //! ask. The ask is as good a confirmation as a `Confirmed`: it leaves after the round
-//! arrived, and the leader credits it only with a `promised` not above its ballot (the
-//! follower sends a `Nack` instead when its promise no longer allows it). Fewer
-//! messages, not fewer delays: the round still takes two. A lost answer leaves the
-//! round to its retransmission, `retransmit_ticks` later, as a lost `Confirm` does.
+//! arrived, and the leader credits it only when the round's ballot is its current one
+//! (rounds are numbered from 1 again in every leadership, and every leadership has a
+//! new ballot) and the ask's `promised` is not above it (the follower sends a `Nack`
+//! instead when its promise no longer allows it). Fewer messages, not fewer delays: the
+//! round still takes two. What it gives up is spare confirmations: a broadcast reaches
+//! every follower and any quorum of them will do, a riding round reaches only its
+//! riders (one, with three replicas), so one lost answer or one paused rider holds it.
+//! A riding round unconfirmed after [`RIDING_ROUND_PATIENCE_TICKS`] is therefore sent
+//! again as a broadcast (a round sent again never rides), instead of after the
+//! `retransmit_ticks` a lost broadcast waits. A follower of an earlier version ignores a
+//! riding round: during a rolling upgrade the leader's own reads may wait those ticks.
 //!
 //! **What an answer covers.** The index covers the writes acknowledged before the
 //! *batch's reads arrived*, not every write acknowledged before the answer left: a
@@ -255,6 +262,14 @@ pub(crate) struct Ask {
     pub(crate) slot: Slot,
 }
 
+/// Ticks a round that rode with read answers may go unconfirmed before a broadcast
+/// round replaces it. A riding round reaches only its riders (with three replicas, one
+/// follower), where a broadcast reaches every follower and any quorum of them will do:
+/// one lost answer or one paused rider would otherwise hold the leader's reads for the
+/// whole `retransmit_ticks`. Two ticks (10–20 ms at 10 ms a tick) is far above the
+/// sub-millisecond a confirmation takes.
+pub const RIDING_ROUND_PATIENCE_TICKS: u64 = 2;
+
 /// A leader's confirmation rounds.
 #[derive(Debug)]
 pub(crate) struct Confirmations {
@@ -268,6 +283,8 @@ pub(crate) struct Confirmations {
     settled: u64,
     /// When the last round left (ticks).
     sent_tick: u64,
+    /// Whether the last round rode with read answers instead of a broadcast.
+    rode: bool,
 }
 
 impl Confirmations {
@@ -278,6 +295,7 @@ impl Confirmations {
             asks: VecDeque::new(),
             settled: 0,
             sent_tick: 0,
+            rode: false,
         }
     }
 
@@ -300,10 +318,21 @@ impl Confirmations {
 
     /// A new round for asks still unconfirmed `every` ticks after the last round left
     /// (its `Confirm` or the answers were lost, and no new ask may come to start one —
-    /// the table may even be full): it confirms every ask already here.
+    /// the table may even be full), or [`RIDING_ROUND_PATIENCE_TICKS`] after it when it
+    /// rode: it confirms every ask already here, and is to be broadcast.
     pub(crate) fn round_due(&mut self, now_tick: u64, every: u64) -> Option<u64> {
+        let every = if self.rode {
+            every.min(RIDING_ROUND_PATIENCE_TICKS)
+        } else {
+            every
+        };
         let due = !self.asks.is_empty() && now_tick.saturating_sub(self.sent_tick) >= every;
         due.then(|| self.next_round(now_tick))
+    }
+
+    /// The round just sent rode with read answers (`true`) or was broadcast.
+    pub(crate) fn sent_as(&mut self, rode: bool) {
+        self.rode = rode;
     }
 
     fn next_round(&mut self, now_tick: u64) -> u64 {

@@ -113,7 +113,17 @@ impl Replica {
         confirm: Option<ConfirmRound>,
     ) {
         self.reads.indexed(batch, slot);
-        if let Some(round) = confirm {
+        let Some(round) = confirm else {
+            return;
+        };
+        // One confirmation is owed at a time: the newest round of a leader covers its
+        // older ones (an answer reordered behind a newer one changes nothing), and a
+        // round of another leader replaces it (the one left out is sent again).
+        let older = matches!(
+            self.owed_confirmation,
+            Some((to, owed)) if to == from && owed.ballot == round.ballot && owed.round > round.round
+        );
+        if !older {
             self.owed_confirmation = Some((from, round));
         }
     }
@@ -195,7 +205,7 @@ impl Replica {
         if let State::Leader(l) = &mut self.state
             && let Some(round) = l.confirmations.round_to_send(now)
         {
-            self.send_round(round);
+            self.send_round(round, true);
         }
         self.send_read_answers();
         self.settle_owed_confirmation();
@@ -204,9 +214,10 @@ impl Replica {
     }
 
     /// Sends confirmation round `round` of this leader's ballot: with this turn's
-    /// answers when they go to enough followers to make a quorum with this replica (no
-    /// message of its own; each confirms with its next ask), else as a broadcast.
-    fn send_round(&mut self, round: u64) {
+    /// answers when it `may_ride` and they go to enough followers to make a quorum with
+    /// this replica (no message of its own; each confirms with its next ask), else as a
+    /// broadcast.
+    fn send_round(&mut self, round: u64, may_ride: bool) {
         let (rank, quorum) = (self.config.rank, self.quorum());
         let State::Leader(l) = &mut self.state else {
             return;
@@ -215,9 +226,10 @@ impl Replica {
         // Its own acceptor promised this very ballot: it confirms as the round leaves.
         let done = l.confirmations.confirmed(rank, round, quorum);
         let riders: BTreeSet<Rank> = self.read_answers.iter().map(|a| a.from).collect();
-        let confirm = ConfirmRound { ballot, round };
-        if 1 + riders.len() >= quorum {
-            self.riding_round = Some(confirm);
+        let rides = may_ride && 1 + riders.len() >= quorum;
+        l.confirmations.sent_as(rides);
+        if rides {
+            self.riding_round = Some(ConfirmRound { ballot, round });
         } else {
             self.send(None, Message::Confirm { ballot, round });
         }
@@ -245,7 +257,9 @@ impl Replica {
         if let State::Leader(l) = &mut self.state
             && let Some(round) = l.confirmations.round_due(now, every)
         {
-            self.send_round(round);
+            // A round sent again reaches every follower: the riders of the last one
+            // may be the reason it went unconfirmed.
+            self.send_round(round, false);
         }
     }
 }

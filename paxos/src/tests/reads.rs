@@ -354,3 +354,35 @@ fn a_follower_that_promised_higher_refuses_a_riding_round() {
         ready.messages
     );
 }
+
+#[test]
+fn a_riding_round_left_unconfirmed_is_broadcast_after_two_ticks() {
+    let ballot = Ballot::new(1, 3);
+    let mut leader = leader_of(&[1, 2, 3]);
+    leader.read(5).unwrap();
+    leader.step(env(2, read_index(7, ballot)));
+    let ready = turn(&mut leader);
+    assert_eq!(riding(&ready).len(), 1);
+    // Follower 2 never asks again (its answer was lost, or it paused): the other
+    // follower is asked as a broadcast would have, two ticks on, not ten.
+    leader.tick();
+    assert!(
+        rounds(&turn(&mut leader)).is_empty(),
+        "one tick is not enough"
+    );
+    leader.tick();
+    let ready = turn(&mut leader);
+    assert_eq!(rounds(&ready), vec![2], "{:?}", ready.messages);
+    leader.step(env(1, Message::Confirmed { ballot, round: 2 }));
+    assert_eq!(turn(&mut leader).reads, vec![5]);
+}
+
+#[test]
+fn a_follower_owes_the_newest_round_of_its_leader() {
+    let (mut follower, asked) = follower_asking();
+    // Round 2 arrives before round 1 (reordered): round 2 is confirmed, and covers 1.
+    follower.step(answer_riding(asked, 2));
+    follower.step(answer_riding(asked, 1));
+    let ready = turn(&mut follower);
+    assert_eq!(confirmations(&ready), vec![(Some(3), 2)]);
+}
