@@ -233,9 +233,6 @@ pub struct Replica {
     /// A leader's answers to its followers' read asks, sent at the end of the turn so
     /// that a confirmation round can ride with them.
     read_answers: Vec<Ask>,
-    /// The round (of this leader's ballot) riding with this turn's `read_answers`
-    /// instead of a `Confirm` broadcast.
-    riding_round: Option<ConfirmRound>,
     /// A round that rode to this follower with an answer (and from whom): its next ask
     /// confirms it, or a `Confirmed` at the end of the turn.
     owed_confirmation: Option<(Rank, ConfirmRound)>,
@@ -306,7 +303,6 @@ impl Replica {
             pending: VecDeque::new(),
             reads: LocalReads::new(first_batch),
             read_answers: Vec::new(),
-            riding_round: None,
             owed_confirmation: None,
             votes: BTreeMap::new(),
             learnt_ahead_of_decide: None,

@@ -161,9 +161,9 @@ impl Replica {
         }
     }
 
-    /// Sends this turn's answers to the followers' asks, with the round riding on them.
-    fn send_read_answers(&mut self) {
-        let confirm = self.riding_round.take();
+    /// Sends this turn's answers to the followers' asks, with the round `confirm` riding
+    /// on them.
+    fn send_read_answers(&mut self, confirm: Option<ConfirmRound>) {
         for Ask { from, batch, slot } in std::mem::take(&mut self.read_answers) {
             let answer = Message::ReadIndexed {
                 batch,
@@ -202,12 +202,13 @@ impl Replica {
             self.answer_read_asks(asks);
         }
         let now = self.now_ticks;
+        let mut riding = None;
         if let State::Leader(l) = &mut self.state
             && let Some(round) = l.confirmations.round_to_send(now)
         {
-            self.send_round(round, true);
+            riding = self.send_round(round, true);
         }
-        self.send_read_answers();
+        self.send_read_answers(riding);
         self.settle_owed_confirmation();
         let servable = self.reads.servable(self.decided_upto);
         self.out.reads.extend(servable);
@@ -216,11 +217,11 @@ impl Replica {
     /// Sends confirmation round `round` of this leader's ballot: with this turn's
     /// answers when it `may_ride` and they go to enough followers to make a quorum with
     /// this replica (no message of its own; each confirms with its next ask), else as a
-    /// broadcast.
-    fn send_round(&mut self, round: u64, may_ride: bool) {
+    /// broadcast. Returns the round when it is to ride with the answers.
+    fn send_round(&mut self, round: u64, may_ride: bool) -> Option<ConfirmRound> {
         let (rank, quorum) = (self.config.rank, self.quorum());
         let State::Leader(l) = &mut self.state else {
-            return;
+            return None;
         };
         let ballot = l.ballot;
         // Its own acceptor promised this very ballot: it confirms as the round leaves.
@@ -228,12 +229,11 @@ impl Replica {
         let riders: BTreeSet<Rank> = self.read_answers.iter().map(|a| a.from).collect();
         let rides = may_ride && 1 + riders.len() >= quorum;
         l.confirmations.sent_as(rides);
-        if rides {
-            self.riding_round = Some(ConfirmRound { ballot, round });
-        } else {
+        if !rides {
             self.send(None, Message::Confirm { ballot, round });
         }
         self.answer_read_asks(done);
+        rides.then_some(ConfirmRound { ballot, round })
     }
 
     /// Reads too old are given up on; batches unanswered for a while ask again; a
@@ -259,7 +259,7 @@ impl Replica {
         {
             // A round sent again reaches every follower: the riders of the last one
             // may be the reason it went unconfirmed.
-            self.send_round(round, false);
+            let _broadcast = self.send_round(round, false);
         }
     }
 }

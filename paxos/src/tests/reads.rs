@@ -207,13 +207,20 @@ fn with_five_replicas_a_follower_ask_still_waits_for_a_round() {
     assert_eq!(answers(&turn(&mut leader)), vec![(Some(2), 7)]);
 }
 
+/// Leader 3 of three (ballot 1.3) with read 5 of its own and follower 2's ask of batch
+/// 7 in one turn, and what that turn handed out.
+fn leader_reading_with_an_ask() -> (Replica, Ready) {
+    let mut leader = leader_of(&[1, 2, 3]);
+    leader.read(5).unwrap();
+    leader.step(env(2, read_index(7, Ballot::new(1, 3))));
+    let ready = turn(&mut leader);
+    (leader, ready)
+}
+
 #[test]
 fn the_leaders_round_rides_with_an_answer_and_the_next_ask_confirms_it() {
     let ballot = Ballot::new(1, 3);
-    let mut leader = leader_of(&[1, 2, 3]);
-    leader.read(5).unwrap();
-    leader.step(env(2, read_index(7, ballot)));
-    let ready = turn(&mut leader);
+    let (mut leader, ready) = leader_reading_with_an_ask();
     assert!(ready.reads.is_empty(), "its own acceptor is not a quorum");
     assert!(
         rounds(&ready).is_empty(),
@@ -231,10 +238,7 @@ fn the_leaders_round_rides_with_an_answer_and_the_next_ask_confirms_it() {
 #[test]
 fn an_ask_confirms_no_round_of_another_ballot_nor_above_its_promise() {
     let ballot = Ballot::new(1, 3);
-    let mut leader = leader_of(&[1, 2, 3]);
-    leader.read(5).unwrap();
-    leader.step(env(2, read_index(7, ballot)));
-    let _ = turn(&mut leader);
+    let (mut leader, _) = leader_reading_with_an_ask();
     // Round 1 of an earlier leadership of this rank: not this round 1.
     leader.step(env(
         2,
@@ -358,10 +362,7 @@ fn a_follower_that_promised_higher_refuses_a_riding_round() {
 #[test]
 fn a_riding_round_left_unconfirmed_is_broadcast_after_two_ticks() {
     let ballot = Ballot::new(1, 3);
-    let mut leader = leader_of(&[1, 2, 3]);
-    leader.read(5).unwrap();
-    leader.step(env(2, read_index(7, ballot)));
-    let ready = turn(&mut leader);
+    let (mut leader, ready) = leader_reading_with_an_ask();
     assert_eq!(riding(&ready).len(), 1);
     // Follower 2 never asks again (its answer was lost, or it paused): the other
     // follower is asked as a broadcast would have, two ticks on, not ten.
