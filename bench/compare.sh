@@ -4,6 +4,7 @@
 #
 #   bench/compare.sh                 3 rounds of 10 s per load (about 4 minutes)
 #   BENCH_ROUNDS=5 BENCH_SECONDS=15 bench/compare.sh
+#   BENCH_LOADS="1 put=100" bench/compare.sh      one load only
 #
 # paxos-zmq: ./on.sh --no-bots (3 nodes, brokers and proxies in pairs, on loopback),
 # loaded with `bots load`, the tool users run. etcd: 3 members on loopback (ports
@@ -19,8 +20,12 @@ cd "$(dirname "$0")/.."
 
 ROUNDS="${BENCH_ROUNDS:-3}"
 SECONDS_PER_RUN="${BENCH_SECONDS:-10}"
-# "clients mix" per load.
+# "clients mix" per load; BENCH_LOADS picks some, e.g. BENCH_LOADS="1 put=100" (loads
+# separated by commas).
 LOADS=("1 put=100" "64 put=100" "64 get=100")
+if [[ -n "${BENCH_LOADS:-}" ]]; then
+    IFS=',' read -r -a LOADS <<<"$BENCH_LOADS"
+fi
 OUT=target/bench-compare
 ETCD_DIR="$OUT/etcd"
 mkdir -p "$OUT"

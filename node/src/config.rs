@@ -120,6 +120,11 @@ pub struct Config {
     /// A WAL segment past this size is closed and a new one begun.
     #[arg(long, env = "WAL_SEGMENT_BYTES", default_value_t = DEFAULT_SEGMENT_BYTES)]
     pub wal_segment_bytes: u64,
+    /// Commit a WAL group on the node's loop while the writer thread is idle: a lone
+    /// client's write skips two thread wake-ups; under load groups go to the thread.
+    /// `false` sends every group to the thread.
+    #[arg(long, env = "WAL_LOOP_COMMIT", default_value_t = true, action = clap::ArgAction::Set)]
+    pub wal_loop_commit: bool,
     /// READY/heartbeat interval towards the broker.
     #[arg(long, env = "BROKER_HEARTBEAT", default_value = "200ms", value_parser = duration)]
     pub broker_heartbeat: Duration,

@@ -1,7 +1,8 @@
 //! The replica's side of the write-ahead log: the groups of records the Paxos core hands
-//! out go to the WAL writer thread, numbered as the core numbered them, and the writer's
-//! progress goes back to the core ([`paxos::Replica::persisted`]), which then releases
-//! what waited for those records. The node decides nothing about what may leave before
+//! out go to the WAL writer thread, numbered as the core numbered them — or, while that
+//! thread is idle, are committed on the loop at once ([`crate::wal::LoopCommit`]) — and
+//! how far they are durable goes back to the core ([`paxos::Replica::persisted`]), which
+//! then releases what waited for those records. The node decides nothing about what may leave before
 //! which fsync: the core's gate does ([`paxos::gate`]).
 
 use std::collections::VecDeque;
@@ -10,7 +11,7 @@ use paxos::{Group, Record};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::error::NodeError;
-use crate::wal::{WalProgress, WalRequest};
+use crate::wal::{LoopCommit, WalProgress, WalRequest};
 
 /// What the writer's latest progress report means for the replica.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -27,6 +28,7 @@ pub(crate) struct Durable {
 #[derive(Debug)]
 pub(crate) struct Disk {
     requests: mpsc::Sender<WalRequest>,
+    loop_commit: LoopCommit,
     /// The last group handed to the writer.
     last_group: u64,
     /// The last group reported durable.
@@ -41,24 +43,29 @@ fn stopped() -> NodeError {
 }
 
 impl Disk {
-    /// A disk whose writer thread takes `requests`.
-    pub(crate) fn new(requests: mpsc::Sender<WalRequest>) -> Disk {
+    /// A disk whose writer thread takes `requests`, and which commits on the loop when
+    /// `loop_commit` can.
+    pub(crate) fn new(requests: mpsc::Sender<WalRequest>, loop_commit: LoopCommit) -> Disk {
         Disk {
             requests,
+            loop_commit,
             last_group: 0,
             durable_group: 0,
             accept_groups: VecDeque::new(),
         }
     }
 
-    /// Hands a group to the writer (waits while its queue is full: back-pressure).
-    pub(crate) async fn append(&mut self, group: Group) -> Result<(), NodeError> {
+    /// Commits a group here when the writer thread is idle, and then says how far the
+    /// groups are durable now; otherwise hands it to the writer (waiting while its queue
+    /// is full: back-pressure) and returns `None`: its progress report will tell.
+    pub(crate) async fn append(&mut self, group: Group) -> Result<Option<Durable>, NodeError> {
         assert!(
             group.number > self.last_group,
             "group {} handed out after group {}",
             group.number,
             self.last_group
         );
+        let after = self.last_group;
         self.last_group = group.number;
         if group
             .records
@@ -67,6 +74,17 @@ impl Disk {
         {
             self.accept_groups.push_back(group.number);
         }
+        let here = self
+            .loop_commit
+            .try_commit(after, group.number, group.sync, &group.records)
+            .map_err(|e| NodeError::Wal(e.to_string()))?;
+        if here {
+            let durable = WalProgress {
+                durable_seq: group.number,
+                error: None,
+            };
+            return self.progress(&durable).map(Some);
+        }
         self.requests
             .send(WalRequest::Append {
                 seq: group.number,
@@ -74,7 +92,8 @@ impl Disk {
                 records: group.records,
             })
             .await
-            .map_err(|_| stopped())
+            .map_err(|_| stopped())?;
+        Ok(None)
     }
 
     /// Reads a progress report of the writer: a failed writer stops the node (an fsync
@@ -151,7 +170,7 @@ mod tests {
     #[tokio::test]
     async fn groups_go_to_the_writer_and_durability_comes_back() {
         let (requests, mut writer) = mpsc::channel(8);
-        let mut disk = Disk::new(requests);
+        let mut disk = Disk::new(requests, LoopCommit::off(crate::metrics::Metrics::new()));
         disk.append(group(1, vec![accept(1)])).await.unwrap();
         disk.append(group(2, vec![Record::Truncate { upto: 0 }]))
             .await
@@ -183,9 +202,41 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_group_committed_on_the_loop_is_durable_on_return() {
+        let dir = std::env::temp_dir().join(format!("node-disk-test-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let recovery = crate::wal::recover(&dir).unwrap();
+        let writer =
+            crate::wal::WalWriter::open(&dir, &recovery, crate::wal::DEFAULT_SEGMENT_BYTES)
+                .unwrap();
+        let wal = crate::wal::spawn(writer, crate::metrics::Metrics::new(), true).unwrap();
+        let mut disk = Disk::new(wal.requests.clone(), wal.loop_commit.clone());
+        let durable = disk.append(group(1, vec![accept(1)])).await.unwrap();
+        assert_eq!(
+            durable,
+            Some(Durable {
+                group: 1,
+                accept_record: true
+            })
+        );
+        let durable = disk.append(group(2, vec![Record::Truncate { upto: 0 }]));
+        assert_eq!(
+            durable.await.unwrap().map(|d| d.group),
+            Some(2),
+            "a group without fsync too"
+        );
+        drop((disk, wal.requests));
+        wal.thread.join().unwrap();
+        let accepted = crate::wal::recover(&dir).unwrap().persisted.accepted;
+        assert!(accepted.contains_key(&1));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[tokio::test]
     async fn a_failed_writer_stops_the_node() {
         let (requests, writer) = mpsc::channel(8);
-        let mut disk = Disk::new(requests);
+        let mut disk = Disk::new(requests, LoopCommit::off(crate::metrics::Metrics::new()));
         let failed = WalProgress {
             durable_seq: 0,
             error: Some("fsync: EIO".to_owned()),
@@ -199,7 +250,7 @@ mod tests {
     #[should_panic(expected = "only 0 were written")]
     async fn progress_beyond_what_was_written_is_a_bug() {
         let (requests, _writer) = mpsc::channel(8);
-        let mut disk = Disk::new(requests);
+        let mut disk = Disk::new(requests, LoopCommit::off(crate::metrics::Metrics::new()));
         let _ = disk.progress(&progress(1));
     }
 }

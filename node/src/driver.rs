@@ -7,12 +7,17 @@
 //! carries it out — in order:
 //!
 //! ```text
-//!   inputs ─▶ step / propose / tick ─▶ ready() ─┬─▶ disk: append the group (fsync if asked)
-//!                                               ├─▶ peers: send the messages
+//!   inputs ─▶ step / propose / tick ─▶ ready() ─┬─▶ peers: send the messages
 //!                                               ├─▶ store: install, apply the decided slots
-//!                                               └─▶ clients: answer
+//!                                               ├─▶ clients: answer
+//!                                               └─▶ disk: append the group (fsync if asked)
 //!   WAL progress ─▶ persisted(group) ─▶ the next ready() releases what waited for it
 //! ```
+//!
+//! The group goes last because, while the WAL thread is idle, the loop commits it
+//! itself ([`crate::wal::LoopCommit`]): the messages of the turn must not wait for that
+//! fsync, and what waited for the group is released by another `ready()` in the same
+//! turn.
 //!
 //! The core alone decides what may leave before which fsync ([`paxos::gate`]); the loop
 //! never holds anything back itself.
@@ -43,7 +48,7 @@ use crate::clients::{Clients, Incoming};
 use crate::clock::ClockSync;
 use crate::config::Config;
 use crate::crash::{CrashPoint, Crasher};
-use crate::disk::Disk;
+use crate::disk::{Disk, Durable};
 use crate::error::NodeError;
 use crate::files::write_atomically;
 use crate::http::StatusReport;
@@ -168,10 +173,7 @@ impl Driver {
             }
             Event::Durable(progress) => {
                 let durable = self.rooms.disk.progress(&progress)?;
-                if durable.accept_record {
-                    self.rooms.crasher.reached(CrashPoint::AfterAcceptPersist);
-                }
-                self.replica.persisted(durable.group);
+                self.persisted(durable);
             }
             Event::Tick => {
                 self.replica.tick();
@@ -331,10 +333,25 @@ impl Driver {
         }
     }
 
-    /// Takes the core's [`Ready`] and carries it out; then looks at what changed.
+    /// Tells the core how far its groups are durable.
+    fn persisted(&mut self, durable: Durable) {
+        if durable.accept_record {
+            self.rooms.crasher.reached(CrashPoint::AfterAcceptPersist);
+        }
+        self.replica.persisted(durable.group);
+    }
+
+    /// Takes the core's [`Ready`] and carries it out — again while the group it wrote
+    /// was committed on the loop, so what waited for that group leaves in this turn;
+    /// then looks at what changed.
     async fn turn(&mut self) -> Result<(), NodeError> {
-        let ready = self.replica.ready();
-        self.carry_out(ready).await?;
+        loop {
+            let ready = self.replica.ready();
+            match self.carry_out(ready).await? {
+                Some(durable) => self.persisted(durable),
+                None => break,
+            }
+        }
         let now = Instant::now();
         let status = self.replica.status();
         if self.rooms.observer.after_turn(&status, now) {
@@ -344,10 +361,13 @@ impl Driver {
         Ok(())
     }
 
-    /// Carries out a `Ready`: everything in it may happen now, in this order.
-    async fn carry_out(&mut self, ready: Ready) -> Result<(), NodeError> {
+    /// Carries out a `Ready`: everything in it may happen now, in this order, the
+    /// group last: when the WAL thread is idle the loop commits it itself, and nothing
+    /// of this turn waits for that (the gate put here only what needs no such wait).
+    /// Returns how far the groups are durable when it was committed here.
+    async fn carry_out(&mut self, ready: Ready) -> Result<Option<Durable>, NodeError> {
         if ready.is_empty() {
-            return Ok(());
+            return Ok(None);
         }
         let Ready {
             persist,
@@ -358,9 +378,6 @@ impl Driver {
             reads,
             rejected_reads,
         } = ready;
-        if let Some(group) = persist {
-            self.rooms.disk.append(group).await?;
-        }
         let now = Instant::now();
         for envelope in &messages {
             self.rooms.peers.send(envelope);
@@ -411,7 +428,10 @@ impl Driver {
                 self.answer(client_id, seq, Err(error), now);
             }
         }
-        Ok(())
+        match persist {
+            Some(group) => self.rooms.disk.append(group).await,
+            None => Ok(None),
+        }
     }
 
     fn apply(&mut self, slot: Slot, value: Value, leads: bool, now: Instant) {

@@ -180,7 +180,7 @@ pub async fn run(
         &booted.recovery,
         config.wal_segment_bytes,
     )?;
-    let wal = wal::spawn(writer, metrics.clone())?;
+    let wal = wal::spawn(writer, metrics.clone(), config.wal_loop_commit)?;
     let nanos = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_nanos() as u64);
@@ -232,7 +232,7 @@ pub async fn run(
             seal.clone(),
             metrics.clone(),
         ),
-        disk: Disk::new(wal.requests.clone()),
+        disk: Disk::new(wal.requests.clone(), wal.loop_commit.clone()),
         reference: ReferenceLink::new(
             reference_tx,
             name.clone(),

@@ -150,6 +150,9 @@ pub struct Metrics {
     pub wal_records: Counter,
     /// Bytes written to the WAL.
     pub wal_bytes: Counter,
+    /// WAL fsyncs the loop made itself, the writer thread being idle
+    /// ([`crate::wal::LoopCommit`]).
+    pub wal_loop_fsyncs: Counter,
     /// Client requests answered by this node, by op and result.
     pub requests: Family<RequestLabels, Counter>,
     /// Time from receiving a client request to answering it.
@@ -200,6 +203,7 @@ impl Metrics {
         let wal_group_records = Histogram::new(exponential_buckets(1.0, 2.0, 14));
         let wal_records = Counter::default();
         let wal_bytes = Counter::default();
+        let wal_loop_fsyncs = Counter::default();
         let requests = Family::<RequestLabels, Counter>::default();
         let request_seconds = latency_histogram();
         let elections = Counter::default();
@@ -258,6 +262,11 @@ impl Metrics {
             wal_records.clone(),
         );
         registry.register("wal_bytes", "Bytes written to the WAL", wal_bytes.clone());
+        registry.register(
+            "wal_loop_fsyncs",
+            "WAL fsyncs the node's loop made itself, the writer thread being idle",
+            wal_loop_fsyncs.clone(),
+        );
         registry.register(
             "requests",
             "Client requests answered, by op and result",
@@ -327,6 +336,7 @@ impl Metrics {
             wal_group_records,
             wal_records,
             wal_bytes,
+            wal_loop_fsyncs,
             requests,
             request_seconds,
             elections,

@@ -9,8 +9,10 @@
 //!   being opened, grown or cut.
 //! - `recovery.rs`: reading a WAL back at start-up ([`recover`]), and the rules that
 //!   tell a torn tail from corruption.
-//! - `writer.rs`: appending ([`WalWriter`]): group commit, preallocation, rotation with
-//!   checkpoints, deletion behind truncation, and the writer thread ([`spawn`]).
+//! - `writer.rs`: appending ([`WalWriter`]): preallocation, rotation with checkpoints,
+//!   deletion behind truncation.
+//! - `commit.rs`: group commit — who runs the writer for a group: the writer thread
+//!   ([`spawn`]), or the node's loop while the thread is idle ([`LoopCommit`]).
 //!
 //! Everything the rest of the node (and the end-to-end tests) uses is re-exported here,
 //! so callers name `node::wal::…` and never the file an item lives in.
@@ -26,11 +28,12 @@
 //!   crc = CRC32C(len bytes ‖ payload), so a damaged length is caught too
 //! ```
 //!
-//! ## Group commit (`writer.rs`)
+//! ## Group commit (`commit.rs`)
 //! [`WalWriter::append`] writes records (one `write` per group); [`WalWriter::sync`]
 //! makes every appended record durable with one `fdatasync`. The node runs the writer on
 //! its own thread ([`spawn`]): while the disk works on one group, the replica keeps
-//! stepping and the next group gathers in the queue.
+//! stepping and the next group gathers in the queue. When the thread is idle, the loop
+//! commits the group itself ([`LoopCommit`]), sparing a lone write two thread wake-ups.
 //!
 //! ## Preallocation (`writer.rs`)
 //! The active segment is grown ahead of the records with zeros, [`PREALLOC_BYTES`] at a
@@ -62,21 +65,22 @@
 use std::io;
 use std::path::{Path, PathBuf};
 
+mod commit;
 mod format;
 mod recovery;
 #[cfg(test)]
 mod test_util;
 mod writer;
 
+pub use commit::{
+    LOOP_COMMIT_MAX_FSYNC, LoopCommit, MAX_WAL_QUEUE, WalHandle, WalProgress, WalRequest, spawn,
+};
 pub use format::{
     MAX_RECORD_BYTES, RECORD_HEADER_BYTES, SEGMENT_MAGIC, encode_record, record_offsets,
     records_end, segment_name,
 };
 pub use recovery::{Recovery, SegmentInfo, Torn, recover};
-pub use writer::{
-    DEFAULT_SEGMENT_BYTES, MAX_WAL_QUEUE, MIN_SEGMENT_BYTES, PREALLOC_BYTES, WalHandle,
-    WalProgress, WalRequest, WalWriter, spawn, sync_dir,
-};
+pub use writer::{DEFAULT_SEGMENT_BYTES, MIN_SEGMENT_BYTES, PREALLOC_BYTES, WalWriter, sync_dir};
 
 /// Why the WAL cannot be read or written.
 #[derive(Debug, thiserror::Error)]
@@ -105,6 +109,9 @@ pub enum WalError {
     /// A record could not be encoded (a bug).
     #[error("cannot encode a WAL record: {0}")]
     Encode(String),
+    /// The writer cannot be used any more (a bug).
+    #[error("{0}")]
+    Stopped(String),
 }
 
 /// Every file operation of the three files reports its path this one way, so an

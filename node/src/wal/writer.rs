@@ -1,5 +1,6 @@
-//! Appending to the WAL: [`WalWriter`] (group commit, preallocation, rotation with
-//! checkpoints, deletion behind truncation) and the thread that runs it ([`spawn`]).
+//! Appending to the WAL: [`WalWriter`] (appends and fsyncs, preallocation, rotation with
+//! checkpoints, deletion behind truncation). Who runs it for a group — the writer thread
+//! or the node's loop — is `commit.rs`'s.
 //!
 //! Kept apart from recovery because the two never run together: recovery reads a WAL
 //! once at start-up, then the writer owns the folder alone and never reads what it
@@ -10,15 +11,12 @@ use std::fs::{self, File, OpenOptions};
 use std::io::Write;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use std::time::Instant;
 
 use paxos::{Ballot, Record, Round, Slot};
-use tokio::sync::{mpsc, oneshot, watch};
 
 use super::format::{SEGMENT_MAGIC, encode_record, segment_name};
 use super::recovery::{Recovery, SegmentInfo};
 use super::{WalError, io_error};
-use crate::metrics::Metrics;
 
 /// The active segment is grown by this many zero bytes (at most up to the segment size)
 /// whenever a group would run past its end: group commits then overwrite allocated
@@ -29,10 +27,6 @@ pub const PREALLOC_BYTES: u64 = 1024 * 1024;
 pub const DEFAULT_SEGMENT_BYTES: u64 = 64 * 1024 * 1024;
 /// Smallest segment size accepted (smaller would mostly hold checkpoints).
 pub const MIN_SEGMENT_BYTES: u64 = 4096;
-/// Most append requests queued for the writer thread. The node stops taking new input
-/// while this many groups wait for the disk (back-pressure instead of growing memory).
-pub const MAX_WAL_QUEUE: usize = 4096;
-
 /// Makes a folder's entries (new, renamed or deleted files) durable.
 pub fn sync_dir(dir: &Path) -> Result<(), WalError> {
     File::open(dir)
@@ -249,139 +243,6 @@ fn create_segment(
     Ok((file, info))
 }
 
-/// A request to the writer thread.
-#[derive(Debug)]
-pub enum WalRequest {
-    /// Append a `Ready`'s records; `seq` numbers it for [`WalProgress::durable_seq`].
-    Append {
-        /// Sequence number of this group (increasing).
-        seq: u64,
-        /// Whether any of these records must be durable before the group is
-        /// acknowledged; groups without such records are written and acknowledged
-        /// without an fsync of their own.
-        sync: bool,
-        /// The records.
-        records: Vec<Record>,
-    },
-    /// Make everything appended durable, then answer (shutdown).
-    Sync {
-        /// Answered once synced.
-        done: oneshot::Sender<Result<(), String>>,
-    },
-}
-
-/// How far the writer thread has come.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct WalProgress {
-    /// Every record of the groups up to this one that asked to be durable (`sync` in
-    /// [`WalRequest::Append`], as the core's [`paxos::Group::sync`] says) is durable.
-    pub durable_seq: u64,
-    /// The writer failed and stopped: the node must stop too (an fsync error is never
-    /// retried: the kernel may have dropped the dirty pages).
-    pub error: Option<String>,
-}
-
-/// The node's side of the writer thread.
-#[derive(Debug)]
-pub struct WalHandle {
-    /// Queue of requests (bounded by [`MAX_WAL_QUEUE`]).
-    pub requests: mpsc::Sender<WalRequest>,
-    /// Progress reports.
-    pub progress: watch::Receiver<WalProgress>,
-    /// The thread, joined at shutdown.
-    pub thread: std::thread::JoinHandle<()>,
-}
-
-/// Starts the writer thread: it takes every queued group, appends them all, syncs once
-/// if any asks for it (its `sync` flag), and reports the last group's sequence number.
-pub fn spawn(mut writer: WalWriter, metrics: Metrics) -> Result<WalHandle, WalError> {
-    let (requests, mut rx) = mpsc::channel::<WalRequest>(MAX_WAL_QUEUE);
-    let (progress_tx, progress) = watch::channel(WalProgress::default());
-    let thread = std::thread::Builder::new()
-        .name("wal".to_owned())
-        .spawn(move || {
-            let mut batch = Vec::new();
-            while let Some(first) = rx.blocking_recv() {
-                batch.push(first);
-                while batch.len() < MAX_WAL_QUEUE {
-                    match rx.try_recv() {
-                        Ok(request) => batch.push(request),
-                        Err(_) => break,
-                    }
-                }
-                match write_group(&mut writer, &mut batch, &metrics) {
-                    Ok(Some(seq)) => progress_tx.send_modify(|p| p.durable_seq = seq),
-                    Ok(None) => {}
-                    Err(error) => {
-                        let message = error.to_string();
-                        tracing::error!(%message, "WAL writer failed; the node stops");
-                        progress_tx.send_modify(|p| p.error = Some(message));
-                        return;
-                    }
-                }
-            }
-        })
-        .map_err(|source| WalError::Io {
-            path: PathBuf::from("<wal thread>"),
-            source,
-        })?;
-    Ok(WalHandle {
-        requests,
-        progress,
-        thread,
-    })
-}
-
-/// Writes one group; returns the highest sequence number it made durable.
-fn write_group(
-    writer: &mut WalWriter,
-    batch: &mut Vec<WalRequest>,
-    metrics: &Metrics,
-) -> Result<Option<u64>, WalError> {
-    let mut last_seq = None;
-    let mut sync = false;
-    let mut records = 0u64;
-    let mut waiting = Vec::new();
-    for request in batch.drain(..) {
-        match request {
-            WalRequest::Append {
-                seq,
-                sync: s,
-                records: r,
-            } => {
-                sync |= s;
-                records += r.len() as u64;
-                let bytes = writer.append(&r)?;
-                metrics.wal_bytes.inc_by(bytes);
-                last_seq = Some(seq);
-            }
-            WalRequest::Sync { done } => {
-                sync = true;
-                waiting.push(done);
-            }
-        }
-    }
-    if sync {
-        let started = Instant::now();
-        let result = writer.sync();
-        metrics
-            .wal_fsync_seconds
-            .observe(started.elapsed().as_secs_f64());
-        if let Err(error) = result {
-            for done in waiting {
-                let _ = done.send(Err(error.to_string()));
-            }
-            return Err(error);
-        }
-        metrics.wal_group_records.observe(records as f64);
-    }
-    metrics.wal_records.inc_by(records);
-    for done in waiting {
-        let _ = done.send(Ok(()));
-    }
-    Ok(last_seq)
-}
-
 #[cfg(test)]
 mod tests {
     use paxos::Ballot;
@@ -428,89 +289,5 @@ mod tests {
                 "slot {slot}"
             );
         }
-    }
-
-    #[test]
-    fn only_groups_that_ask_for_it_are_synced() {
-        let dir = temp_dir("sync-flag");
-        let recovery = recover(&dir).unwrap();
-        let mut writer = WalWriter::open(&dir, &recovery, DEFAULT_SEGMENT_BYTES).unwrap();
-        let metrics = Metrics::new();
-        let fsyncs = |n: u64| format!("paxos_wal_fsync_seconds_count {n}\n");
-        // The flag decides, not the records: gating records without it are not synced.
-        let mut batch = vec![WalRequest::Append {
-            seq: 1,
-            sync: false,
-            records: vec![accept(1), decide(1)],
-        }];
-        assert_eq!(
-            write_group(&mut writer, &mut batch, &metrics).unwrap(),
-            Some(1)
-        );
-        assert!(
-            metrics.encode().contains(&fsyncs(0)),
-            "{}",
-            metrics.encode()
-        );
-        // One flagged group makes the whole batch synced, once.
-        let mut batch = vec![
-            WalRequest::Append {
-                seq: 2,
-                sync: true,
-                records: vec![decide(2)],
-            },
-            WalRequest::Append {
-                seq: 3,
-                sync: false,
-                records: vec![decide(3)],
-            },
-        ];
-        assert_eq!(
-            write_group(&mut writer, &mut batch, &metrics).unwrap(),
-            Some(3)
-        );
-        assert!(
-            metrics.encode().contains(&fsyncs(1)),
-            "{}",
-            metrics.encode()
-        );
-    }
-
-    #[test]
-    fn the_writer_thread_reports_durable_groups() {
-        let dir = temp_dir("thread");
-        let recovery = recover(&dir).unwrap();
-        let writer = WalWriter::open(&dir, &recovery, DEFAULT_SEGMENT_BYTES).unwrap();
-        let metrics = Metrics::new();
-        let handle = spawn(writer, metrics).unwrap();
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        runtime.block_on(async {
-            for seq in 1..=20 {
-                handle
-                    .requests
-                    .send(WalRequest::Append {
-                        seq,
-                        sync: true,
-                        records: vec![accept(seq)],
-                    })
-                    .await
-                    .unwrap();
-            }
-            let mut progress = handle.progress.clone();
-            progress.wait_for(|p| p.durable_seq == 20).await.unwrap();
-            let (done, wait) = oneshot::channel();
-            handle
-                .requests
-                .send(WalRequest::Sync { done })
-                .await
-                .unwrap();
-            wait.await.unwrap().unwrap();
-        });
-        drop(handle.requests);
-        handle.thread.join().unwrap();
-        assert_eq!(recover(&dir).unwrap().persisted.accepted.len(), 20);
     }
 }
