@@ -23,8 +23,8 @@
 //! - [`inputs`]: what the loop waits on, in which order, and back-pressure while the core
 //!   holds too many turns for the disk.
 //! - [`driver`]: the loop. It routes each event to its room, steps peer messages and
-//!   client commands into the core, and carries out each `Ready`: records to the disk,
-//!   messages to the peers, decided slots to the store, answers to the clients. It
+//!   client commands into the core, and carries out each `Ready`: messages to the
+//!   peers, decided slots to the store, answers to the clients, records to the disk. It
 //!   never holds anything back itself: the core's gate ([`paxos::gate`]) already did.
 //! - [`peers`]: publishing and topics on the proxy; checking and decoding what the peers
 //!   publish; the peers' names.
@@ -33,7 +33,7 @@
 //! - [`logins`]: chat logins — wrong passwords bounded, the password checked or hashed
 //!   (Argon2id) off the loop, and the `Register` / `OpenSession` proposed instead.
 //! - [`disk`]: the groups of records to the WAL writer, durability back to the core;
-//!   [`wal`] is the log itself (format, recovery, the writer thread).
+//!   [`wal`] is the log itself (format, recovery, the writer, group commit).
 //! - [`reference`]: registration and heartbeats at the reference service (off the data
 //!   path).
 //! - [`clock`]: Berkeley clock synchronisation.
