@@ -120,9 +120,11 @@ pub struct Config {
     /// A WAL segment past this size is closed and a new one begun.
     #[arg(long, env = "WAL_SEGMENT_BYTES", default_value_t = DEFAULT_SEGMENT_BYTES)]
     pub wal_segment_bytes: u64,
-    /// Commit a WAL group on the node's loop while the writer thread is idle: a lone
-    /// client's write skips two thread wake-ups; under load groups go to the thread.
-    /// `false` sends every group to the thread.
+    /// Commit a WAL group on the node's loop while the writer thread is idle (the loop
+    /// blocks for the fsync instead of waking the thread and being woken back: a lone
+    /// client's write skips two wake-ups). Groups handed over while the thread works, on
+    /// a slow disk (last fsync over 10 ms), or that would close or grow a segment go to
+    /// the thread. `--wal-loop-commit false` sends every group to the thread.
     #[arg(long, env = "WAL_LOOP_COMMIT", default_value_t = true, action = clap::ArgAction::Set)]
     pub wal_loop_commit: bool,
     /// READY/heartbeat interval towards the broker.

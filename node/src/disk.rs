@@ -2,8 +2,8 @@
 //! out go to the WAL writer thread, numbered as the core numbered them — or, while that
 //! thread is idle, are committed on the loop at once ([`crate::wal::LoopCommit`]) — and
 //! how far they are durable goes back to the core ([`paxos::Replica::persisted`]), which
-//! then releases what waited for those records. The node decides nothing about what may leave before
-//! which fsync: the core's gate does ([`paxos::gate`]).
+//! then releases what waited for those records. The node decides nothing about what may
+//! leave before which fsync: the core's gate does ([`paxos::gate`]).
 
 use std::collections::VecDeque;
 
@@ -13,7 +13,8 @@ use tokio::sync::{mpsc, oneshot};
 use crate::error::NodeError;
 use crate::wal::{LoopCommit, WalProgress, WalRequest};
 
-/// What the writer's latest progress report means for the replica.
+/// How far the groups are durable, from the writer thread's latest progress report or a
+/// commit on the loop.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Durable {
     /// Every group up to this one is durable (or, for groups that needed no fsync,
@@ -24,12 +25,12 @@ pub(crate) struct Durable {
     pub(crate) accept_record: bool,
 }
 
-/// The queue to the writer thread and what is on its way.
+/// The queue to the writer thread, the loop's way past it, and what is on its way.
 #[derive(Debug)]
 pub(crate) struct Disk {
     requests: mpsc::Sender<WalRequest>,
     loop_commit: LoopCommit,
-    /// The last group handed to the writer.
+    /// The last group handed out: to the writer thread, or committed on the loop.
     last_group: u64,
     /// The last group reported durable.
     durable_group: u64,

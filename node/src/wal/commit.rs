@@ -23,10 +23,13 @@
 //! client's write: the WAL hand-off*). The risk is a slow fsync: the loop is silent
 //! while it lasts, heartbeats included, and a leader silent for an election timeout
 //! (200 ms) is replaced. A disk whose last fsync took longer than
-//! [`LOOP_COMMIT_MAX_FSYNC`] gets its groups on the thread only, until an fsync there is
-//! fast again, so the loop waits for at most one slow fsync in a row (the slowest seen
-//! here in ~100,000 under load: 51–102 ms). `--wal-loop-commit false` sends every group
-//! to the thread.
+//! [`LOOP_COMMIT_MAX_FSYNC`] gets every group on the thread, those that need no fsync
+//! too, until an fsync there is fast again, so the loop waits for at most one slow fsync
+//! in a row (the slowest seen here in ~100,000 under load: 51–102 ms). The loop also
+//! leaves the thread every group that would close the active segment or grow it
+//! ([`WalWriter::append_in_place`]): a rotation syncs a file and a folder, a growth a
+//! megabyte of zeros, and neither belongs on the loop. `--wal-loop-commit false` sends
+//! every group to the thread.
 //!
 //! **Order.** Groups reach the log in their numbers' order: the thread notes the last
 //! group it wrote under the same lock, and the loop commits a group only when that is
@@ -46,7 +49,7 @@ use crate::metrics::Metrics;
 /// while this many groups wait for the disk (back-pressure instead of growing memory).
 pub const MAX_WAL_QUEUE: usize = 4096;
 
-/// The loop syncs a group itself only while the last fsync took at most this long (a
+/// The loop commits a group itself only while the last fsync took at most this long (a
 /// healthy one takes 0.1–0.3 ms here): it never blocks twice in a row on a slow disk.
 pub const LOOP_COMMIT_MAX_FSYNC: Duration = Duration::from_millis(10);
 
@@ -93,14 +96,28 @@ struct Shared {
 }
 
 impl Shared {
-    fn append(&mut self, records: &[Record], metrics: &Metrics) -> Result<(), WalError> {
-        let bytes = self.writer.append(records)?;
+    /// Appends `records`; `in_place`: only if no rotation or growth is due (the loop's
+    /// way). `false`: nothing was written.
+    fn append(
+        &mut self,
+        records: &[Record],
+        in_place: bool,
+        metrics: &Metrics,
+    ) -> Result<bool, WalError> {
+        let bytes = if in_place {
+            match self.writer.append_in_place(records)? {
+                Some(bytes) => bytes,
+                None => return Ok(false),
+            }
+        } else {
+            self.writer.append(records)?
+        };
         metrics.wal_bytes.inc_by(bytes);
         metrics.wal_records.inc_by(records.len() as u64);
-        Ok(())
+        Ok(true)
     }
 
-    fn sync(&mut self, records: u64, metrics: &Metrics) -> Result<(), WalError> {
+    fn sync(&mut self, record_count: u64, metrics: &Metrics) -> Result<(), WalError> {
         let started = Instant::now();
         let result = self.writer.sync();
         self.last_fsync = started.elapsed();
@@ -108,7 +125,7 @@ impl Shared {
             .wal_fsync_seconds
             .observe(self.last_fsync.as_secs_f64());
         result?;
-        metrics.wal_group_records.observe(records as f64);
+        metrics.wal_group_records.observe(record_count as f64);
         Ok(())
     }
 }
@@ -144,10 +161,11 @@ impl LoopCommit {
     }
 
     /// Appends group `seq` (and fsyncs it when `sync`) on the calling thread, if the
-    /// writer thread is idle: it has written group `after`, the last one handed to it,
-    /// and holds no lock; and, for a group to sync, if the last fsync was quick.
-    /// `Ok(true)`: the group is durable (written, when it needs no fsync). `Ok(false)`:
-    /// nothing was done; queue the group for the thread.
+    /// writer thread is idle — it has written group `after`, the last one handed to it,
+    /// and holds no lock — and the disk is quick: the last fsync took at most
+    /// [`LOOP_COMMIT_MAX_FSYNC`], and the group fits in the active segment's allocated
+    /// space (no rotation, no growth). `Ok(true)`: the group is durable (written, when
+    /// it needs no fsync). `Ok(false)`: nothing was done; queue the group for the thread.
     pub fn try_commit(
         &self,
         after: u64,
@@ -166,10 +184,13 @@ impl LoopCommit {
         if shared.written != after {
             return Ok(false);
         }
-        if sync && shared.last_fsync > LOOP_COMMIT_MAX_FSYNC {
+        // A slow disk may stall a plain write too (a page under writeback waits for it).
+        if shared.last_fsync > LOOP_COMMIT_MAX_FSYNC {
             return Ok(false);
         }
-        shared.append(records, &self.metrics)?;
+        if !shared.append(records, true, &self.metrics)? {
+            return Ok(false);
+        }
         if sync {
             shared.sync(records.len() as u64, &self.metrics)?;
             self.metrics.wal_loop_fsyncs.inc();
@@ -180,7 +201,7 @@ impl LoopCommit {
 }
 
 fn panicked() -> WalError {
-    WalError::Stopped("the WAL writer thread panicked".to_owned())
+    WalError::Panicked("the WAL writer thread panicked".to_owned())
 }
 
 fn lock(shared: &Mutex<Shared>) -> Result<MutexGuard<'_, Shared>, WalError> {
@@ -265,7 +286,7 @@ fn write_group(
             } => {
                 sync |= s;
                 records += r.len() as u64;
-                shared.append(&r, metrics)?;
+                shared.append(&r, false, metrics)?;
                 last_seq = Some(seq);
             }
             WalRequest::Sync { done } => {
@@ -293,7 +314,7 @@ fn write_group(
 mod tests {
     use super::super::recovery::recover;
     use super::super::test_util::{accept, decide, temp_dir};
-    use super::super::writer::DEFAULT_SEGMENT_BYTES;
+    use super::super::writer::{DEFAULT_SEGMENT_BYTES, MIN_SEGMENT_BYTES};
     use super::*;
 
     fn shared(name: &str) -> (std::path::PathBuf, Shared) {
@@ -423,8 +444,13 @@ mod tests {
             "paxos_wal_loop_fsyncs_total 2"
         );
         assert_eq!(recover(&dir).unwrap().persisted.accepted.len(), 2);
+        // While the thread holds the lock (busy), the loop leaves even the next group.
+        let held = shared.lock().unwrap();
+        assert!(
+            !commit.try_commit(3, 4, true, &[accept(3)]).unwrap(),
+            "locked"
+        );
         // Group 4 went to the thread; until it is written, group 5 may not overtake it.
-        let held = shared.lock().unwrap(); // the thread is busy with group 4
         runtime().block_on(async {
             handle
                 .requests
@@ -438,7 +464,7 @@ mod tests {
         });
         assert!(
             !commit.try_commit(4, 5, false, &[decide(10)]).unwrap(),
-            "locked"
+            "group 4 queued"
         );
         drop(held);
         runtime().block_on(async {
@@ -452,20 +478,92 @@ mod tests {
             "group 5 unseen"
         );
         assert!(commit.try_commit(4, 5, true, &[accept(4)]).unwrap());
-        // A slow last fsync sends the next groups to sync to the thread; a group that
-        // needs none is still written here.
+        // A slow last fsync sends the next groups to the thread, those that need no
+        // fsync too.
         shared.lock().unwrap().last_fsync = LOOP_COMMIT_MAX_FSYNC * 2;
         assert!(
             !commit.try_commit(5, 6, true, &[accept(5)]).unwrap(),
             "slow disk"
         );
-        assert!(commit.try_commit(5, 6, false, &[decide(11)]).unwrap());
+        assert!(
+            !commit.try_commit(5, 6, false, &[decide(11)]).unwrap(),
+            "slow disk, no fsync"
+        );
         drop(handle.requests);
         handle.thread.join().unwrap();
         let accepted = recover(&dir).unwrap().persisted.accepted;
         assert_eq!(
             accepted.keys().copied().collect::<Vec<_>>(),
             vec![1, 2, 3, 4]
+        );
+    }
+
+    #[test]
+    fn the_loop_leaves_rotation_and_growth_to_the_thread() {
+        let dir = temp_dir("loop-rotation");
+        let recovery = recover(&dir).unwrap();
+        let writer = WalWriter::open(&dir, &recovery, MIN_SEGMENT_BYTES).unwrap();
+        let metrics = Metrics::new();
+        let handle = spawn(writer, metrics.clone(), true).unwrap();
+        let commit = &handle.loop_commit;
+        let shared = Arc::clone(commit.shared.as_ref().unwrap());
+        let segments = || shared.lock().unwrap().writer.segments();
+        // The loop fills the segment's allocated space, then declines the group that
+        // would run past it, writing nothing.
+        let mut seq = 0;
+        while commit
+            .try_commit(seq, seq + 1, true, &[accept(seq + 1)])
+            .unwrap()
+        {
+            seq += 1;
+            assert!(seq < 100, "a 4 KiB segment never fills");
+        }
+        assert!(seq > 3, "the first groups fit in place: {seq}");
+        assert_eq!(segments().len(), 1);
+        assert_eq!(
+            recover(&dir).unwrap().persisted.accepted.len(),
+            seq as usize
+        );
+        // The thread writes it past the end; the next one, which must close the
+        // segment, the loop leaves to the thread too, which begins the next segment.
+        let to_thread = |seq: u64| {
+            runtime().block_on(async {
+                handle
+                    .requests
+                    .send(WalRequest::Append {
+                        seq,
+                        sync: true,
+                        records: vec![accept(seq)],
+                    })
+                    .await
+                    .unwrap();
+                let mut progress = handle.progress.clone();
+                progress.wait_for(|p| p.durable_seq == seq).await.unwrap();
+            })
+        };
+        to_thread(seq + 1);
+        seq += 1;
+        assert_eq!(segments().len(), 1);
+        assert!(
+            !commit
+                .try_commit(seq, seq + 1, true, &[accept(seq + 1)])
+                .unwrap(),
+            "rotation due"
+        );
+        to_thread(seq + 1);
+        seq += 1;
+        assert_eq!(segments().len(), 2, "rotated");
+        // ... and the loop goes on in the new one.
+        assert!(
+            commit
+                .try_commit(seq, seq + 1, true, &[accept(seq + 1)])
+                .unwrap()
+        );
+        drop(handle.requests);
+        handle.thread.join().unwrap();
+        assert_eq!(
+            recover(&dir).unwrap().persisted.accepted.len(),
+            seq as usize + 1
         );
     }
 }

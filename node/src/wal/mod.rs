@@ -109,9 +109,9 @@ pub enum WalError {
     /// A record could not be encoded (a bug).
     #[error("cannot encode a WAL record: {0}")]
     Encode(String),
-    /// The writer cannot be used any more (a bug).
+    /// The writer cannot be used any more: its thread panicked (a bug).
     #[error("{0}")]
-    Stopped(String),
+    Panicked(String),
 }
 
 /// Every file operation of the three files reports its path this one way, so an

@@ -81,6 +81,8 @@ impl WalWriter {
             durable_truncated_upto: persisted.truncated_upto,
             buffer: Vec::new(),
         };
+        // Grown now, at start-up, so the first groups fit in place (`append_in_place`).
+        writer.preallocate(writer.allocated)?;
         writer.delete_covered()?;
         Ok(writer)
     }
@@ -97,33 +99,56 @@ impl WalWriter {
         all
     }
 
-    /// Writes `records` to the active segment (not yet durable: see [`WalWriter::sync`]).
-    /// Returns the bytes written.
+    /// Writes `records` to the active segment (not yet durable: see [`WalWriter::sync`]),
+    /// first closing a full segment or growing the active one if it must. Returns the
+    /// bytes written.
     pub fn append(&mut self, records: &[Record]) -> Result<u64, WalError> {
+        let written = self.write(records, true)?;
+        Ok(written.unwrap_or_default())
+    }
+
+    /// Writes `records` like [`WalWriter::append`] only if they fit in the space already
+    /// allocated: no rotation, no growth, so nothing but the write itself (what the loop
+    /// may do, `commit.rs`). `None`: nothing was written.
+    pub fn append_in_place(&mut self, records: &[Record]) -> Result<Option<u64>, WalError> {
+        self.write(records, false)
+    }
+
+    fn write(&mut self, records: &[Record], may_grow: bool) -> Result<Option<u64>, WalError> {
         if records.is_empty() {
-            return Ok(0);
+            return Ok(Some(0));
         }
         if self.active_info.bytes >= self.segment_max_bytes {
+            if !may_grow {
+                return Ok(None);
+            }
             self.rotate()?;
         }
         self.buffer.clear();
         for record in records {
             encode_record(record, &mut self.buffer)?;
-            self.note(record);
         }
         let end = self.active_info.bytes + self.buffer.len() as u64;
         if end > self.allocated {
+            if !may_grow {
+                return Ok(None);
+            }
             self.preallocate(end)?;
+        }
+        for record in records {
+            self.note(record);
         }
         self.active
             .write_all_at(&self.buffer, self.active_info.bytes)
             .map_err(io_error(&self.active_info.path))?;
         self.active_info.bytes = end;
-        Ok(self.buffer.len() as u64)
+        Ok(Some(self.buffer.len() as u64))
     }
 
     /// Grows the active file with zeros to at least `end`: by [`PREALLOC_BYTES`], up to
-    /// the segment size (a group never waits for more than its own bytes past it).
+    /// the segment size (a group never waits for more than its own bytes past it). The
+    /// zeros are synced here, so the next group's `fdatasync` flushes that group alone —
+    /// wherever it runs, the loop included.
     fn preallocate(&mut self, end: u64) -> Result<(), WalError> {
         static ZEROS: [u8; 64 * 1024] = [0; 64 * 1024];
         let target = (self.allocated + PREALLOC_BYTES)
@@ -137,6 +162,9 @@ impl WalWriter {
                 .map_err(io_error(&self.active_info.path))?;
             at += n as u64;
         }
+        self.active
+            .sync_data()
+            .map_err(io_error(&self.active_info.path))?;
         self.allocated = target;
         Ok(())
     }
@@ -185,6 +213,8 @@ impl WalWriter {
         self.allocated = info.bytes;
         let old = std::mem::replace(&mut self.active_info, info);
         self.closed.push(old);
+        // Grown at once, so the groups after this one fit in place.
+        self.preallocate(self.allocated)?;
         self.delete_covered()
     }
 

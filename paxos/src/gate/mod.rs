@@ -77,14 +77,15 @@ pub struct Group {
 }
 
 /// What the replica hands its driver in one turn. Everything here may be carried out
-/// **now**, in this order:
-/// 1. append `persist` (if any) to the log, and fsync it if [`Group::sync`];
-///    acknowledge it with [`crate::Replica::persisted`] once done — from the same thread
-///    or later, the replica only needs to hear it eventually;
-/// 2. send `messages` (`to: None` = to every other member);
-/// 3. install `install_snapshot` if any, then apply every entry of `decided` in order;
-/// 4. serve the linearizable reads of `reads` from the state just applied;
-/// 5. answer the clients of `rejected` and `rejected_reads`.
+/// **now**, the disk's part and the rest in either order:
+/// - append `persist` (if any) to the log, and fsync it if [`Group::sync`];
+///   acknowledge it with [`crate::Replica::persisted`] once done — from the same thread
+///   or later, the replica only needs to hear it eventually. Nothing else in this
+///   `Ready` waits for it, so a driver that fsyncs on its own thread does it last;
+/// - send `messages` (`to: None` = to every other member);
+/// - install `install_snapshot` if any, then apply every entry of `decided` in order,
+///   then serve the linearizable reads of `reads` from the state just applied;
+/// - answer the clients of `rejected` and `rejected_reads`.
 ///
 /// What must wait for the disk is not in this `Ready`: the replica keeps it and hands it
 /// out in a later one, once `persisted` covers what it depends on (see the module page).

@@ -3,7 +3,9 @@
 //! The node hands each [`paxos::Group`] to a writer thread, which takes every group that
 //! waits, writes them, fsyncs once if any of them asks for it ([`paxos::Group::sync`]),
 //! and then reports the last one durable; groups that arrive meanwhile wait for the next
-//! round. Here:
+//! round. (When that thread is idle the node's loop commits a group itself and reports
+//! it at once: a round of one group with no latency, which the seeded latencies here
+//! include.) Here:
 //! - [`Disk::append`] puts a group's records in the page cache (`written`): a crash keeps
 //!   a **random prefix** of them — nothing, everything, or a cut anywhere in between,
 //!   as a torn write that recovery cuts off would leave — so crashes fall between an

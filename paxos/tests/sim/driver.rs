@@ -5,7 +5,9 @@ use super::*;
 
 impl Sim {
     /// Carries out one `Ready` of `node`, as the node's driver does: append the records,
-    /// send the messages, apply the decided slots, answer the clients.
+    /// send the messages, apply the decided slots, answer the clients. The node appends
+    /// last (it may fsync on its loop); here a `Ready` is carried out at once, with no
+    /// crash or delivery between its parts, so the order is not observable.
     pub(super) fn process_ready(&mut self, node: usize) -> Result<(), String> {
         let bug = self.config.bug;
         let n = &mut self.nodes[node];
