@@ -175,6 +175,27 @@ impl ClientStats {
             history_error: None,
         }
     }
+
+    /// Adds one client's counts to these.
+    fn merge(&mut self, stats: ClientStats) {
+        if self.latency_us.add(&stats.latency_us).is_err() {
+            tracing::warn!("a client's latency histogram does not merge");
+        }
+        self.ops += stats.ops;
+        self.unknown += stats.unknown;
+        self.not_found += stats.not_found;
+        self.cas_mismatch += stats.cas_mismatch;
+        self.retried += stats.retried;
+        for (op, count) in stats.by_op {
+            *self.by_op.entry(op).or_insert(0) += count;
+        }
+        for (kind, count) in stats.errors {
+            *self.errors.entry(kind).or_insert(0) += count;
+        }
+        if let Some(error) = stats.history_error {
+            self.history_error.get_or_insert(error);
+        }
+    }
 }
 
 /// The key prefix of a run: the one asked for, else [`KEY_PREFIX`] without a history,
@@ -377,22 +398,7 @@ pub async fn run_load(
     config.validate()?;
     let histogram = Histogram::<u64>::new_with_bounds(1, MAX_LATENCY_US, 3)
         .map_err(|e| LoadError::Histogram(e.to_string()))?;
-    let mut connections = Vec::with_capacity(config.connections);
-    for _ in 0..config.connections {
-        connections.push(Connection::open(&config.broker).await?);
-    }
-    let mut chat = None;
-    if config.mix.has(LoadOp::Publish) {
-        let setup = CallOptions {
-            timeout: config.options.timeout.max(SETUP_TIMEOUT),
-            ..config.options
-        };
-        chat = Some(
-            set_up_chat(&connections[0], &setup)
-                .await
-                .map_err(LoadError::Setup)?,
-        );
-    }
+    let (connections, chat) = connect(&config).await?;
     let (chat_user, chat_credential) = chat.unzip();
     let recorder = match &config.history {
         Some(path) => Some(HistoryRecorder::create(path)?),
@@ -432,33 +438,15 @@ pub async fn run_load(
         })
         .collect();
     let mut total = ClientStats::new(histogram);
-    let mut history_error = None;
     for task in tasks {
-        let stats = match task.await {
-            Ok(stats) => stats,
+        match task.await {
+            Ok(stats) => total.merge(stats),
             Err(error) => {
                 // A client task panicked: a bug; its operations are missing from the
                 // counts (and the history, which is therefore not trustworthy).
-                history_error.get_or_insert(format!("a client task failed: {error}"));
-                continue;
+                let error = format!("a client task failed: {error}");
+                total.history_error.get_or_insert(error);
             }
-        };
-        if total.latency_us.add(&stats.latency_us).is_err() {
-            tracing::warn!("a client's latency histogram does not merge");
-        }
-        total.ops += stats.ops;
-        total.unknown += stats.unknown;
-        total.not_found += stats.not_found;
-        total.cas_mismatch += stats.cas_mismatch;
-        total.retried += stats.retried;
-        for (op, count) in stats.by_op {
-            *total.by_op.entry(op).or_insert(0) += count;
-        }
-        for (kind, count) in stats.errors {
-            *total.errors.entry(kind).or_insert(0) += count;
-        }
-        if let Some(error) = stats.history_error {
-            history_error.get_or_insert(error);
         }
     }
     let elapsed = started.elapsed();
@@ -475,23 +463,7 @@ pub async fn run_load(
     let failovers = connections.iter().map(|c| c.stats().failovers).sum();
     let overloaded = connections.iter().map(|c| c.stats().overloaded).sum();
     let history = match recorder {
-        Some(recorder) => {
-            let path = recorder.path().to_owned();
-            let written = tokio::task::spawn_blocking(move || recorder.finish())
-                .await
-                .map_err(|e| HistoryError::Io {
-                    path: path.clone(),
-                    source: std::io::Error::other(e.to_string()),
-                })??;
-            if let Some(error) = history_error {
-                return Err(HistoryError::Io {
-                    path,
-                    source: std::io::Error::other(error),
-                }
-                .into());
-            }
-            Some((path, written))
-        }
+        Some(recorder) => Some(finish_history(recorder, total.history_error).await?),
         None => None,
     };
     Ok(LoadReport {
@@ -512,6 +484,51 @@ pub async fn run_load(
         overloaded,
         history,
     })
+}
+
+/// Opens the run's connections and, when the mix publishes, signs up the chat user its
+/// clients post as (its name and credential).
+async fn connect(
+    config: &LoadConfig,
+) -> Result<(Vec<Connection>, Option<(String, String)>), LoadError> {
+    let mut connections = Vec::with_capacity(config.connections);
+    for _ in 0..config.connections {
+        connections.push(Connection::open(&config.broker).await?);
+    }
+    if !config.mix.has(LoadOp::Publish) {
+        return Ok((connections, None));
+    }
+    let setup = CallOptions {
+        timeout: config.options.timeout.max(SETUP_TIMEOUT),
+        ..config.options
+    };
+    let chat = set_up_chat(&connections[0], &setup)
+        .await
+        .map_err(LoadError::Setup)?;
+    Ok((connections, Some(chat)))
+}
+
+/// Writes out the rest of the history; a client's failure to record makes the whole
+/// history untrustworthy, and that is the error.
+async fn finish_history(
+    recorder: HistoryRecorder,
+    client_error: Option<String>,
+) -> Result<(PathBuf, u64), LoadError> {
+    let path = recorder.path().to_owned();
+    let written = tokio::task::spawn_blocking(move || recorder.finish())
+        .await
+        .map_err(|e| HistoryError::Io {
+            path: path.clone(),
+            source: std::io::Error::other(e.to_string()),
+        })??;
+    if let Some(error) = client_error {
+        return Err(HistoryError::Io {
+            path,
+            source: std::io::Error::other(error),
+        }
+        .into());
+    }
+    Ok((path, written))
 }
 
 #[cfg(test)]

@@ -138,84 +138,98 @@ pub async fn run(
     let metrics = Metrics::new();
     let seal = Seal::new(keys, metrics.clone());
     tracing::info!(key_ids = ?seal.report().key_ids, "cluster key loaded");
-    // Both halves of every socket stay alive until the end: a socket closes when both
-    // are dropped.
-    let mut publishers = Vec::new();
-    let mut publisher_halves = Vec::new();
-    for socket in sockets.publishers {
-        let endpoint = socket.endpoint().to_owned();
-        let (sender, receiver) = socket.split();
-        publishers.push((endpoint, sender));
-        publisher_halves.push(receiver);
-    }
-    let (subscriptions, subscriber) = sockets.subscriber.split();
-    let (broker_tx, broker_rx): (Vec<_>, Vec<_>) = sockets
-        .brokers
-        .into_iter()
-        .map(transport::Socket::split)
-        .unzip();
-    let (reference_tx, mut reference_rx) = sockets.reference.split();
-
-    let Some(booted) = boot::boot(
-        &config,
-        (&reference_tx, &mut reference_rx),
-        &seal,
-        &shutdown,
-    )
-    .await?
-    else {
+    let (mut links, status) = sockets.split();
+    let reference = (&links.reference_tx, &mut links.reference_rx);
+    let Some(booted) = boot::boot(&config, reference, &seal, &shutdown).await? else {
         return Ok(());
     };
     let _lock = booted.lock;
-    let identity = booted.identity;
-    let rank = identity.rank;
+    let rank = booted.identity.rank;
     // A node's own broadcasts never come back: it subscribes to its peers' ranks only.
     for prefix in topic::peer_broadcasts(rank, config.cluster_size) {
-        subscriptions.subscribe(prefix).await?;
+        links.subscriptions.subscribe(prefix).await?;
     }
-
-    let node_dir = config.node_dir();
     let writer = wal::WalWriter::open(
-        &node_dir.join("wal"),
+        &config.node_dir().join("wal"),
         &booted.recovery,
         config.wal_segment_bytes,
     )?;
     let wal = wal::spawn(writer, metrics.clone(), config.wal_loop_commit)?;
+    let replica = new_replica(&config, rank, booted.persisted)?;
+
+    let (rooms, inputs, status_queries) = wire(
+        &config,
+        booted.identity,
+        booted.store.applied_slot(),
+        links,
+        &wal,
+        &seal,
+        &metrics,
+    );
+    let http_stop = CancellationToken::new();
+    let http_task = tokio::spawn(http::serve(
+        status,
+        status_queries,
+        metrics.clone(),
+        http_stop.clone(),
+    ));
+    tracing::info!("running");
+    let driver = Driver::new(config, replica, booted.store, rooms, metrics);
+    let result = driver.run(inputs, shutdown).await;
+    http_stop.cancel();
+    let _ = http_task.await;
+    // Closing the queue ends the writer thread once it has written what it holds (the
+    // driver's own sender went with it).
+    drop(wal.requests);
+    let _ = tokio::task::spawn_blocking(move || wal.thread.join()).await;
+    result
+}
+
+/// The core, from what the WAL and store.json hold, with this start's seed and
+/// incarnation.
+fn new_replica(
+    config: &Config,
+    rank: paxos::Rank,
+    persisted: paxos::Persisted,
+) -> Result<Replica, NodeError> {
     let nanos = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_nanos() as u64);
     let seed = config.seed.unwrap_or(nanos ^ (u64::from(config.id) << 48));
     // This start's own, even under a fixed --seed (read batch ids start from it).
     let incarnation = nanos / 1000;
-    let replica = Replica::new(
-        config.paxos_config(rank, seed, incarnation),
-        booted.persisted,
-    )
-    .map_err(|e| NodeError::Config(config::ConfigError::Paxos(e)))?;
+    Replica::new(config.paxos_config(rank, seed, incarnation), persisted)
+        .map_err(|e| NodeError::Config(config::ConfigError::Paxos(e)))
+}
 
-    let (status_tx, status_rx) = mpsc::channel(http::MAX_STATUS_QUERIES);
-    let http_stop = CancellationToken::new();
-    let http_task = tokio::spawn(http::serve(
-        sockets.status,
-        status_tx,
-        metrics.clone(),
-        http_stop.clone(),
-    ));
-
+/// The rooms the driver routes between, the inputs its loop waits on, and the sending
+/// end of one of them, the status queries' queue, for the HTTP server.
+fn wire(
+    config: &Config,
+    identity: files::Identity,
+    applied_slot: paxos::Slot,
+    links: sockets::Links,
+    wal: &wal::WalHandle,
+    seal: &Seal,
+    metrics: &Metrics,
+) -> (Rooms, Inputs, mpsc::Sender<http::StatusQuery>) {
+    let node_dir = config.node_dir();
     let name = identity.node.clone();
+    let rank = identity.rank;
     let (snapshots, written) = Snapshots::new(
         node_dir.join("store.json"),
         name.clone(),
-        booted.store.applied_slot(),
+        applied_slot,
         config.snapshot_every_slots,
         config.snapshot_interval,
         metrics.clone(),
     );
     let (logins, checked_logins) = Logins::new(metrics.clone());
+    let (status_tx, status_rx) = mpsc::channel(http::MAX_STATUS_QUERIES);
     let rooms = Rooms {
         logins,
         peers: Peers::new(
-            publishers,
+            links.publishers,
             identity,
             node_dir.join("node.json"),
             config.cluster_size,
@@ -225,7 +239,7 @@ pub async fn run(
         clients: Clients::new(
             transport::endpoints(&config.broker)
                 .map(str::to_owned)
-                .zip(broker_tx)
+                .zip(links.broker_tx)
                 .collect(),
             name.clone(),
             config.max_pending_requests,
@@ -234,7 +248,7 @@ pub async fn run(
         ),
         disk: Disk::new(wal.requests.clone(), wal.loop_commit.clone()),
         reference: ReferenceLink::new(
-            reference_tx,
+            links.reference_tx,
             name.clone(),
             rank,
             config.advertised_status_addr(),
@@ -254,9 +268,9 @@ pub async fn run(
         crasher: Crasher::new(config.crash_at),
     };
     let inputs = Inputs {
-        subscriber,
-        brokers: broker_rx,
-        reference: reference_rx,
+        subscriber: links.subscriber,
+        brokers: links.broker_rx,
+        reference: links.reference_rx,
         status: status_rx,
         wal_progress: wal.progress.clone(),
         snapshots: written,
@@ -268,16 +282,5 @@ pub async fn run(
             config.clock_interval,
         ),
     };
-    tracing::info!("running");
-    let driver = Driver::new(config, replica, booted.store, rooms, metrics);
-    let result = driver.run(inputs, shutdown).await;
-    http_stop.cancel();
-    let _ = http_task.await;
-    // Closing the queue ends the writer thread once it has written what it holds (the
-    // driver's own sender went with it).
-    drop(wal.requests);
-    let _ = tokio::task::spawn_blocking(move || wal.thread.join()).await;
-    // The publishers' receiving halves lived as long as their sockets had to.
-    drop(publisher_halves);
-    result
+    (rooms, inputs, status_tx)
 }

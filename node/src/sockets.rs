@@ -2,7 +2,7 @@
 //! their ports.
 
 use proto::topic;
-use transport::{Kind, Mode, Options, Socket};
+use transport::{Kind, Mode, Options, Receiver, Sender, Socket};
 
 use crate::config::Config;
 use crate::error::NodeError;
@@ -74,5 +74,54 @@ impl Sockets {
             reference,
             status,
         })
+    }
+}
+
+/// The halves of the sockets the node's rooms send on and its loop receives from. A
+/// socket closes when both its halves are dropped, so each lives as long as the half in
+/// use: a PUB socket receives nothing and its receiving half is dropped at once.
+#[derive(Debug)]
+pub(crate) struct Links {
+    /// One sender per proxy frontend, with its endpoint.
+    pub(crate) publishers: Vec<(String, Sender)>,
+    /// The subscriber's sending half: it subscribes to the peers' topics once the rank
+    /// is known.
+    pub(crate) subscriptions: Sender,
+    /// The subscriber's receiving half: every peer's broadcast arrives here.
+    pub(crate) subscriber: Receiver,
+    /// One sender per broker backend, in `--broker` order.
+    pub(crate) broker_tx: Vec<Sender>,
+    /// One receiver per broker backend, in the same order.
+    pub(crate) broker_rx: Vec<Receiver>,
+    /// To the reference service.
+    pub(crate) reference_tx: Sender,
+    /// From the reference service.
+    pub(crate) reference_rx: Receiver,
+}
+
+impl Sockets {
+    /// Splits every socket into its halves; the status port goes to the HTTP server.
+    pub(crate) fn split(self) -> (Links, tokio::net::TcpListener) {
+        let publishers = self
+            .publishers
+            .into_iter()
+            .map(|socket| {
+                let endpoint = socket.endpoint().to_owned();
+                (endpoint, socket.split().0)
+            })
+            .collect();
+        let (subscriptions, subscriber) = self.subscriber.split();
+        let (broker_tx, broker_rx) = self.brokers.into_iter().map(Socket::split).unzip();
+        let (reference_tx, reference_rx) = self.reference.split();
+        let links = Links {
+            publishers,
+            subscriptions,
+            subscriber,
+            broker_tx,
+            broker_rx,
+            reference_tx,
+            reference_rx,
+        };
+        (links, self.status)
     }
 }

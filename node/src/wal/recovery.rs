@@ -83,104 +83,121 @@ pub fn recover(dir: &Path) -> Result<Recovery, WalError> {
     };
     let count = listed.len();
     for (n, (index, path)) in listed.into_iter().enumerate() {
-        let last = n + 1 == count;
         let mut data = Vec::new();
         File::open(&path)
             .and_then(|mut f| f.read_to_end(&mut data))
             .map_err(io_error(&path))?;
-        let mut max_slot = 0;
-        let cut = |offset: usize, reason: String| -> Result<Torn, WalError> {
-            if !last {
-                return Err(WalError::Corrupt {
-                    path: path.clone(),
-                    offset: offset as u64,
-                    reason,
-                });
+        let scan = scan_segment(&path, &data, n + 1 == count, &mut recovery)?;
+        let bytes = match scan.torn {
+            Some(torn) => {
+                let kept = cut_off(&path, &torn)?;
+                recovery.torn = Some(torn);
+                kept
             }
-            Ok(Torn {
-                path: path.clone(),
-                offset: offset as u64,
-                discarded_bytes: (data.len() - offset) as u64,
-                reason,
-            })
+            None => scan.records_end as u64,
         };
-        let mut torn = None;
-        // Where the records end: before a zero tail, or at the end of the file.
-        let mut records_end = data.len();
-        if data.len() < SEGMENT_MAGIC.len() || &data[..SEGMENT_MAGIC.len()] != SEGMENT_MAGIC {
-            let prefix = data.len() < SEGMENT_MAGIC.len() && SEGMENT_MAGIC.starts_with(&data);
-            if !prefix {
-                return Err(WalError::Corrupt {
-                    path: path.clone(),
-                    offset: 0,
-                    reason: "not a WAL segment (bad magic)".to_owned(),
-                });
-            }
-            // A segment whose creation was cut short: nothing in it.
-            torn = Some(cut(0, "segment header is incomplete".to_owned())?);
-        } else {
-            let mut pos = SEGMENT_MAGIC.len();
-            while pos < data.len() {
-                match parse_record(&data, pos) {
-                    Ok((record, next)) => {
-                        max_slot = max_slot.max(slot_of(&record));
-                        recovery.persisted.apply(&record);
-                        recovery.records += 1;
-                        pos = next;
-                    }
-                    Err(Bad::Payload(reason)) => {
-                        return Err(WalError::Corrupt {
-                            path: path.clone(),
-                            offset: pos as u64,
-                            reason,
-                        });
-                    }
-                    Err(Bad::Frame(_)) if data[pos..].iter().all(|&b| b == 0) => {
-                        // Preallocated space after the last record (see the module page).
-                        records_end = pos;
-                        break;
-                    }
-                    Err(Bad::Frame(reason)) => {
-                        if valid_frame_after(&data, pos) {
-                            return Err(WalError::Corrupt {
-                                path: path.clone(),
-                                offset: pos as u64,
-                                reason,
-                            });
-                        }
-                        torn = Some(cut(pos, reason)?);
-                        break;
-                    }
-                }
-            }
-        }
-        let mut bytes = records_end as u64;
-        if let Some(t) = torn {
-            let file = OpenOptions::new()
-                .write(true)
-                .open(&path)
-                .map_err(io_error(&path))?;
-            // A segment cut inside its header is rewritten as an empty segment.
-            let keep = if t.offset == 0 {
-                file.set_len(0).map_err(io_error(&path))?;
-                (&file).write_all(SEGMENT_MAGIC).map_err(io_error(&path))?;
-                SEGMENT_MAGIC.len() as u64
-            } else {
-                file.set_len(t.offset).map_err(io_error(&path))?;
-                t.offset
-            };
-            file.sync_all().map_err(io_error(&path))?;
-            bytes = keep;
-            recovery.torn = Some(t);
-        }
         recovery.segments.push(SegmentInfo {
             index,
             path,
-            max_slot,
+            max_slot: scan.max_slot,
             bytes,
         });
     }
     Ok(recovery)
+}
+
+/// What reading one segment found.
+struct Scan {
+    /// The highest slot its records name.
+    max_slot: Slot,
+    /// Where its records end: before a zero tail, or at the end of the file.
+    records_end: usize,
+    /// A tail a crash during a write left, to cut off.
+    torn: Option<Torn>,
+}
+
+/// Folds the records of one segment's `data` into `recovery`. A damaged end is a torn
+/// tail in the `last` segment — unless a valid record follows it — and corruption in any
+/// other; a damaged record payload is corruption anywhere.
+fn scan_segment(
+    path: &Path,
+    data: &[u8],
+    last: bool,
+    recovery: &mut Recovery,
+) -> Result<Scan, WalError> {
+    let corrupt = |offset: usize, reason: String| WalError::Corrupt {
+        path: path.to_path_buf(),
+        offset: offset as u64,
+        reason,
+    };
+    let cut = |offset: usize, reason: String| -> Result<Torn, WalError> {
+        if !last {
+            return Err(corrupt(offset, reason));
+        }
+        Ok(Torn {
+            path: path.to_path_buf(),
+            offset: offset as u64,
+            discarded_bytes: (data.len() - offset) as u64,
+            reason,
+        })
+    };
+    let mut scan = Scan {
+        max_slot: 0,
+        records_end: data.len(),
+        torn: None,
+    };
+    if !data.starts_with(SEGMENT_MAGIC) {
+        if !SEGMENT_MAGIC.starts_with(data) {
+            return Err(corrupt(0, "not a WAL segment (bad magic)".to_owned()));
+        }
+        // A segment whose creation was cut short: nothing in it.
+        scan.torn = Some(cut(0, "segment header is incomplete".to_owned())?);
+        return Ok(scan);
+    }
+    let mut pos = SEGMENT_MAGIC.len();
+    while pos < data.len() {
+        match parse_record(data, pos) {
+            Ok((record, next)) => {
+                scan.max_slot = scan.max_slot.max(slot_of(&record));
+                recovery.persisted.apply(&record);
+                recovery.records += 1;
+                pos = next;
+            }
+            Err(Bad::Payload(reason)) => return Err(corrupt(pos, reason)),
+            Err(Bad::Frame(_)) if data[pos..].iter().all(|&b| b == 0) => {
+                // Preallocated space after the last record (see the module page).
+                scan.records_end = pos;
+                break;
+            }
+            Err(Bad::Frame(reason)) if valid_frame_after(data, pos) => {
+                return Err(corrupt(pos, reason));
+            }
+            Err(Bad::Frame(reason)) => {
+                scan.torn = Some(cut(pos, reason)?);
+                break;
+            }
+        }
+    }
+    Ok(scan)
+}
+
+/// Cuts `torn`'s tail off the segment at `path`, durably; returns the bytes kept. A
+/// segment cut inside its header is rewritten as an empty segment.
+fn cut_off(path: &Path, torn: &Torn) -> Result<u64, WalError> {
+    let file = OpenOptions::new()
+        .write(true)
+        .open(path)
+        .map_err(io_error(path))?;
+    let kept = if torn.offset == 0 {
+        file.set_len(0).map_err(io_error(path))?;
+        (&file).write_all(SEGMENT_MAGIC).map_err(io_error(path))?;
+        SEGMENT_MAGIC.len() as u64
+    } else {
+        file.set_len(torn.offset).map_err(io_error(path))?;
+        torn.offset
+    };
+    file.sync_all().map_err(io_error(path))?;
+    Ok(kept)
 }
 
 #[cfg(test)]
