@@ -194,137 +194,161 @@ impl Menu<'_> {
         }
     }
 
-    /// One menu action; `false` to quit.
+    /// One menu action; `false` to quit (or when input ends).
     fn step(&mut self, user: &str) -> bool {
         println!("{MENU}");
         let Some(choice) = self.ask("choice> ") else {
             return false;
         };
         match choice.as_str() {
-            "1" => {
-                if let Some(Answer {
-                    reply: Reply::Users(users),
-                    ..
-                }) = self.call(Op::ListUsers)
-                {
-                    println!("Users ({}): {}", users.len(), users.join(", "));
-                }
+            "1" => self.list_users(),
+            "2" => self.create_channel(),
+            "3" => self.list_channels(user),
+            "4" => self.subscribe(user),
+            "5" => self.publish(user),
+            "6" => self.private_message(user),
+            "7" => self.history(),
+            "0" | "q" | "quit" | "exit" => false,
+            "" => true,
+            other => {
+                println!("Unknown choice {other:?}: type a number from the menu.");
+                true
             }
-            "2" => {
-                let Some(channel) = self.ask_non_empty("channel name> ") else {
-                    return false;
-                };
-                if self
-                    .call(Op::CreateChannel {
-                        channel: channel.clone(),
-                    })
-                    .is_some()
-                {
-                    println!("Channel #{channel} created.");
-                }
+        }
+    }
+
+    fn list_users(&mut self) -> bool {
+        if let Some(Answer {
+            reply: Reply::Users(users),
+            ..
+        }) = self.call(Op::ListUsers)
+        {
+            println!("Users ({}): {}", users.len(), users.join(", "));
+        }
+        true
+    }
+
+    fn create_channel(&mut self) -> bool {
+        let Some(channel) = self.ask_non_empty("channel name> ") else {
+            return false;
+        };
+        if self
+            .call(Op::CreateChannel {
+                channel: channel.clone(),
+            })
+            .is_some()
+        {
+            println!("Channel #{channel} created.");
+        }
+        true
+    }
+
+    fn list_channels(&mut self, user: &str) -> bool {
+        let Some(Answer {
+            reply: Reply::Channels(channels),
+            ..
+        }) = self.call(Op::ListChannels)
+        else {
+            return true;
+        };
+        if channels.is_empty() {
+            println!("No channels yet.");
+        }
+        for channel in channels {
+            let mark = if channel.subscribers.iter().any(|s| s == user) {
+                " (subscribed)"
+            } else {
+                ""
+            };
+            println!(
+                "#{}{mark}: {} subscriber(s) {}",
+                channel.name,
+                channel.subscribers.len(),
+                channel.subscribers.join(", ")
+            );
+        }
+        true
+    }
+
+    fn subscribe(&mut self, user: &str) -> bool {
+        let Some(channel) = self.ask_non_empty("channel> ") else {
+            return false;
+        };
+        let channel = channel.trim_start_matches('#').to_owned();
+        let op = Op::Subscribe {
+            user: user.to_owned(),
+            channel: channel.clone(),
+        };
+        if self.call(op).is_some() {
+            self.follow(&Target::Channel(channel.clone()));
+            println!("Subscribed to #{channel}.");
+        }
+        true
+    }
+
+    fn publish(&mut self, user: &str) -> bool {
+        let Some(channel) = self.ask_non_empty("channel> ") else {
+            return false;
+        };
+        let Some(text) = self.ask_non_empty("message> ") else {
+            return false;
+        };
+        let op = Op::Publish {
+            user: user.to_owned(),
+            channel: channel.trim_start_matches('#').to_owned(),
+            text,
+        };
+        if let Some(Answer {
+            reply: Reply::Posted { id },
+            ..
+        }) = self.call(op)
+        {
+            println!("Published as message #{id}.");
+        }
+        true
+    }
+
+    fn private_message(&mut self, user: &str) -> bool {
+        let Some(to) = self.ask_non_empty("to user> ") else {
+            return false;
+        };
+        let Some(text) = self.ask_non_empty("message> ") else {
+            return false;
+        };
+        let op = Op::PrivateMessage {
+            from: user.to_owned(),
+            to: to.trim_start_matches('@').to_owned(),
+            text,
+        };
+        if let Some(Answer {
+            reply: Reply::Posted { id },
+            ..
+        }) = self.call(op)
+        {
+            println!("Sent as message #{id}.");
+        }
+        true
+    }
+
+    fn history(&mut self) -> bool {
+        let Some(target) = self.ask_non_empty("channel or @user> ") else {
+            return false;
+        };
+        let op = Op::History {
+            target: parse_target(&target),
+            since: 0,
+        };
+        if let Some(Answer {
+            reply: Reply::Messages(messages),
+            ..
+        }) = self.call(op)
+        {
+            if messages.is_empty() {
+                println!("No messages.");
             }
-            "3" => {
-                if let Some(Answer {
-                    reply: Reply::Channels(channels),
-                    ..
-                }) = self.call(Op::ListChannels)
-                {
-                    if channels.is_empty() {
-                        println!("No channels yet.");
-                    }
-                    for channel in channels {
-                        let mark = if channel.subscribers.iter().any(|s| s == user) {
-                            " (subscribed)"
-                        } else {
-                            ""
-                        };
-                        println!(
-                            "#{}{mark}: {} subscriber(s) {}",
-                            channel.name,
-                            channel.subscribers.len(),
-                            channel.subscribers.join(", ")
-                        );
-                    }
-                }
+            for message in messages {
+                println!("#{:<5} {}", message.id, format_message(&message));
             }
-            "4" => {
-                let Some(channel) = self.ask_non_empty("channel> ") else {
-                    return false;
-                };
-                let channel = channel.trim_start_matches('#').to_owned();
-                let op = Op::Subscribe {
-                    user: user.to_owned(),
-                    channel: channel.clone(),
-                };
-                if self.call(op).is_some() {
-                    self.follow(&Target::Channel(channel.clone()));
-                    println!("Subscribed to #{channel}.");
-                }
-            }
-            "5" => {
-                let Some(channel) = self.ask_non_empty("channel> ") else {
-                    return false;
-                };
-                let Some(text) = self.ask_non_empty("message> ") else {
-                    return false;
-                };
-                let op = Op::Publish {
-                    user: user.to_owned(),
-                    channel: channel.trim_start_matches('#').to_owned(),
-                    text,
-                };
-                if let Some(Answer {
-                    reply: Reply::Posted { id },
-                    ..
-                }) = self.call(op)
-                {
-                    println!("Published as message #{id}.");
-                }
-            }
-            "6" => {
-                let Some(to) = self.ask_non_empty("to user> ") else {
-                    return false;
-                };
-                let Some(text) = self.ask_non_empty("message> ") else {
-                    return false;
-                };
-                let op = Op::PrivateMessage {
-                    from: user.to_owned(),
-                    to: to.trim_start_matches('@').to_owned(),
-                    text,
-                };
-                if let Some(Answer {
-                    reply: Reply::Posted { id },
-                    ..
-                }) = self.call(op)
-                {
-                    println!("Sent as message #{id}.");
-                }
-            }
-            "7" => {
-                let Some(target) = self.ask_non_empty("channel or @user> ") else {
-                    return false;
-                };
-                let op = Op::History {
-                    target: parse_target(&target),
-                    since: 0,
-                };
-                if let Some(Answer {
-                    reply: Reply::Messages(messages),
-                    ..
-                }) = self.call(op)
-                {
-                    if messages.is_empty() {
-                        println!("No messages.");
-                    }
-                    for message in messages {
-                        println!("#{:<5} {}", message.id, format_message(&message));
-                    }
-                }
-            }
-            "0" | "q" | "quit" | "exit" => return false,
-            "" => {}
-            other => println!("Unknown choice {other:?}: type a number from the menu."),
         }
         true
     }
