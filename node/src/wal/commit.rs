@@ -386,6 +386,19 @@ mod tests {
             .unwrap()
     }
 
+    /// Hands group `seq`, one `Accept` for slot `seq` to sync, to the writer thread.
+    async fn hand_over(handle: &WalHandle, seq: u64) {
+        handle
+            .requests
+            .send(WalRequest::Append {
+                seq,
+                sync: true,
+                records: vec![accept(seq)],
+            })
+            .await
+            .unwrap();
+    }
+
     #[test]
     fn the_writer_thread_reports_durable_groups() {
         let dir = temp_dir("thread");
@@ -394,15 +407,7 @@ mod tests {
         let handle = spawn(writer, Metrics::new(), false).unwrap();
         runtime().block_on(async {
             for seq in 1..=20 {
-                handle
-                    .requests
-                    .send(WalRequest::Append {
-                        seq,
-                        sync: true,
-                        records: vec![accept(seq)],
-                    })
-                    .await
-                    .unwrap();
+                hand_over(&handle, seq).await;
             }
             let mut progress = handle.progress.clone();
             progress.wait_for(|p| p.durable_seq == 20).await.unwrap();
@@ -528,15 +533,7 @@ mod tests {
         // segment, the loop leaves to the thread too, which begins the next segment.
         let to_thread = |seq: u64| {
             runtime().block_on(async {
-                handle
-                    .requests
-                    .send(WalRequest::Append {
-                        seq,
-                        sync: true,
-                        records: vec![accept(seq)],
-                    })
-                    .await
-                    .unwrap();
+                hand_over(&handle, seq).await;
                 let mut progress = handle.progress.clone();
                 progress.wait_for(|p| p.durable_seq == seq).await.unwrap();
             })
